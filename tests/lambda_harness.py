@@ -44,6 +44,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        # A bootstrap stopped while it waits on /next resets its connection: expected, not news.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 class RuntimeApi:
     """A Lambda Runtime API endpoint."""

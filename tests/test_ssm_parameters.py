@@ -295,3 +295,27 @@ def test_a_hanging_dependency_is_answered_before_the_deadline(launch, runtime, r
     # The process serves the next event.
     assert cfn.delete(failed["PhysicalResourceId"], props(prefix()))["Status"] == "SUCCESS"
     assert bootstrap.alive()
+
+
+def test_the_sample_events_work_as_shipped(fn, aws, responses):
+    """events/ssm-parameters/*.json, with only the endpoint, prefix and key made local."""
+    from lambda_harness import ROOT
+
+    _, cfn = fn
+    p = prefix()
+    key_id = aws.kms.create_key()["KeyMetadata"]["KeyId"]
+    passwords = []
+
+    def localise(event: dict) -> dict:
+        event = json.loads(json.dumps(event).replace("/fargate-smb/web", p).replace("alias/fargate-smb", key_id))
+        event["ResponseURL"] = responses.url(event["RequestId"])
+        return event
+
+    for name in ("create", "update", "update-regenerate-password", "delete"):
+        event = json.loads((ROOT / "events" / "ssm-parameters" / f"{name}.json").read_text())
+        answer = cfn.send(localise(event))
+        assert answer["Status"] == "SUCCESS", (name, answer)
+        found = read(aws, f"{p}/password")
+        passwords.append(found and found["Value"])
+    create, update, regenerate, delete = passwords
+    assert create == update and regenerate != update and delete is None

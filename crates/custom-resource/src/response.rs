@@ -113,7 +113,8 @@ impl Response {
 
     fn serialized(&self, suffix: &str) -> Vec<u8> {
         let mut shown = self.clone();
-        if !suffix.is_empty() {
+        // The log stream pointer helps only where something went wrong.
+        if !suffix.is_empty() && shown.status == Status::Failed {
             shown.reason = Some(match shown.reason {
                 Some(r) => format!("{r}{suffix}"),
                 None => suffix.trim_start().to_owned(),
