@@ -34,6 +34,7 @@ def environment(runtime: RuntimeApi, moto_url: str) -> dict:
         "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
         "AWS_LAMBDA_LOG_GROUP_NAME": "bench",
         "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_ENDPOINT_URL": moto_url,
@@ -55,7 +56,8 @@ def cold_start(argv: list[str], env: dict, runtime: RuntimeApi, then=None) -> tu
     process.terminate()
     _, _, usage = os.wait4(process.pid, 0)
     process.returncode = 0
-    # The process was blocked on `next`; drop the event slot it would have taken.
+    # Let the Runtime API notice the closed connection before the next process asks.
+    time.sleep(0.2)
     return init_ms, usage.ru_maxrss
 
 

@@ -23,6 +23,15 @@ def _moto_url() -> str:
     return url_file.read_text().strip()
 
 
+def samba_env() -> dict[str, str]:
+    """The DC's coordinates, as scripts/stack env prints them (starting the DC if needed)."""
+    if not (ROOT / ".local" / "stack" / "samba.pid").exists():
+        subprocess.run([str(ROOT / "scripts" / "stack"), "start", "samba"], check=True)
+    out = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], check=True, capture_output=True, text=True).stdout
+    pairs = (line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export "))
+    return {k: v for k, v in pairs}
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> str:
     url = _moto_url()

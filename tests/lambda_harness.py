@@ -77,12 +77,38 @@ class RuntimeApi:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _peer_closed(self) -> bool:
+                import select
+                import socket as _socket
+
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if not readable:
+                    return False
+                try:
+                    return self.connection.recv(1, _socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
             def do_GET(self):
                 if not self.path.endswith("/runtime/invocation/next"):
                     return self._reply(404)
                 with api._lock:
                     api.next_calls.append(time.monotonic())
-                request_id, payload, deadline_ms = api.events.get()
+                # Wait for an event, but give up if the function went away meanwhile: a stale
+                # waiter must not take the event meant for the next process.
+                while True:
+                    try:
+                        item = api.events.get(timeout=0.1)
+                        break
+                    except queue.Empty:
+                        if self._peer_closed():
+                            self.close_connection = True
+                            return
+                if self._peer_closed():
+                    api.events.put(item)  # not ours to take: hand it to the live process
+                    self.close_connection = True
+                    return
+                request_id, payload, deadline_ms = item
                 body = json.dumps(payload).encode()
                 self._reply(
                     200,
@@ -202,6 +228,7 @@ class Bootstrap:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
             "AWS_LAMBDA_LOG_STREAM_NAME": f"2026/11/25/[$LATEST]{uuid.uuid4().hex}",
             "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_EC2_METADATA_DISABLED": "true",
