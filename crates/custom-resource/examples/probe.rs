@@ -39,7 +39,9 @@ impl Probe {
             }
             "big" => Ok(Outcome::new().with("Blob", "x".repeat(size))),
             "long-reason" => Err(ProbeError("é".repeat(size))),
-            "no-echo" => Ok(Outcome::new().with("Token", "visible-only-to-getatt").no_echo()),
+            "no-echo" => Ok(Outcome::new()
+                .with("Token", "visible-only-to-getatt")
+                .no_echo()),
             other => Err(ProbeError(format!("unknown Mode {other:?}"))),
         }
     }

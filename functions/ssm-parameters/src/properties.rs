@@ -185,7 +185,8 @@ fn validate_prefix(prefix: &str, allowed_path: &str) -> Result<(), Invalid> {
         ));
     }
     let allowed = allowed_path.trim_end_matches('/');
-    let inside = allowed.is_empty() || prefix == allowed || prefix.starts_with(&format!("{allowed}/"));
+    let inside =
+        allowed.is_empty() || prefix == allowed || prefix.starts_with(&format!("{allowed}/"));
     if !inside {
         return Err(invalid(
             P,
