@@ -78,10 +78,17 @@ text += f"""
 """
 open(conf, "w").write(text)
 PY
-  # A certificate for LDAPS that clients can verify (SAN for the IP and the DC's name).
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=dc1.example.test" \
-    -addext "subjectAltName=IP:127.0.0.1,DNS:dc1.example.test,DNS:localhost" \
-    -keyout "$t/dc/tls/key.pem" -out "$t/dc/tls/cert.pem" >/dev/null 2>&1
+  # A local CA and a DC certificate it issued (SAN for the IP and the DC's name), as an enterprise
+  # CA would: clients verify LDAPS against ca.pem; TLS libraries refuse a CA used as a leaf.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=fargate-smb local CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$t/dc/tls/ca-key.pem" -out "$t/dc/tls/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=dc1.example.test" \
+    -keyout "$t/dc/tls/key.pem" -out "$t/dc/tls/dc.csr" >/dev/null 2>&1
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:dc1.example.test,DNS:localhost\n' > "$t/dc/tls/dc.ext"
+  openssl x509 -req -in "$t/dc/tls/dc.csr" -CA "$t/dc/tls/ca.pem" -CAkey "$t/dc/tls/ca-key.pem" -CAcreateserial \
+    -days 3650 -extfile "$t/dc/tls/dc.ext" -out "$t/dc/tls/cert.pem" >/dev/null 2>&1
+  rm -f "$t/dc/tls/ca-key.pem" "$t/dc/tls/dc.csr" "$t/dc/tls/dc.ext"
   chmod 600 "$t/dc/tls/key.pem"
   samba-tool domain passwordsettings set -s "$conf" --min-pwd-age=0 --max-pwd-age=0 >/dev/null
   samba-tool ou create "$SAMBA_OU" -s "$conf" >/dev/null
@@ -99,7 +106,7 @@ PY
 }
 
 samba_ldaps_ready() {
-  LDAPTLS_CACERT="$SAMBA_RUN/tls/cert.pem" ldapsearch -LLL -o nettimeout=2 -H ldaps://127.0.0.1 -x -b "" -s base defaultNamingContext >/dev/null 2>&1
+  LDAPTLS_CACERT="$SAMBA_RUN/tls/ca.pem" ldapsearch -LLL -o nettimeout=2 -H ldaps://127.0.0.1 -x -b "" -s base defaultNamingContext >/dev/null 2>&1
 }
 
 samba_smb_ready() {
@@ -173,7 +180,7 @@ export FARGATE_SMB_DOMAIN=$SAMBA_DOMAIN
 export FARGATE_SMB_REALM=$SAMBA_REALM
 export FARGATE_SMB_BASE_DN=$SAMBA_BASE_DN
 export FARGATE_SMB_OU=$SAMBA_OU
-export FARGATE_SMB_CA=$SAMBA_RUN/tls/cert.pem
+export FARGATE_SMB_CA=$SAMBA_RUN/tls/ca.pem
 export FARGATE_SMB_SMB_CONF=$SAMBA_CONF
 export FARGATE_SMB_ADMIN_PASSWORD_FILE=$SAMBA_RUN/admin-password
 export FARGATE_SMB_DOMAIN_SID_FILE=$SAMBA_RUN/domain-sid

@@ -17,12 +17,14 @@
 
 pub mod cfn;
 mod event;
+mod invalid;
 pub mod logging;
 mod responder;
 mod response;
 mod runtime;
 
 pub use event::{Request, RequestType, StackArn};
+pub use invalid::{Invalid, invalid};
 pub use responder::{HttpResponder, ResponderConfig, ResponseError};
 pub use response::{MAX_RESPONSE_BYTES, Outcome, Response, Status};
 pub use runtime::{CREATE_FAILED_PREFIX, CustomResource, serve};

@@ -1,6 +1,6 @@
 //! The resource's properties and their validation. Every error names the property and the fix.
 
-use custom_resource::cfn;
+use custom_resource::{Invalid, cfn, invalid};
 use secrets::PasswordRules;
 use serde::Deserialize;
 
@@ -42,23 +42,6 @@ pub struct Tag {
 
 fn tag_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     cfn::opt_text(d).map(Option::unwrap_or_default)
-}
-
-/// A property that fails validation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{property} {problem}: {fix}")]
-pub struct Invalid {
-    pub property: &'static str,
-    pub problem: String,
-    pub fix: String,
-}
-
-fn invalid(property: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Invalid {
-    Invalid {
-        property,
-        problem: problem.into(),
-        fix: fix.into(),
-    }
 }
 
 /// SSM's longest parameter name, including the path.
@@ -199,62 +182,10 @@ fn validate_prefix(prefix: &str, allowed_path: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Characters AD forbids in a sAMAccountName.
-const SAM_FORBIDDEN: &str = "\"/\\[]:;|=,+*?<>@";
-
 fn validate_username(username: &str) -> Result<(), Invalid> {
-    const P: &str = "Username";
-    let fix =
-        r"write it as DOMAIN\name or name@domain.example (New-SmbGlobalMapping needs the domain)";
-    let (domain, name) = if let Some((domain, name)) = username.split_once('\\') {
-        (domain, name)
-    } else if let Some((name, domain)) = username.rsplit_once('@') {
-        (domain, name)
-    } else {
-        return Err(invalid(P, format!("{username:?} has no domain"), fix));
-    };
-    if domain.is_empty() || name.is_empty() {
-        return Err(invalid(
-            P,
-            format!("{username:?} has an empty domain or name"),
-            fix,
-        ));
-    }
-    if domain
-        .chars()
-        .any(|c| !(c.is_ascii_alphanumeric() || "-.".contains(c)))
-    {
-        return Err(invalid(
-            P,
-            format!("the domain {domain:?} is not a NetBIOS or DNS domain name"),
-            fix,
-        ));
-    }
-    if name.chars().count() > 20 {
-        return Err(invalid(
-            P,
-            format!("the account name {name:?} is longer than 20 characters"),
-            "AD limits sAMAccountName to 20 characters; shorten it",
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| SAM_FORBIDDEN.contains(*c) || c.is_control())
-    {
-        return Err(invalid(
-            P,
-            format!("the account name contains {bad:?}"),
-            format!("AD forbids {SAM_FORBIDDEN} in account names"),
-        ));
-    }
-    if name.ends_with('.') {
-        return Err(invalid(
-            P,
-            "ends with a dot",
-            "AD account names cannot end with a dot",
-        ));
-    }
-    Ok(())
+    ad_names::split_qualified(username)
+        .map(|_| ())
+        .map_err(|problem| invalid("Username", problem, r"write it as DOMAIN\name or name@domain.example (New-SmbGlobalMapping needs the domain)"))
 }
 
 /// Characters Windows forbids in share and folder names.

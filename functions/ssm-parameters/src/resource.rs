@@ -1,7 +1,7 @@
 //! Create, update and delete of the parameter set.
 
-use crate::properties::{Invalid, Properties};
-use custom_resource::{CustomResource, Outcome, Request, Secret};
+use crate::properties::Properties;
+use custom_resource::{CustomResource, Invalid, Outcome, Request, Secret};
 use parameter_store::{ParameterStore, StoreError, Value, parameter_arn};
 use std::collections::BTreeMap;
 

@@ -1,0 +1,428 @@
+//! Properties and their validation; every error names the property and the fix.
+
+use custom_resource::{Invalid, cfn, invalid};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Backend {
+    /// Any AD over LDAPS (or LDAP + StartTLS).
+    #[default]
+    #[serde(rename = "ldaps", alias = "LDAPS", alias = "Ldaps")]
+    Ldaps,
+    /// AWS Managed Microsoft AD through the Directory Service Data API.
+    #[serde(
+        rename = "managed-ad",
+        alias = "ManagedAD",
+        alias = "ManagedAd",
+        alias = "MANAGED_AD"
+    )]
+    ManagedAd,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum OnDelete {
+    #[default]
+    #[serde(rename = "delete", alias = "Delete")]
+    Delete,
+    #[serde(rename = "disable", alias = "Disable")]
+    Disable,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Properties {
+    #[serde(default)]
+    pub backend: Backend,
+    /// DNS name of the domain, e.g. `corp.example.com`.
+    pub domain: String,
+    /// NetBIOS name (for the `DOMAIN\name` form); default: the domain's first label, upper-cased.
+    #[serde(default)]
+    pub netbios_name: Option<String>,
+    /// The account, e.g. `svc-web`; with `Alternating`, the pair `svc-web-a` / `svc-web-b`.
+    pub account_name: String,
+    #[serde(default, deserialize_with = "cfn::opt_bool")]
+    pub alternating: Option<bool>,
+    /// DN of the OU for the accounts (LDAPS). Managed AD always uses its own Users OU.
+    #[serde(default)]
+    pub organizational_unit: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A security group the account(s) join: the principal the share ACL grants.
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default, deserialize_with = "cfn::opt_bool")]
+    pub create_group: Option<bool>,
+    #[serde(default)]
+    pub group_organizational_unit: Option<String>,
+    /// SSM SecureString holding the active account's password (from Custom::SsmParameters).
+    pub password_parameter: String,
+    /// SSM String holding the active `DOMAIN\name` (set by rotation); default: the first account.
+    #[serde(default)]
+    pub username_parameter: Option<String>,
+    /// Pass Custom::SsmParameters' PasswordParameterVersion: a change resets the password.
+    #[serde(default, deserialize_with = "cfn::opt_text")]
+    pub password_parameter_version: Option<String>,
+    #[serde(default, deserialize_with = "cfn::opt_bool")]
+    pub password_never_expires: Option<bool>,
+    #[serde(default)]
+    pub on_delete: OnDelete,
+    /// Take over an account of the same name that this resource did not create.
+    #[serde(default, deserialize_with = "cfn::opt_bool")]
+    pub adopt_existing: Option<bool>,
+
+    // LDAPS backend.
+    /// `ldaps://dc1.corp.example.com` (or `ldap://...` with StartTls).
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default, deserialize_with = "cfn::opt_bool")]
+    pub start_tls: Option<bool>,
+    /// PEM of the CA that issued the DC's certificate; default: the system's roots.
+    #[serde(default)]
+    pub ca_bundle: Option<String>,
+    /// The admin that binds: `admin@corp.example.com`, `CORP\admin` or a DN.
+    #[serde(default)]
+    pub admin_username: Option<String>,
+    /// SSM SecureString with the admin's password...
+    #[serde(default)]
+    pub admin_password_parameter: Option<String>,
+    /// ...or a Secrets Manager secret: a plain password, or JSON `{"username", "password"}`.
+    #[serde(default)]
+    pub admin_secret_id: Option<String>,
+    #[serde(default, deserialize_with = "cfn::opt_number")]
+    pub timeout_seconds: Option<u64>,
+
+    // Managed AD backend.
+    #[serde(default)]
+    pub directory_id: Option<String>,
+}
+
+impl Properties {
+    /// The account names, active-capable order: `[name]` or `[name-a, name-b]`.
+    pub fn account_names(&self) -> Vec<String> {
+        let base = self.account_name.trim();
+        if self.alternating.unwrap_or(false) {
+            vec![format!("{base}-a"), format!("{base}-b")]
+        } else {
+            vec![base.to_owned()]
+        }
+    }
+
+    pub fn domain(&self) -> String {
+        self.domain.trim().to_ascii_lowercase()
+    }
+
+    pub fn netbios(&self) -> String {
+        self.netbios_name
+            .clone()
+            .unwrap_or_else(|| ad_names::default_netbios(&self.domain()))
+    }
+
+    pub fn group_name(&self) -> Option<&str> {
+        self.group
+            .as_deref()
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(10))
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(p) = ad_names::dns_domain_problem(&self.domain()) {
+            return Err(invalid(
+                "Domain",
+                p,
+                "give the directory's DNS name, e.g. corp.example.com",
+            ));
+        }
+        if let Some(n) = &self.netbios_name {
+            if let Some(p) = ad_names::netbios_problem(n) {
+                return Err(invalid(
+                    "NetbiosName",
+                    p,
+                    "give the directory's short name, e.g. CORP",
+                ));
+            }
+        }
+        let max = if self.alternating.unwrap_or(false) {
+            ad_names::MAX_USER_NAME - 2
+        } else {
+            ad_names::MAX_USER_NAME
+        };
+        if let Some(p) = ad_names::account_name_problem(self.account_name.trim(), max) {
+            let fix = if max < ad_names::MAX_USER_NAME {
+                "with Alternating the -a/-b suffix must fit too: use at most 18 characters"
+            } else {
+                "choose a valid account name"
+            };
+            return Err(invalid("AccountName", p, fix));
+        }
+        if let Some(group) = self.group_name() {
+            if let Some(p) = ad_names::account_name_problem(group, 64) {
+                return Err(invalid("Group", p, "choose a valid group name"));
+            }
+        } else if self.create_group.unwrap_or(false) {
+            return Err(invalid(
+                "CreateGroup",
+                "is true but no Group is named",
+                "set Group, or drop CreateGroup",
+            ));
+        }
+        let param = self.password_parameter.trim();
+        if param.is_empty() || param.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "PasswordParameter",
+                format!("{param:?} is not an SSM parameter name"),
+                "pass !GetAtt <SsmParameters>.PasswordParameterName",
+            ));
+        }
+        if let Some(t) = self.timeout_seconds {
+            if !(1..=120).contains(&t) {
+                return Err(invalid(
+                    "TimeoutSeconds",
+                    format!("{t} is out of range"),
+                    "use 1 to 120",
+                ));
+            }
+        }
+        match self.backend {
+            Backend::Ldaps => self.validate_ldaps(),
+            Backend::ManagedAd => self.validate_managed_ad(),
+        }
+    }
+
+    fn validate_ldaps(&self) -> Result<(), Invalid> {
+        let Some(server) = self.server.as_deref().map(str::trim) else {
+            return Err(invalid(
+                "Server",
+                "is required with Backend ldaps",
+                "set it to ldaps://<a domain controller>",
+            ));
+        };
+        let starttls = self.start_tls.unwrap_or(false);
+        match (server.split("://").next(), starttls) {
+            (Some("ldaps"), false) => {}
+            (Some("ldaps"), true) => {
+                return Err(invalid(
+                    "StartTls",
+                    "is true with an ldaps:// Server",
+                    "use ldap:// with StartTls, or ldaps:// without it",
+                ));
+            }
+            (Some("ldap"), true) => {}
+            (Some("ldap"), false) => {
+                return Err(invalid(
+                    "Server",
+                    format!("{server} is plain LDAP"),
+                    "passwords must not cross the network in clear: use ldaps://, or ldap:// with StartTls: true",
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    "Server",
+                    format!("{server:?} is not an LDAP URL"),
+                    "write it as ldaps://dc1.corp.example.com",
+                ));
+            }
+        }
+        let Some(ou) = self.organizational_unit.as_deref() else {
+            return Err(invalid(
+                "OrganizationalUnit",
+                "is required with Backend ldaps",
+                format!(
+                    "give the DN of the OU for service accounts, e.g. OU=ServiceAccounts,{}",
+                    ad_names::domain_to_dn(&self.domain())
+                ),
+            ));
+        };
+        for (property, dn) in [
+            ("OrganizationalUnit", Some(ou)),
+            (
+                "GroupOrganizationalUnit",
+                self.group_organizational_unit.as_deref(),
+            ),
+        ] {
+            if let Some(dn) = dn {
+                if !ad_names::dn_in_domain(dn, &self.domain()) {
+                    return Err(invalid(
+                        property,
+                        format!(
+                            "{dn:?} is not inside {}",
+                            ad_names::domain_to_dn(&self.domain())
+                        ),
+                        "give a DN within the Domain, e.g. OU=ServiceAccounts,DC=corp,DC=example,DC=com",
+                    ));
+                }
+            }
+        }
+        if let Some(pem) = &self.ca_bundle {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    "CaBundle",
+                    "holds no PEM certificate",
+                    "paste the CA certificate(s) in PEM form, -----BEGIN CERTIFICATE----- included",
+                ));
+            }
+        }
+        match (&self.admin_password_parameter, &self.admin_secret_id) {
+            (Some(_), Some(_)) => Err(invalid(
+                "AdminPasswordParameter",
+                "and AdminSecretId are both set",
+                "give one source for the admin password",
+            )),
+            (None, None) => Err(invalid(
+                "AdminPasswordParameter",
+                "or AdminSecretId is required with Backend ldaps",
+                "name the SSM SecureString or Secrets Manager secret holding the admin password (never the password itself)",
+            )),
+            (Some(_), None) if self.admin_username.is_none() => Err(invalid(
+                "AdminUsername",
+                "is required with AdminPasswordParameter",
+                "give the admin's UPN, e.g. admin@corp.example.com",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_managed_ad(&self) -> Result<(), Invalid> {
+        let id = self.directory_id.as_deref().unwrap_or_default();
+        let ok = id.len() == 12
+            && id.starts_with("d-")
+            && id[2..].chars().all(|c| c.is_ascii_hexdigit());
+        if !ok {
+            return Err(invalid(
+                "DirectoryId",
+                format!("{id:?} is not a directory id"),
+                "give the Managed AD's id, e.g. d-1234567890 (!Ref of the directory)",
+            ));
+        }
+        for (property, set) in [
+            ("Server", self.server.is_some()),
+            (
+                "AdminPasswordParameter",
+                self.admin_password_parameter.is_some(),
+            ),
+            ("AdminSecretId", self.admin_secret_id.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    property,
+                    "applies only to Backend ldaps",
+                    "remove it: the managed-ad backend authenticates with the function's IAM role",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ldaps() -> serde_json::Value {
+        json!({
+            "Domain": "example.test", "AccountName": "svc-web", "PasswordParameter": "/fargate-smb/web/password",
+            "Server": "ldaps://127.0.0.1", "OrganizationalUnit": "OU=fargate-smb,DC=example,DC=test",
+            "AdminUsername": "Administrator@example.test", "AdminPasswordParameter": "/fargate-smb/admin"
+        })
+    }
+
+    fn with(mut v: serde_json::Value, k: &str, x: serde_json::Value) -> Properties {
+        v[k] = x;
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn names_and_defaults() {
+        let p: Properties = serde_json::from_value(ldaps()).unwrap();
+        p.validate().unwrap();
+        assert_eq!(p.account_names(), ["svc-web"]);
+        assert_eq!(p.netbios(), "EXAMPLE");
+        assert_eq!((p.backend, p.on_delete), (Backend::Ldaps, OnDelete::Delete));
+        let p = with(ldaps(), "Alternating", json!("true"));
+        assert_eq!(p.account_names(), ["svc-web-a", "svc-web-b"]);
+        let p = with(ldaps(), "OnDelete", json!("disable"));
+        assert_eq!(p.on_delete, OnDelete::Disable);
+    }
+
+    #[test]
+    fn each_problem_names_its_property() {
+        let cases = [
+            (with(ldaps(), "Domain", json!("example")), "Domain"),
+            (
+                with(ldaps(), "AccountName", json!("svc*web")),
+                "AccountName",
+            ),
+            (
+                with(
+                    with(ldaps(), "Alternating", json!(true)).to_value(),
+                    "AccountName",
+                    json!("a-nineteen-chars-xy"),
+                ),
+                "AccountName",
+            ),
+            (with(ldaps(), "Server", json!("ldap://127.0.0.1")), "Server"),
+            (with(ldaps(), "Server", json!("http://dc")), "Server"),
+            (
+                with(
+                    ldaps(),
+                    "OrganizationalUnit",
+                    json!("OU=x,DC=other,DC=test"),
+                ),
+                "OrganizationalUnit",
+            ),
+            (with(ldaps(), "CaBundle", json!("nope")), "CaBundle"),
+            (
+                with(ldaps(), "AdminSecretId", json!("arn:x")),
+                "AdminPasswordParameter",
+            ),
+            (with(ldaps(), "CreateGroup", json!(true)), "CreateGroup"),
+            (
+                with(ldaps(), "TimeoutSeconds", json!("0")),
+                "TimeoutSeconds",
+            ),
+            (with(ldaps(), "Backend", json!("managed-ad")), "DirectoryId"),
+        ];
+        for (p, property) in cases {
+            let e = p.validate().unwrap_err();
+            assert_eq!(e.property, property, "{e}");
+        }
+        let e = serde_json::from_value::<Properties>({
+            let mut v = ldaps();
+            v["Backend"] = json!("samba");
+            v
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("ldaps") && e.to_string().contains("managed-ad"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn managed_ad_rejects_ldap_only_settings() {
+        let v = json!({"Backend": "managed-ad", "DirectoryId": "d-1234567890", "Domain": "corp.example.com",
+                       "AccountName": "svc-web", "PasswordParameter": "/p"});
+        let p: Properties = serde_json::from_value(v.clone()).unwrap();
+        p.validate().unwrap();
+        let e = with(v, "Server", json!("ldaps://x"))
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.property, "Server");
+    }
+
+    trait ToValue {
+        fn to_value(&self) -> serde_json::Value;
+    }
+
+    impl ToValue for Properties {
+        fn to_value(&self) -> serde_json::Value {
+            let mut v = ldaps();
+            v["Alternating"] = json!(self.alternating);
+            v
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! Create, update and delete of the service account(s) and their group.
+
+use crate::properties::{Backend, OnDelete, Properties};
+use aws_config::SdkConfig;
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use custom_resource::{CustomResource, Invalid, Outcome, Request, Secret};
+use directory::{
+    Directory, DirectoryError, Group, NewUser, User,
+    ldaps::{LdapsConfig, LdapsDirectory},
+    managed_ad::ManagedAdDirectory,
+};
+use parameter_store::{ParameterStore, StoreError};
+use secrets::PasswordRules;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid property {0}")]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the SSM parameter {name} ({property}) does not exist: create it first (Custom::SsmParameters does), or fix the name"
+    )]
+    MissingParameter {
+        property: &'static str,
+        name: String,
+    },
+    #[error("the secret {id} (AdminSecretId) could not be read: {detail}")]
+    Secret { id: String, detail: String },
+    #[error(
+        "the account {name} already exists and was not created by this resource (its description lacks {marker}): \
+         choose another AccountName, or set AdoptExisting: true to take it over"
+    )]
+    Foreign { name: String, marker: String },
+    #[error("the group {0} does not exist: create it, or set CreateGroup: true")]
+    NoGroup(String),
+    #[error(
+        "UsernameParameter {parameter} holds {value:?}, which is none of this resource's accounts ({names}): fix the parameter, or run the rotation again"
+    )]
+    ActiveUnknown {
+        parameter: String,
+        value: String,
+        names: String,
+    },
+    #[error("could not generate a password: {0}")]
+    Password(#[from] secrets::PasswordError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Aws(#[from] aws_env::ConfigError),
+}
+
+/// The ownership marker this resource writes into the description of what it creates.
+pub fn marker(owner: &str) -> String {
+    format!("[fargate-smb:{owner}]")
+}
+
+#[derive(Debug)]
+pub struct AdServiceAccount {
+    sdk: SdkConfig,
+    store: ParameterStore,
+    secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl AdServiceAccount {
+    pub async fn from_env() -> Result<Self, InitError> {
+        let sdk = aws_env::load().await?;
+        Ok(Self {
+            store: ParameterStore::new(&sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            sdk,
+        })
+    }
+
+    async fn parameter(
+        &self,
+        property: &'static str,
+        name: &str,
+        decrypt: bool,
+    ) -> Result<Secret, Error> {
+        self.store
+            .get(name, decrypt)
+            .await?
+            .map(|p| p.value)
+            .ok_or_else(|| Error::MissingParameter {
+                property,
+                name: name.to_owned(),
+            })
+    }
+
+    /// The admin's user name and password, from SSM or Secrets Manager.
+    async fn admin_credential(&self, p: &Properties) -> Result<(String, Secret), Error> {
+        let configured = p.admin_username.clone().unwrap_or_default();
+        if let Some(name) = &p.admin_password_parameter {
+            return Ok((
+                configured,
+                self.parameter("AdminPasswordParameter", name, true).await?,
+            ));
+        }
+        let id = p.admin_secret_id.clone().unwrap_or_default();
+        let out = self.secrets.get_secret_value().secret_id(&id).send().await.map_err(|e| Error::Secret {
+            id: id.clone(),
+            detail: match e.code() {
+                Some("ResourceNotFoundException") => "it does not exist: fix AdminSecretId".into(),
+                Some("AccessDeniedException") => {
+                    "access denied: grant the function's role secretsmanager:GetSecretValue on it (and kms:Decrypt on its key)".into()
+                }
+                code => format!("{}: {}", code.unwrap_or("error"), e.message().unwrap_or_default()),
+            },
+        })?;
+        let value = Secret::new(out.secret_string.unwrap_or_default());
+        // A JSON secret ({"username", "password"}, as RDS-style rotation writes) or a plain password.
+        if let Ok(serde_json::Value::Object(map)) =
+            serde_json::from_str::<serde_json::Value>(value.expose())
+        {
+            let password = map
+                .get("password")
+                .and_then(|v| v.as_str())
+                .map(Secret::new)
+                .ok_or_else(|| Error::Secret {
+                    id: id.clone(),
+                    detail: "it is JSON without a \"password\" key".into(),
+                })?;
+            let user = map
+                .get("username")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .unwrap_or(configured);
+            return Ok((user, password));
+        }
+        Ok((configured, value))
+    }
+
+    async fn connect(&self, p: &Properties) -> Result<Dir, Error> {
+        match p.backend {
+            Backend::Ldaps => {
+                let (bind_user, bind_password) = self.admin_credential(p).await?;
+                if bind_user.is_empty() {
+                    return Err(custom_resource::invalid(
+                        "AdminUsername",
+                        "is not set and the secret holds no username",
+                        "set AdminUsername",
+                    )
+                    .into());
+                }
+                let config = LdapsConfig {
+                    url: p.server.clone().unwrap_or_default(),
+                    starttls: p.start_tls.unwrap_or(false),
+                    ca_bundle_pem: p.ca_bundle.clone(),
+                    bind_user,
+                    bind_password,
+                    domain: p.domain(),
+                    timeout: p.timeout(),
+                };
+                Ok(Dir::Ldaps(LdapsDirectory::connect(config).await?))
+            }
+            Backend::ManagedAd => Ok(Dir::Managed(ManagedAdDirectory::new(
+                &self.sdk,
+                p.directory_id.clone().unwrap_or_default(),
+            ))),
+        }
+    }
+
+    /// The request's shared context: who owns what, the active account, its password.
+    async fn context(
+        &self,
+        request: &Request<Properties>,
+        reset_without_check: bool,
+    ) -> Result<Context, Error> {
+        let p = &request.properties;
+        let names = p.account_names();
+        let password = self
+            .parameter("PasswordParameter", p.password_parameter.trim(), true)
+            .await?;
+        let mut active = names[0].clone();
+        if let Some(param) = &p.username_parameter {
+            if let Some(stored) = self.store.get(param, false).await? {
+                let value = stored.value.expose().to_owned();
+                let name = ad_names::split_qualified(&value)
+                    .map(|(_, n)| n.to_owned())
+                    .unwrap_or(value.clone());
+                if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                    return Err(Error::ActiveUnknown {
+                        parameter: param.clone(),
+                        value,
+                        names: names.join(", "),
+                    });
+                }
+                active = name;
+            }
+        }
+        Ok(Context {
+            props: p.clone(),
+            marker: marker(&request.owner()),
+            request_id: request.request_id.clone(),
+            names,
+            active,
+            password,
+            reset_without_check,
+        })
+    }
+}
+
+/// The backend chosen by the properties.
+enum Dir {
+    Ldaps(LdapsDirectory),
+    Managed(ManagedAdDirectory),
+}
+
+macro_rules! with_dir {
+    ($dir:expr, $d:ident => $body:expr) => {
+        match $dir {
+            Dir::Ldaps($d) => $body,
+            Dir::Managed($d) => $body,
+        }
+    };
+}
+
+struct Context {
+    props: Properties,
+    marker: String,
+    request_id: String,
+    names: Vec<String>,
+    active: String,
+    password: Secret,
+    /// Reset the active password even where the backend cannot check it (Create; a new
+    /// PasswordParameterVersion).
+    reset_without_check: bool,
+}
+
+impl Context {
+    fn description(&self) -> String {
+        let text = self
+            .props
+            .description
+            .clone()
+            .unwrap_or_else(|| "fargate-smb service account".into());
+        format!("{text} {}", self.marker)
+    }
+
+    fn ours(&self, description: Option<&str>) -> bool {
+        description.is_some_and(|d| d.contains(&self.marker))
+    }
+
+    fn is_active(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(&self.active)
+    }
+}
+
+/// What a request made, so a failure can take it back.
+#[derive(Default)]
+struct Made {
+    users: Vec<User>,
+    group: Option<Group>,
+}
+
+async fn ensure_group<D: Directory>(
+    d: &D,
+    ctx: &Context,
+    made: &mut Made,
+) -> Result<Option<Group>, Error> {
+    let Some(name) = ctx.props.group_name() else {
+        return Ok(None);
+    };
+    if let Some(g) = d.find_group(name).await? {
+        return Ok(Some(g));
+    }
+    if !ctx.props.create_group.unwrap_or(false) {
+        return Err(Error::NoGroup(name.to_owned()));
+    }
+    let ou = ctx
+        .props
+        .group_organizational_unit
+        .clone()
+        .or_else(|| ctx.props.organizational_unit.clone())
+        .unwrap_or_default();
+    let description = format!("fargate-smb share access group {}", ctx.marker);
+    let token = format!("{}-group-{name}", ctx.request_id);
+    let group = d.create_group(name, &ou, &description, &token).await?;
+    made.group = Some(group.clone());
+    Ok(Some(group))
+}
+
+async fn ensure_user<D: Directory>(
+    d: &D,
+    ctx: &Context,
+    name: &str,
+    made: &mut Made,
+) -> Result<User, Error> {
+    let active = ctx.is_active(name);
+    // The inactive account of a pair gets a password nobody knows; rotation sets a known one
+    // before it becomes active.
+    let password = if active {
+        ctx.password.clone()
+    } else {
+        PasswordRules::default().generate()?
+    };
+    match d.find_user(name).await? {
+        None => {
+            let spec = NewUser {
+                sam_account_name: name.to_owned(),
+                ou: ctx.props.organizational_unit.clone().unwrap_or_default(),
+                description: ctx.description(),
+                password_never_expires: ctx.props.password_never_expires.unwrap_or(true),
+                client_token: format!("{}-{name}", ctx.request_id),
+            };
+            let user = d.create_user(&spec, &password).await?;
+            tracing::info!(account = name, sid = %user.sid, "account created");
+            made.users.push(user.clone());
+            Ok(user)
+        }
+        Some(user) if !ctx.ours(user.description.as_deref()) => {
+            if !ctx.props.adopt_existing.unwrap_or(false) {
+                return Err(Error::Foreign {
+                    name: name.to_owned(),
+                    marker: ctx.marker.clone(),
+                });
+            }
+            d.set_description(&user, &ctx.description()).await?;
+            d.set_password(&user, &password).await?;
+            tracing::warn!(
+                account = name,
+                "AdoptExisting: an existing account was taken over and its password reset"
+            );
+            Ok(user)
+        }
+        Some(user) => {
+            if active {
+                let matches = d.check_password(&user, &ctx.password).await?;
+                let reset = match matches {
+                    Some(ok) => !ok,
+                    None => ctx.reset_without_check,
+                };
+                if reset || !user.enabled {
+                    d.set_password(&user, &ctx.password).await?;
+                    tracing::info!(account = name, "password set from the SSM parameter");
+                }
+            }
+            if user.description.as_deref() != Some(ctx.description().as_str()) {
+                d.set_description(&user, &ctx.description()).await?;
+            }
+            Ok(user)
+        }
+    }
+}
+
+fn outcome(ctx: &Context, users: &[User], group: Option<&Group>) -> Outcome {
+    let active = users
+        .iter()
+        .find(|u| ctx.is_active(&u.sam_account_name))
+        .or(users.first());
+    let join =
+        |f: fn(&User) -> String, sep: &str| users.iter().map(f).collect::<Vec<_>>().join(sep);
+    let mut out = Outcome::new()
+        .with(
+            "SamAccountName",
+            active
+                .map(|u| u.sam_account_name.clone())
+                .unwrap_or_default(),
+        )
+        .with(
+            "Username",
+            format!(
+                "{}\\{}",
+                ctx.props.netbios(),
+                active
+                    .map(|u| u.sam_account_name.as_str())
+                    .unwrap_or_default()
+            ),
+        )
+        .with("SamAccountNames", join(|u| u.sam_account_name.clone(), ","))
+        .with("Sid", active.map(|u| u.sid.clone()).unwrap_or_default())
+        .with("Sids", join(|u| u.sid.clone(), ","))
+        .with(
+            "DistinguishedName",
+            active.and_then(|u| u.dn.clone()).unwrap_or_default(),
+        )
+        .with(
+            "DistinguishedNames",
+            join(|u| u.dn.clone().unwrap_or_default(), ";"),
+        );
+    // The principal a share ACL should grant: the group when there is one (it survives rotation).
+    let principal = group
+        .map(|g| g.sid.clone())
+        .or_else(|| active.map(|u| u.sid.clone()))
+        .unwrap_or_default();
+    out = out.with("PrincipalSid", principal);
+    if let Some(g) = group {
+        out = out
+            .with("GroupName", g.sam_account_name.clone())
+            .with("GroupSid", g.sid.clone())
+            .with("GroupDistinguishedName", g.dn.clone().unwrap_or_default());
+    }
+    out
+}
+
+async fn apply<D: Directory>(
+    d: &D,
+    ctx: &Context,
+    old: Option<&Properties>,
+    made: &mut Made,
+) -> Result<Outcome, Error> {
+    let group = ensure_group(d, ctx, made).await?;
+    let mut users = Vec::new();
+    for name in &ctx.names {
+        users.push(ensure_user(d, ctx, name, made).await?);
+    }
+    if let Some(g) = &group {
+        for u in &users {
+            d.add_member(g, u).await?;
+        }
+    }
+    // A group change applies in place: leave the old group (and delete it if this resource made it).
+    if let Some(old_name) = old
+        .and_then(|o| o.group_name())
+        .filter(|o| Some(*o) != ctx.props.group_name())
+    {
+        if let Some(old_group) = d.find_group(old_name).await? {
+            for u in &users {
+                d.remove_member(&old_group, u).await?;
+            }
+            if ctx.ours(old_group.description.as_deref()) {
+                d.delete_group(&old_group).await?;
+                tracing::info!(
+                    group = old_name,
+                    "the previous group, made by this resource, was deleted"
+                );
+            }
+        }
+    }
+    Ok(outcome(ctx, &users, group.as_ref()))
+}
+
+async fn roll_back<D: Directory>(d: &D, made: Made) {
+    for user in made.users {
+        match d.delete_user(&user).await {
+            Ok(()) => tracing::info!(account = %user.sam_account_name, "rolled back"),
+            Err(e) => {
+                tracing::error!(account = %user.sam_account_name, error = %e, "could not roll back")
+            }
+        }
+    }
+    if let Some(group) = made.group {
+        if let Err(e) = d.delete_group(&group).await {
+            tracing::error!(group = %group.sam_account_name, error = %e, "could not roll back");
+        }
+    }
+}
+
+async fn create_or_update<D: Directory>(
+    d: &D,
+    ctx: &Context,
+    old: Option<&Properties>,
+) -> Result<Outcome, Error> {
+    let mut made = Made::default();
+    match apply(d, ctx, old, &mut made).await {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            roll_back(d, made).await;
+            Err(e)
+        }
+    }
+}
+
+async fn remove<D: Directory>(d: &D, p: &Properties, marker: &str) -> Result<(), Error> {
+    let ours = |desc: Option<&str>| desc.is_some_and(|x| x.contains(marker));
+    let group = match p.group_name() {
+        Some(name) => d.find_group(name).await?,
+        None => None,
+    };
+    for name in p.account_names() {
+        match d.find_user(&name).await? {
+            None => tracing::info!(account = %name, "already gone"),
+            Some(u) if !ours(u.description.as_deref()) => {
+                tracing::warn!(account = %name, "not created by this resource; left in place")
+            }
+            Some(u) => match p.on_delete {
+                OnDelete::Delete => {
+                    d.delete_user(&u).await?;
+                    tracing::info!(account = %name, "deleted");
+                }
+                OnDelete::Disable => {
+                    d.disable(&u).await?;
+                    if let Some(g) = &group {
+                        d.remove_member(g, &u).await?;
+                    }
+                    tracing::info!(account = %name, "disabled");
+                }
+            },
+        }
+    }
+    if let Some(g) = group {
+        if p.on_delete == OnDelete::Delete && ours(g.description.as_deref()) {
+            d.delete_group(&g).await?;
+            tracing::info!(group = %g.sam_account_name, "deleted");
+        }
+    }
+    Ok(())
+}
+
+impl CustomResource for AdServiceAccount {
+    type Properties = Properties;
+    type Error = Error;
+
+    fn physical_id(&self, request: &Request<Properties>) -> String {
+        let p = &request.properties;
+        format!("{}/{}", p.domain(), p.account_names().join("+"))
+    }
+
+    async fn create(&self, request: &Request<Properties>) -> Result<Outcome, Error> {
+        request.properties.validate()?;
+        let ctx = self.context(request, true).await?;
+        let dir = self.connect(&request.properties).await?;
+        with_dir!(&dir, d => create_or_update(d, &ctx, None).await)
+    }
+
+    async fn update(
+        &self,
+        request: &Request<Properties>,
+        old: &Properties,
+    ) -> Result<Outcome, Error> {
+        request.properties.validate()?;
+        let version_changed =
+            request.properties.password_parameter_version != old.password_parameter_version;
+        let ctx = self.context(request, version_changed).await?;
+        let dir = self.connect(&request.properties).await?;
+        with_dir!(&dir, d => create_or_update(d, &ctx, Some(old)).await)
+    }
+
+    async fn delete(&self, request: &Request<Properties>) -> Result<(), Error> {
+        let p = &request.properties;
+        p.validate()?;
+        let dir = self.connect(p).await?;
+        let marker = marker(&request.owner());
+        with_dir!(&dir, d => remove(d, p, &marker).await)
+    }
+}

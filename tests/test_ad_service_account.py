@@ -1,0 +1,310 @@
+"""Custom::AdServiceAccount end to end: the real bootstrap against the Samba AD DC (LDAPS) and
+moto (SSM for the passwords). Witnesses: smbclient (the account logs on over SMB 3 with the
+password from SSM) and ldapsearch (what the directory holds)."""
+
+import base64
+import json
+import os
+import secrets
+import string
+import struct
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import samba_env
+from lambda_harness import STACK_ID, CloudFormation
+
+RESOURCE = "Custom::AdServiceAccount"
+
+
+def strong_password() -> str:
+    alphabet = string.ascii_letters + string.digits + "-_.+="
+    while True:
+        p = "".join(secrets.choice(alphabet) for _ in range(24))
+        if any(c.isupper() for c in p) and any(c.islower() for c in p) and any(c.isdigit() for c in p):
+            return p
+
+
+def sid_text(raw: bytes) -> str:
+    revision, count = raw[0], raw[1]
+    authority = int.from_bytes(raw[2:8], "big")
+    subs = struct.unpack("<" + "I" * count, raw[8 : 8 + 4 * count])
+    return f"S-{revision}-{authority}" + "".join(f"-{s}" for s in subs)
+
+
+class Samba:
+    def __init__(self, tmp_path):
+        env = samba_env()
+        self.ca = env["FARGATE_SMB_CA"]
+        self.conf = env["FARGATE_SMB_SMB_CONF"]
+        self.ou = env["FARGATE_SMB_OU"]
+        self.admin_password_file = env["FARGATE_SMB_ADMIN_PASSWORD_FILE"]
+        self.admin_password = open(self.admin_password_file).read()
+        self.tmp = tmp_path
+
+    def ldap(self, filter_: str, *attrs: str) -> list[dict]:
+        out = subprocess.run(
+            ["ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test",
+             "-y", self.admin_password_file, "-b", "DC=example,DC=test", filter_, *attrs],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "LDAPTLS_CACERT": self.ca},
+        )
+        assert out.returncode == 0, out.stderr
+        entries, current = [], None
+        for line in out.stdout.splitlines():
+            if line.startswith("dn: "):
+                current = {"dn": line[4:]}
+                entries.append(current)
+            elif current is not None and ": " in line:
+                key, value = line.split(": ", 1)
+                if key.endswith(":"):
+                    key, value = key[:-1], base64.b64decode(value)
+                current.setdefault(key, []).append(value)
+        return entries
+
+    def user(self, name: str) -> dict | None:
+        found = self.ldap(f"(&(objectClass=user)(sAMAccountName={name}))", "objectSid", "description", "memberOf", "userAccountControl", "pwdLastSet")
+        return found[0] if found else None
+
+    def group(self, name: str) -> dict | None:
+        found = self.ldap(f"(&(objectClass=group)(sAMAccountName={name}))", "objectSid", "member", "description")
+        return found[0] if found else None
+
+    def smb_logon(self, name: str, password: str) -> subprocess.CompletedProcess:
+        auth = self.tmp / f"{name}-{uuid.uuid4().hex[:6]}.auth"
+        auth.write_text(f"username = {name}\npassword = {password}\ndomain = EXAMPLE\n")
+        auth.chmod(0o600)
+        try:
+            return subprocess.run(["smbclient", "//127.0.0.1/share", "-A", str(auth), "-m", "SMB3", "--client-protection=encrypt", "-c", "ls"],
+                                  capture_output=True, text=True, timeout=30)
+        finally:
+            auth.unlink()
+
+    def create_foreign(self, name: str) -> None:
+        out = subprocess.run(["samba-tool", "user", "create", name, "--random-password", "--userou=OU=fargate-smb", "-s", self.conf],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def samba(tmp_path):
+    return Samba(tmp_path)
+
+
+@pytest.fixture
+def admin_parameter(aws, samba):
+    name = f"/fargate-smb-test/admin-{uuid.uuid4().hex[:8]}"
+    aws.ssm.put_parameter(Name=name, Value=samba.admin_password, Type="SecureString")
+    return name
+
+
+@pytest.fixture
+def service_password(aws):
+    """A password parameter as Custom::SsmParameters would leave it."""
+    name = f"/fargate-smb-test/{uuid.uuid4().hex[:8]}/password"
+    value = strong_password()
+    aws.ssm.put_parameter(Name=name, Value=value, Type="SecureString")
+    return name, value
+
+
+@pytest.fixture
+def fn(launch, runtime, responses):
+    bootstrap = launch("ad-service-account")
+    return bootstrap, CloudFormation(runtime, responses, RESOURCE, "ServiceAccount")
+
+
+def account() -> str:
+    return "t" + uuid.uuid4().hex[:9]
+
+
+def props(samba, admin_parameter, password_parameter, name, **extra) -> dict:
+    base = {
+        "Domain": "example.test",
+        "AccountName": name,
+        "OrganizationalUnit": samba.ou,
+        "PasswordParameter": password_parameter,
+        "Server": "ldaps://127.0.0.1",
+        "CaBundle": open(samba.ca).read(),
+        "AdminUsername": "Administrator@example.test",
+        "AdminPasswordParameter": admin_parameter,
+    }
+    base.update(extra)
+    return base
+
+
+def test_lifecycle_create_logon_rotate_regroup_delete(fn, aws, samba, admin_parameter, service_password):
+    bootstrap, cfn = fn
+    param, password = service_password
+    name, group, group2 = account(), "g" + uuid.uuid4().hex[:9], "h" + uuid.uuid4().hex[:9]
+    p = props(samba, admin_parameter, param, name, Group=group, CreateGroup="true", PasswordParameterVersion="1")
+
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert created["PhysicalResourceId"] == f"example.test/{name}"
+    data = created["Data"]
+    user = samba.user(name)
+    assert user is not None
+    assert data["Sid"] == sid_text(user["objectSid"][0])
+    assert data["Username"] == f"EXAMPLE\\{name}"
+    assert data["DistinguishedName"] == f"CN={name},{samba.ou}"
+    assert f"[fargate-smb:{STACK_ID}/ServiceAccount]" in user["description"][0]
+    g = samba.group(group)
+    assert g is not None and data["GroupSid"] == sid_text(g["objectSid"][0]) == data["PrincipalSid"]
+    assert f"CN={name},{samba.ou}" in g["member"]
+    # The account logs on over encrypted SMB 3 with the password from SSM.
+    assert samba.smb_logon(name, password).returncode == 0
+    # userAccountControl: enabled (no 0x2), password never expires (0x10000).
+    uac = int(user["userAccountControl"][0])
+    assert uac & 0x2 == 0 and uac & 0x10000
+
+    # The password changes in SSM; a new PasswordParameterVersion resets it in AD.
+    new_password = strong_password()
+    aws.ssm.put_parameter(Name=param, Value=new_password, Type="SecureString", Overwrite=True)
+    p2 = dict(p, PasswordParameterVersion="2")
+    updated = cfn.update(created["PhysicalResourceId"], p2, p)
+    assert updated["Status"] == "SUCCESS", updated
+    assert updated["Data"]["Sid"] == data["Sid"]
+    assert samba.smb_logon(name, new_password).returncode == 0
+    refused = samba.smb_logon(name, password)
+    assert refused.returncode != 0 and "LOGON_FAILURE" in refused.stdout + refused.stderr
+
+    # A group change applies in place; the old group, made by this resource, goes.
+    p3 = dict(p2, Group=group2)
+    regrouped = cfn.update(created["PhysicalResourceId"], p3, p2)
+    assert regrouped["Status"] == "SUCCESS", regrouped
+    assert regrouped["PhysicalResourceId"] == created["PhysicalResourceId"]
+    assert f"CN={name},{samba.ou}" in samba.group(group2)["member"]
+    assert samba.group(group) is None
+
+    for _ in range(2):
+        deleted = cfn.delete(created["PhysicalResourceId"], p3)
+        assert deleted["Status"] == "SUCCESS", deleted
+        assert samba.user(name) is None and samba.group(group2) is None
+
+    output = bootstrap.output()
+    for secret in (password, new_password, samba.admin_password):
+        assert secret not in output
+        assert secret not in json.dumps([created, updated, regrouped])
+
+
+def test_alternating_pair_with_starttls(fn, samba, admin_parameter, service_password):
+    _, cfn = fn
+    param, password = service_password
+    name, group = account()[:8], "g" + uuid.uuid4().hex[:9]
+    p = props(samba, admin_parameter, param, name, Alternating="true", Group=group, CreateGroup=True,
+              Server="ldap://127.0.0.1", StartTls="true")
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    data = created["Data"]
+    assert data["SamAccountNames"] == f"{name}-a,{name}-b"
+    assert data["Username"] == f"EXAMPLE\\{name}-a"
+    assert len(data["Sids"].split(",")) == 2
+    members = samba.group(group)["member"]
+    assert f"CN={name}-a,{samba.ou}" in members and f"CN={name}-b,{samba.ou}" in members
+    assert samba.smb_logon(f"{name}-a", password).returncode == 0
+    # The inactive account has a password nobody knows yet.
+    assert samba.smb_logon(f"{name}-b", password).returncode != 0
+    assert cfn.delete(created["PhysicalResourceId"], p)["Status"] == "SUCCESS"
+    assert samba.user(f"{name}-a") is None and samba.user(f"{name}-b") is None
+
+
+def test_repeated_create_adopts_its_own_account(fn, samba, admin_parameter, service_password):
+    _, cfn = fn
+    param, password = service_password
+    name = account()
+    p = props(samba, admin_parameter, param, name)
+    first = cfn.create(p)
+    second = cfn.create(p)
+    assert first["Status"] == second["Status"] == "SUCCESS", second
+    assert first["Data"]["Sid"] == second["Data"]["Sid"]
+    assert samba.smb_logon(name, password).returncode == 0
+    cfn.delete(first["PhysicalResourceId"], p)
+
+
+def test_a_foreign_account_is_refused_unless_adoption_is_asked(fn, samba, admin_parameter, service_password):
+    _, cfn = fn
+    param, password = service_password
+    name = account()
+    samba.create_foreign(name)
+    before = samba.user(name)
+    p = props(samba, admin_parameter, param, name)
+    failed = cfn.create(p)
+    assert failed["Status"] == "FAILED"
+    assert f"the account {name} already exists and was not created by this resource" in failed["Reason"]
+    assert "AdoptExisting" in failed["Reason"]
+    after = samba.user(name)
+    assert after["pwdLastSet"] == before["pwdLastSet"] and after.get("description") == before.get("description")
+    # CloudFormation's rollback Delete leaves the foreign account alone.
+    assert cfn.delete(failed["PhysicalResourceId"], p)["Status"] == "SUCCESS"
+    assert cfn.delete(f"example.test/{name}", p)["Status"] == "SUCCESS"
+    assert samba.user(name) is not None
+    adopted = cfn.create(dict(p, AdoptExisting="true"))
+    assert adopted["Status"] == "SUCCESS", adopted
+    assert samba.smb_logon(name, password).returncode == 0
+
+
+def test_wrong_admin_password_fails_clearly_and_creates_nothing(fn, aws, samba, service_password):
+    _, cfn = fn
+    param, _ = service_password
+    bad = f"/fargate-smb-test/admin-bad-{uuid.uuid4().hex[:6]}"
+    aws.ssm.put_parameter(Name=bad, Value="Not-The-Admin-Password-1", Type="SecureString")
+    name = account()
+    failed = cfn.create(props(samba, bad, param, name))
+    assert failed["Status"] == "FAILED"
+    assert "refused the credentials of Administrator@example.test: wrong password" in failed["Reason"], failed["Reason"]
+    assert samba.user(name) is None
+
+
+def test_unreachable_dc_fails_clearly(fn, samba, admin_parameter, service_password):
+    _, cfn = fn
+    param, _ = service_password
+    failed = cfn.create(props(samba, admin_parameter, param, account(), Server="ldaps://127.0.0.1:1", TimeoutSeconds="3"))
+    assert failed["Status"] == "FAILED"
+    assert "cannot reach the domain controller at ldaps://127.0.0.1:1" in failed["Reason"], failed["Reason"]
+
+
+def test_a_password_the_policy_rejects_leaves_no_account(fn, aws, samba, admin_parameter):
+    _, cfn = fn
+    param = f"/fargate-smb-test/{uuid.uuid4().hex[:8]}/password"
+    aws.ssm.put_parameter(Name=param, Value="abc", Type="SecureString")
+    name = account()
+    failed = cfn.create(props(samba, admin_parameter, param, name))
+    assert failed["Status"] == "FAILED"
+    assert f"password policy rejected the password for {name}" in failed["Reason"], failed["Reason"]
+    assert samba.user(name) is None
+
+
+def test_the_certificate_is_verified(fn, samba, admin_parameter, service_password, tmp_path):
+    _, cfn = fn
+    param, _ = service_password
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=impostor",
+                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem")], check=True, capture_output=True)
+    name = account()
+    failed = cfn.create(props(samba, admin_parameter, param, name, CaBundle=(tmp_path / "c.pem").read_text()))
+    assert failed["Status"] == "FAILED"
+    assert "TLS connection to ldaps://127.0.0.1 failed" in failed["Reason"] and "CaBundle" in failed["Reason"], failed["Reason"]
+    assert samba.user(name) is None
+
+
+def test_missing_group_and_missing_password_parameter(fn, samba, admin_parameter, service_password):
+    _, cfn = fn
+    param, _ = service_password
+    failed = cfn.create(props(samba, admin_parameter, param, account(), Group="no-such-group"))
+    assert failed["Status"] == "FAILED" and "the group no-such-group does not exist" in failed["Reason"]
+    failed = cfn.create(props(samba, admin_parameter, "/fargate-smb-test/none/password", account()))
+    assert failed["Status"] == "FAILED"
+    assert "the SSM parameter /fargate-smb-test/none/password (PasswordParameter) does not exist" in failed["Reason"]
+
+
+def test_on_delete_disable_keeps_a_disabled_account(fn, samba, admin_parameter, service_password):
+    _, cfn = fn
+    param, password = service_password
+    name = account()
+    p = props(samba, admin_parameter, param, name, OnDelete="disable")
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert cfn.delete(created["PhysicalResourceId"], p)["Status"] == "SUCCESS"
+    user = samba.user(name)
+    assert user is not None and int(user["userAccountControl"][0]) & 0x2
+    assert samba.smb_logon(name, password).returncode != 0
