@@ -136,14 +136,14 @@ impl Properties {
                 "give the directory's DNS name, e.g. corp.example.com",
             ));
         }
-        if let Some(n) = &self.netbios_name {
-            if let Some(p) = ad_names::netbios_problem(n) {
-                return Err(invalid(
-                    "NetbiosName",
-                    p,
-                    "give the directory's short name, e.g. CORP",
-                ));
-            }
+        if let Some(n) = &self.netbios_name
+            && let Some(p) = ad_names::netbios_problem(n)
+        {
+            return Err(invalid(
+                "NetbiosName",
+                p,
+                "give the directory's short name, e.g. CORP",
+            ));
         }
         let max = if self.alternating.unwrap_or(false) {
             ad_names::MAX_USER_NAME - 2
@@ -177,14 +177,14 @@ impl Properties {
                 "pass !GetAtt <SsmParameters>.PasswordParameterName",
             ));
         }
-        if let Some(t) = self.timeout_seconds {
-            if !(1..=120).contains(&t) {
-                return Err(invalid(
-                    "TimeoutSeconds",
-                    format!("{t} is out of range"),
-                    "use 1 to 120",
-                ));
-            }
+        if let Some(t) = self.timeout_seconds
+            && !(1..=120).contains(&t)
+        {
+            return Err(invalid(
+                "TimeoutSeconds",
+                format!("{t} is out of range"),
+                "use 1 to 120",
+            ));
         }
         match self.backend {
             Backend::Ldaps => self.validate_ldaps(),
@@ -243,27 +243,27 @@ impl Properties {
                 self.group_organizational_unit.as_deref(),
             ),
         ] {
-            if let Some(dn) = dn {
-                if !ad_names::dn_in_domain(dn, &self.domain()) {
-                    return Err(invalid(
-                        property,
-                        format!(
-                            "{dn:?} is not inside {}",
-                            ad_names::domain_to_dn(&self.domain())
-                        ),
-                        "give a DN within the Domain, e.g. OU=ServiceAccounts,DC=corp,DC=example,DC=com",
-                    ));
-                }
-            }
-        }
-        if let Some(pem) = &self.ca_bundle {
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            if let Some(dn) = dn
+                && !ad_names::dn_in_domain(dn, &self.domain())
+            {
                 return Err(invalid(
-                    "CaBundle",
-                    "holds no PEM certificate",
-                    "paste the CA certificate(s) in PEM form, -----BEGIN CERTIFICATE----- included",
+                    property,
+                    format!(
+                        "{dn:?} is not inside {}",
+                        ad_names::domain_to_dn(&self.domain())
+                    ),
+                    "give a DN within the Domain, e.g. OU=ServiceAccounts,DC=corp,DC=example,DC=com",
                 ));
             }
+        }
+        if let Some(pem) = &self.ca_bundle
+            && !pem.contains("-----BEGIN CERTIFICATE-----")
+        {
+            return Err(invalid(
+                "CaBundle",
+                "holds no PEM certificate",
+                "paste the CA certificate(s) in PEM form, -----BEGIN CERTIFICATE----- included",
+            ));
         }
         match (&self.admin_password_parameter, &self.admin_secret_id) {
             (Some(_), Some(_)) => Err(invalid(

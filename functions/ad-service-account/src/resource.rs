@@ -156,7 +156,7 @@ impl AdServiceAccount {
                     domain: p.domain(),
                     timeout: p.timeout(),
                 };
-                Ok(Dir::Ldaps(LdapsDirectory::connect(config).await?))
+                Ok(Dir::Ldaps(Box::new(LdapsDirectory::connect(config).await?)))
             }
             Backend::ManagedAd => Ok(Dir::Managed(ManagedAdDirectory::new(
                 &self.sdk,
@@ -177,21 +177,21 @@ impl AdServiceAccount {
             .parameter("PasswordParameter", p.password_parameter.trim(), true)
             .await?;
         let mut active = names[0].clone();
-        if let Some(param) = &p.username_parameter {
-            if let Some(stored) = self.store.get(param, false).await? {
-                let value = stored.value.expose().to_owned();
-                let name = ad_names::split_qualified(&value)
-                    .map(|(_, n)| n.to_owned())
-                    .unwrap_or(value.clone());
-                if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
-                    return Err(Error::ActiveUnknown {
-                        parameter: param.clone(),
-                        value,
-                        names: names.join(", "),
-                    });
-                }
-                active = name;
+        if let Some(param) = &p.username_parameter
+            && let Some(stored) = self.store.get(param, false).await?
+        {
+            let value = stored.value.expose().to_owned();
+            let name = ad_names::split_qualified(&value)
+                .map(|(_, n)| n.to_owned())
+                .unwrap_or(value.clone());
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                return Err(Error::ActiveUnknown {
+                    parameter: param.clone(),
+                    value,
+                    names: names.join(", "),
+                });
             }
+            active = name;
         }
         Ok(Context {
             props: p.clone(),
@@ -207,14 +207,17 @@ impl AdServiceAccount {
 
 /// The backend chosen by the properties.
 enum Dir {
-    Ldaps(LdapsDirectory),
+    Ldaps(Box<LdapsDirectory>),
     Managed(ManagedAdDirectory),
 }
 
 macro_rules! with_dir {
     ($dir:expr, $d:ident => $body:expr) => {
         match $dir {
-            Dir::Ldaps($d) => $body,
+            Dir::Ldaps($d) => {
+                let $d = &**$d;
+                $body
+            }
             Dir::Managed($d) => $body,
         }
     };
@@ -418,18 +421,17 @@ async fn apply<D: Directory>(
     if let Some(old_name) = old
         .and_then(|o| o.group_name())
         .filter(|o| Some(*o) != ctx.props.group_name())
+        && let Some(old_group) = d.find_group(old_name).await?
     {
-        if let Some(old_group) = d.find_group(old_name).await? {
-            for u in &users {
-                d.remove_member(&old_group, u).await?;
-            }
-            if ctx.ours(old_group.description.as_deref()) {
-                d.delete_group(&old_group).await?;
-                tracing::info!(
-                    group = old_name,
-                    "the previous group, made by this resource, was deleted"
-                );
-            }
+        for u in &users {
+            d.remove_member(&old_group, u).await?;
+        }
+        if ctx.ours(old_group.description.as_deref()) {
+            d.delete_group(&old_group).await?;
+            tracing::info!(
+                group = old_name,
+                "the previous group, made by this resource, was deleted"
+            );
         }
     }
     Ok(outcome(ctx, &users, group.as_ref()))
@@ -444,10 +446,10 @@ async fn roll_back<D: Directory>(d: &D, made: Made) {
             }
         }
     }
-    if let Some(group) = made.group {
-        if let Err(e) = d.delete_group(&group).await {
-            tracing::error!(group = %group.sam_account_name, error = %e, "could not roll back");
-        }
+    if let Some(group) = made.group
+        && let Err(e) = d.delete_group(&group).await
+    {
+        tracing::error!(group = %group.sam_account_name, error = %e, "could not roll back");
     }
 }
 
@@ -493,11 +495,12 @@ async fn remove<D: Directory>(d: &D, p: &Properties, marker: &str) -> Result<(),
             },
         }
     }
-    if let Some(g) = group {
-        if p.on_delete == OnDelete::Delete && ours(g.description.as_deref()) {
-            d.delete_group(&g).await?;
-            tracing::info!(group = %g.sam_account_name, "deleted");
-        }
+    if let Some(g) = group
+        && p.on_delete == OnDelete::Delete
+        && ours(g.description.as_deref())
+    {
+        d.delete_group(&g).await?;
+        tracing::info!(group = %g.sam_account_name, "deleted");
     }
     Ok(())
 }
