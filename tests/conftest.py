@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lambda_harness import ROOT, Bootstrap, CloudFormation, ResponseUrl, RuntimeApi, binary  # noqa: E402
+from lambda_harness import ROOT, Bootstrap, CloudFormation, ResponseUrl, RuntimeApi, binary, samba_env  # noqa: E402,F401
 
 
 def _moto_url() -> str:
@@ -21,15 +21,6 @@ def _moto_url() -> str:
     if not url_file.exists():
         subprocess.run([str(ROOT / "scripts" / "stack"), "start", "moto"], check=True)
     return url_file.read_text().strip()
-
-
-def samba_env() -> dict[str, str]:
-    """The DC's coordinates, as scripts/stack env prints them (starting the DC if needed)."""
-    if not (ROOT / ".local" / "stack" / "samba.pid").exists():
-        subprocess.run([str(ROOT / "scripts" / "stack"), "start", "samba"], check=True)
-    out = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], check=True, capture_output=True, text=True).stdout
-    pairs = (line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export "))
-    return {k: v for k, v in pairs}
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,16 @@ STACK_ID = "arn:aws:cloudformation:us-east-1:123456789012:stack/fargate-smb-loca
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 
 
+def samba_env() -> dict[str, str]:
+    """The DC's coordinates, as `scripts/stack env` prints them (starting the DC if needed)."""
+    stack = str(ROOT / "scripts" / "stack")
+    if not (ROOT / ".local" / "stack" / "samba.pid").exists():
+        subprocess.run([stack, "start", "samba"], check=True)
+    out = subprocess.run([stack, "env"], check=True, capture_output=True, text=True).stdout
+    pairs = (line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export "))
+    return {k: v for k, v in pairs}
+
+
 def binary(name: str, example: bool = False, profile: str | None = None) -> Path:
     profile = profile or PROFILE
     path = TARGET / profile / ("examples" if example else "") / name

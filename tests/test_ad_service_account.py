@@ -308,3 +308,30 @@ def test_on_delete_disable_keeps_a_disabled_account(fn, samba, admin_parameter, 
     user = samba.user(name)
     assert user is not None and int(user["userAccountControl"][0]) & 0x2
     assert samba.smb_logon(name, password).returncode != 0
+
+
+def test_the_sample_events_work_as_shipped(fn, aws, samba, admin_parameter, service_password, responses):
+    """events/ad-service-account/{create,update-password,delete}.json with only names made local."""
+    from lambda_harness import ROOT
+
+    _, cfn = fn
+    param, password = service_password
+    base = account()[:8]
+    group = "g" + uuid.uuid4().hex[:9]
+    ca = open(samba.ca).read()
+    for name in ("create", "update-password", "delete"):
+        event = json.loads((ROOT / "events" / "ad-service-account" / f"{name}.json").read_text())
+        text = json.dumps(event).replace("svc-web", base).replace("web-share-access", group)
+        text = text.replace("/fargate-smb/web/password", param).replace("/fargate-smb/admin/password", admin_parameter)
+        event = json.loads(text)
+        event["ResourceProperties"]["CaBundle"] = ca
+        event["ResourceProperties"].pop("UsernameParameter")
+        if "OldResourceProperties" in event:
+            event["OldResourceProperties"]["CaBundle"] = ca
+            event["OldResourceProperties"].pop("UsernameParameter")
+        event["ResponseURL"] = responses.url(event["RequestId"])
+        answer = cfn.send(event)
+        assert answer["Status"] == "SUCCESS", (name, answer)
+        if name == "create":
+            assert samba.smb_logon(f"{base}-a", password).returncode == 0
+    assert samba.user(f"{base}-a") is None and samba.group(group) is None

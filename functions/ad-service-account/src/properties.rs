@@ -145,18 +145,16 @@ impl Properties {
                 "give the directory's short name, e.g. CORP",
             ));
         }
-        let max = if self.alternating.unwrap_or(false) {
-            ad_names::MAX_USER_NAME - 2
-        } else {
-            ad_names::MAX_USER_NAME
-        };
-        if let Some(p) = ad_names::account_name_problem(self.account_name.trim(), max) {
-            let fix = if max < ad_names::MAX_USER_NAME {
-                "with Alternating the -a/-b suffix must fit too: use at most 18 characters"
-            } else {
-                "choose a valid account name"
-            };
-            return Err(invalid("AccountName", p, fix));
+        let name = self.account_name.trim();
+        if let Some(p) = ad_names::account_name_problem(name, ad_names::MAX_USER_NAME) {
+            return Err(invalid("AccountName", p, "choose a valid account name"));
+        }
+        if self.alternating.unwrap_or(false) && name.chars().count() > ad_names::MAX_USER_NAME - 2 {
+            return Err(invalid(
+                "AccountName",
+                format!("{name:?} leaves no room for the -a/-b suffix of Alternating"),
+                "use at most 18 characters",
+            ));
         }
         if let Some(group) = self.group_name() {
             if let Some(p) = ad_names::account_name_problem(group, 64) {
