@@ -41,6 +41,7 @@ def aws(moto_url):
     class Clients:
         ssm = session.client("ssm", endpoint_url=moto_url)
         kms = session.client("kms", endpoint_url=moto_url)
+        secretsmanager = session.client("secretsmanager", endpoint_url=moto_url)
 
     return Clients
 

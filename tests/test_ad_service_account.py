@@ -335,3 +335,22 @@ def test_the_sample_events_work_as_shipped(fn, aws, samba, admin_parameter, serv
         if name == "create":
             assert samba.smb_logon(f"{base}-a", password).returncode == 0
     assert samba.user(f"{base}-a") is None and samba.group(group) is None
+
+
+def test_admin_credential_from_secrets_manager(fn, aws, samba, service_password):
+    """A JSON secret {"username", "password"} as Secrets Manager rotation writes it."""
+    _, cfn = fn
+    param, password = service_password
+    secret = aws.secretsmanager.create_secret(
+        Name=f"fargate-smb-test/admin-{uuid.uuid4().hex[:6]}",
+        SecretString=json.dumps({"username": "Administrator@example.test", "password": samba.admin_password}),
+    )["ARN"]
+    name = account()
+    p = props(samba, "unused", param, name, AdminSecretId=secret)
+    del p["AdminPasswordParameter"], p["AdminUsername"]
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert samba.smb_logon(name, password).returncode == 0
+    assert cfn.delete(created["PhysicalResourceId"], p)["Status"] == "SUCCESS"
+    missing = cfn.create(dict(p, AdminSecretId="arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf"))
+    assert missing["Status"] == "FAILED" and "could not be read: it does not exist" in missing["Reason"], missing["Reason"]

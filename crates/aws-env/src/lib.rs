@@ -11,6 +11,35 @@ use aws_smithy_http_client::{
     Builder,
     tls::{Provider, rustls_provider::CryptoMode},
 };
+use aws_smithy_runtime_api::client::{
+    http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector},
+    runtime_components::RuntimeComponents,
+};
+use std::sync::OnceLock;
+
+/// The HTTPS client, built on first use. Building it reads and parses the system's root
+/// certificates (several milliseconds); a custom resource that fails validation, or a cold
+/// start, should not pay that before it needs the network.
+#[derive(Debug, Default)]
+struct LazyHttpsClient {
+    inner: OnceLock<SharedHttpClient>,
+}
+
+impl HttpClient for LazyHttpsClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.inner
+            .get_or_init(|| {
+                Builder::new()
+                    .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                    .build_https()
+            })
+            .http_connector(settings, components)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -22,9 +51,7 @@ pub enum ConfigError {
 
 /// Load the shared configuration. Call once at init and clone the clients built from it.
 pub async fn load() -> Result<SdkConfig, ConfigError> {
-    let http_client = Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http_client = SharedHttpClient::new(LazyHttpsClient::default());
     let config = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client)
         .load()
