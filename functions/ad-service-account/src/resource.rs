@@ -59,21 +59,29 @@ pub fn marker(owner: &str) -> String {
     format!("[fargate-smb:{owner}]")
 }
 
+/// The resource, with its AWS clients built once per container. LDAP sessions are opened per
+/// request: a Lambda container may sit idle longer than a DC keeps a connection.
 #[derive(Debug)]
 pub struct AdServiceAccount {
-    sdk: SdkConfig,
     store: ParameterStore,
     secrets: aws_sdk_secretsmanager::Client,
+    ds_data: aws_sdk_directoryservicedata::Client,
+    ds: aws_sdk_directory::Client,
 }
 
 impl AdServiceAccount {
     pub async fn from_env() -> Result<Self, InitError> {
         let sdk = aws_env::load().await?;
-        Ok(Self {
-            store: ParameterStore::new(&sdk),
-            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
-            sdk,
-        })
+        Ok(Self::new(&sdk))
+    }
+
+    pub fn new(sdk: &SdkConfig) -> Self {
+        Self {
+            store: ParameterStore::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            ds_data: aws_sdk_directoryservicedata::Client::new(sdk),
+            ds: aws_sdk_directory::Client::new(sdk),
+        }
     }
 
     async fn parameter(
@@ -158,8 +166,9 @@ impl AdServiceAccount {
                 };
                 Ok(Dir::Ldaps(Box::new(LdapsDirectory::connect(config).await?)))
             }
-            Backend::ManagedAd => Ok(Dir::Managed(ManagedAdDirectory::new(
-                &self.sdk,
+            Backend::ManagedAd => Ok(Dir::Managed(ManagedAdDirectory::from_clients(
+                self.ds_data.clone(),
+                self.ds.clone(),
                 p.directory_id.clone().unwrap_or_default(),
             ))),
         }
