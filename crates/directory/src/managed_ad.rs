@@ -117,6 +117,25 @@ impl ManagedAdDirectory {
         }
     }
 
+    /// The outcome of an idempotent call, where the error `already` means the goal was reached
+    /// before (deleting what is gone, adding a member twice).
+    fn settled<T, E, R>(
+        &self,
+        result: std::result::Result<T, SdkError<E, R>>,
+        already: &str,
+        operation: impl FnOnce() -> String,
+    ) -> Result<()>
+    where
+        E: ProvideErrorMetadata + Denied + std::error::Error + std::fmt::Display + 'static,
+        R: std::fmt::Debug,
+    {
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if Self::is_code(&e, already) => Ok(()),
+            Err(e) => Err(self.fail(&operation(), e)),
+        }
+    }
+
     fn is_code<E: ProvideErrorMetadata + std::fmt::Display, R>(
         err: &SdkError<E, R>,
         code: &str,
@@ -292,18 +311,16 @@ impl Directory for ManagedAdDirectory {
 
     async fn disable(&self, user: &User) -> Result<()> {
         let sam = &user.sam_account_name;
-        match self
+        let result = self
             .data
             .disable_user()
             .directory_id(&self.directory_id)
             .sam_account_name(sam)
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if Self::is_code(&e, "ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(self.fail(&format!("disable {sam}"), e)),
-        }
+            .await;
+        self.settled(result, "ResourceNotFoundException", || {
+            format!("disable {sam}")
+        })
     }
 
     async fn set_description(&self, user: &User, description: &str) -> Result<()> {
@@ -322,18 +339,16 @@ impl Directory for ManagedAdDirectory {
 
     async fn delete_user(&self, user: &User) -> Result<()> {
         let sam = &user.sam_account_name;
-        match self
+        let result = self
             .data
             .delete_user()
             .directory_id(&self.directory_id)
             .sam_account_name(sam)
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if Self::is_code(&e, "ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(self.fail(&format!("delete {sam}"), e)),
-        }
+            .await;
+        self.settled(result, "ResourceNotFoundException", || {
+            format!("delete {sam}")
+        })
     }
 
     async fn find_group(&self, sam: &str) -> Result<Option<Group>> {
@@ -393,52 +408,44 @@ impl Directory for ManagedAdDirectory {
 
     async fn delete_group(&self, group: &Group) -> Result<()> {
         let g = &group.sam_account_name;
-        match self
+        let result = self
             .data
             .delete_group()
             .directory_id(&self.directory_id)
             .sam_account_name(g)
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if Self::is_code(&e, "ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(self.fail(&format!("delete the group {g}"), e)),
-        }
+            .await;
+        self.settled(result, "ResourceNotFoundException", || {
+            format!("delete the group {g}")
+        })
     }
 
     async fn add_member(&self, group: &Group, user: &User) -> Result<()> {
         let (g, u) = (&group.sam_account_name, &user.sam_account_name);
-        match self
+        let result = self
             .data
             .add_group_member()
             .directory_id(&self.directory_id)
             .group_name(g)
             .member_name(u)
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if Self::is_code(&e, "ConflictException") => Ok(()),
-            Err(e) => Err(self.fail(&format!("add {u} to {g}"), e)),
-        }
+            .await;
+        self.settled(result, "ConflictException", || format!("add {u} to {g}"))
     }
 
     async fn remove_member(&self, group: &Group, user: &User) -> Result<()> {
         let (g, u) = (&group.sam_account_name, &user.sam_account_name);
-        match self
+        let result = self
             .data
             .remove_group_member()
             .directory_id(&self.directory_id)
             .group_name(g)
             .member_name(u)
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if Self::is_code(&e, "ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(self.fail(&format!("remove {u} from {g}"), e)),
-        }
+            .await;
+        self.settled(result, "ResourceNotFoundException", || {
+            format!("remove {u} from {g}")
+        })
     }
 
     async fn check_password(&self, _user: &User, _password: &Secret) -> Result<Option<bool>> {
