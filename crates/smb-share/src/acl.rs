@@ -1,0 +1,398 @@
+//! NTFS access control, modelled independently of the wire types: grants as users write them,
+//! ACEs as Windows stores them, and the canonical order Windows expects.
+
+use std::fmt;
+
+/// ACE flags (MS-DTYP 2.4.4.1).
+pub mod flags {
+    pub const OBJECT_INHERIT: u8 = 0x01;
+    pub const CONTAINER_INHERIT: u8 = 0x02;
+    pub const NO_PROPAGATE_INHERIT: u8 = 0x04;
+    pub const INHERIT_ONLY: u8 = 0x08;
+    pub const INHERITED: u8 = 0x10;
+}
+
+/// Access masks of the presets Windows' security dialog offers.
+pub mod masks {
+    /// Read & execute: FILE_GENERIC_READ | FILE_GENERIC_EXECUTE.
+    pub const READ: u32 = 0x0012_00A9;
+    /// Modify: read, write, execute, delete.
+    pub const MODIFY: u32 = 0x0013_01BF;
+    /// Full control.
+    pub const FULL: u32 = 0x001F_01FF;
+}
+
+/// What a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rights {
+    Read,
+    Modify,
+    Full,
+    Mask(u32),
+}
+
+impl Rights {
+    pub fn mask(self) -> u32 {
+        match self {
+            Rights::Read => masks::READ,
+            Rights::Modify => masks::MODIFY,
+            Rights::Full => masks::FULL,
+            Rights::Mask(m) => m,
+        }
+    }
+
+    /// `Read`, `Modify`, `Full` (any case) or a hex mask such as `0x1301bf`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "read" | "readandexecute" => Ok(Rights::Read),
+            "modify" | "change" => Ok(Rights::Modify),
+            "full" | "fullcontrol" => Ok(Rights::Full),
+            lower => {
+                let hex = lower.strip_prefix("0x").ok_or_else(|| {
+                    format!("{t:?} is not Read, Modify, Full or a hex mask like 0x1301bf")
+                })?;
+                let mask = u32::from_str_radix(hex, 16)
+                    .map_err(|_| format!("{t:?} is not a valid hex access mask"))?;
+                if mask == 0 {
+                    return Err("an access mask of 0 grants nothing".into());
+                }
+                Ok(Rights::Mask(mask))
+            }
+        }
+    }
+}
+
+/// How a grant on a folder reaches what is below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inheritance {
+    /// Files below inherit it (OI).
+    pub files: bool,
+    /// Folders below inherit it (CI).
+    pub folders: bool,
+    /// Only the immediate children inherit it (NP).
+    pub one_level: bool,
+    /// It applies to children only, not to this folder (IO).
+    pub children_only: bool,
+}
+
+impl Default for Inheritance {
+    /// "This folder, subfolders and files", as Windows' dialog defaults to.
+    fn default() -> Self {
+        Self {
+            files: true,
+            folders: true,
+            one_level: false,
+            children_only: false,
+        }
+    }
+}
+
+impl Inheritance {
+    pub fn flags(self) -> u8 {
+        let mut f = 0;
+        if self.files {
+            f |= flags::OBJECT_INHERIT;
+        }
+        if self.folders {
+            f |= flags::CONTAINER_INHERIT;
+        }
+        if self.one_level {
+            f |= flags::NO_PROPAGATE_INHERIT;
+        }
+        if self.children_only {
+            f |= flags::INHERIT_ONLY;
+        }
+        f
+    }
+
+    /// `ThisFolderSubfoldersAndFiles` (default), `ThisFolderOnly`, `ThisFolderAndSubfolders`,
+    /// `ThisFolderAndFiles`, `SubfoldersAndFilesOnly`, `SubfoldersOnly`, `FilesOnly`, or SDDL-style
+    /// flags such as `OI|CI` / `OICI` (`OI`, `CI`, `NP`, `IO`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let none = Self {
+            files: false,
+            folders: false,
+            one_level: false,
+            children_only: false,
+        };
+        let t = text.trim();
+        let named = match t.to_ascii_lowercase().replace([' ', '_', '-'], "").as_str() {
+            "" | "thisfoldersubfoldersandfiles" => Some(Self::default()),
+            "thisfolderonly" => Some(none),
+            "thisfolderandsubfolders" => Some(Self {
+                folders: true,
+                ..none
+            }),
+            "thisfolderandfiles" => Some(Self {
+                files: true,
+                ..none
+            }),
+            "subfoldersandfilesonly" => Some(Self {
+                files: true,
+                folders: true,
+                children_only: true,
+                ..none
+            }),
+            "subfoldersonly" => Some(Self {
+                folders: true,
+                children_only: true,
+                ..none
+            }),
+            "filesonly" => Some(Self {
+                files: true,
+                children_only: true,
+                ..none
+            }),
+            _ => None,
+        };
+        if let Some(n) = named {
+            return Ok(n);
+        }
+        let compact = t.to_ascii_uppercase().replace(['|', ',', ' '], "");
+        if compact.len() % 2 != 0 {
+            return Err(format!(
+                "{t:?} is not an inheritance name or OI/CI/NP/IO flags"
+            ));
+        }
+        let mut out = none;
+        for pair in compact.as_bytes().chunks(2) {
+            match pair {
+                b"OI" => out.files = true,
+                b"CI" => out.folders = true,
+                b"NP" => out.one_level = true,
+                b"IO" => out.children_only = true,
+                _ => {
+                    return Err(format!(
+                        "{t:?} is not an inheritance name or OI/CI/NP/IO flags"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A grant: allow `rights` to the principal `sid` (`S-1-5-21-…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub sid: String,
+    pub rights: Rights,
+    pub inheritance: Inheritance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AceKind {
+    Allow,
+    Deny,
+}
+
+/// An access control entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ace {
+    pub kind: AceKind,
+    pub flags: u8,
+    pub mask: u32,
+    pub sid: String,
+}
+
+impl Ace {
+    pub fn inherited(&self) -> bool {
+        self.flags & flags::INHERITED != 0
+    }
+}
+
+impl From<&Grant> for Ace {
+    fn from(g: &Grant) -> Self {
+        Ace {
+            kind: AceKind::Allow,
+            flags: g.inheritance.flags(),
+            mask: g.rights.mask(),
+            sid: g.sid.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Ace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.kind == AceKind::Allow {
+            "A"
+        } else {
+            "D"
+        };
+        write!(
+            f,
+            "({kind};0x{:02x};0x{:08x};{})",
+            self.flags, self.mask, self.sid
+        )
+    }
+}
+
+/// Whether the new DACL replaces what is there (protected: no inheritance from the parent) or
+/// adds to it (the inherited ACEs stay and keep flowing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Replace,
+    Merge,
+}
+
+/// Windows' canonical order: explicit deny, explicit allow, then inherited ACEs in the order
+/// they came (their order encodes the ancestry). Stable within each group.
+pub fn canonical(aces: &[Ace]) -> Vec<Ace> {
+    let explicit = |k: AceKind| {
+        aces.iter()
+            .filter(move |a| !a.inherited() && a.kind == k)
+            .cloned()
+    };
+    explicit(AceKind::Deny)
+        .chain(explicit(AceKind::Allow))
+        .chain(aces.iter().filter(|a| a.inherited()).cloned())
+        .collect()
+}
+
+/// The DACL to write: `Replace` → exactly the grants (explicit, canonical; the caller marks the
+/// descriptor protected); `Merge` → the existing explicit ACEs, minus any earlier explicit allow
+/// for the same principal with the same inheritance (a grant replaces it rather than piling up),
+/// plus the grants, plus the inherited ACEs.
+pub fn build(grants: &[Grant], existing: &[Ace], mode: Mode) -> Vec<Ace> {
+    let wanted: Vec<Ace> = grants.iter().map(Ace::from).collect();
+    match mode {
+        Mode::Replace => canonical(&wanted),
+        Mode::Merge => {
+            let kept = existing.iter().filter(|a| {
+                a.inherited()
+                    || a.kind == AceKind::Deny
+                    || !wanted
+                        .iter()
+                        .any(|w| w.sid.eq_ignore_ascii_case(&a.sid) && w.flags == a.flags)
+            });
+            let mut all: Vec<Ace> = kept.cloned().collect();
+            all.extend(wanted);
+            canonical(&all)
+        }
+    }
+}
+
+/// Whether `actual` (read back from the share) carries every ACE in `wanted`: same kind, SID,
+/// flags, and at least the mask (servers may normalise generic bits into specific ones).
+pub fn satisfies(actual: &[Ace], wanted: &[Ace]) -> bool {
+    wanted.iter().all(|w| {
+        actual.iter().any(|a| {
+            a.kind == w.kind
+                && a.sid.eq_ignore_ascii_case(&w.sid)
+                && a.flags & !flags::INHERITED == w.flags
+                && a.mask & w.mask == w.mask
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ace(kind: AceKind, flags: u8, mask: u32, sid: &str) -> Ace {
+        Ace {
+            kind,
+            flags,
+            mask,
+            sid: sid.into(),
+        }
+    }
+
+    #[test]
+    fn rights_and_inheritance_parse() {
+        assert_eq!(Rights::parse("Modify").unwrap().mask(), 0x1301bf);
+        assert_eq!(Rights::parse("full").unwrap().mask(), 0x1f01ff);
+        assert_eq!(Rights::parse("0x1200A9").unwrap(), Rights::Mask(0x1200a9));
+        assert!(Rights::parse("write").unwrap_err().contains("hex mask"));
+        assert!(Rights::parse("0x0").is_err());
+        assert_eq!(Inheritance::parse("").unwrap().flags(), 0x03);
+        assert_eq!(Inheritance::parse("This folder only").unwrap().flags(), 0);
+        assert_eq!(
+            Inheritance::parse("SubfoldersAndFilesOnly")
+                .unwrap()
+                .flags(),
+            0x0b
+        );
+        assert_eq!(Inheritance::parse("OI|CI|NP").unwrap().flags(), 0x07);
+        assert_eq!(Inheritance::parse("cioi").unwrap().flags(), 0x03);
+        assert!(Inheritance::parse("XX").is_err());
+    }
+
+    #[test]
+    fn canonical_order_puts_explicit_deny_then_allow_then_inherited() {
+        let aces = vec![
+            ace(
+                AceKind::Allow,
+                flags::INHERITED | 3,
+                masks::FULL,
+                "S-1-5-32-544",
+            ),
+            ace(AceKind::Allow, 3, masks::READ, "S-1-5-11"),
+            ace(AceKind::Deny, 0, masks::MODIFY, "S-1-5-21-1-2-3-1104"),
+            ace(AceKind::Deny, flags::INHERITED, masks::READ, "S-1-1-0"),
+        ];
+        let c = canonical(&aces);
+        assert_eq!(
+            c.iter().map(|a| a.sid.as_str()).collect::<Vec<_>>(),
+            ["S-1-5-21-1-2-3-1104", "S-1-5-11", "S-1-5-32-544", "S-1-1-0"]
+        );
+    }
+
+    #[test]
+    fn merge_keeps_what_is_there_and_replaces_a_same_principal_allow() {
+        let existing = vec![
+            ace(AceKind::Allow, 3, masks::READ, "S-1-5-21-1-2-3-1104"),
+            ace(AceKind::Allow, 3, masks::FULL, "S-1-5-32-544"),
+            ace(
+                AceKind::Allow,
+                flags::INHERITED | 3,
+                masks::FULL,
+                "S-1-5-18",
+            ),
+        ];
+        let grants = vec![Grant {
+            sid: "S-1-5-21-1-2-3-1104".into(),
+            rights: Rights::Modify,
+            inheritance: Inheritance::default(),
+        }];
+        let merged = build(&grants, &existing, Mode::Merge);
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[0].sid, "S-1-5-32-544");
+        assert_eq!(
+            (merged[1].sid.as_str(), merged[1].mask),
+            ("S-1-5-21-1-2-3-1104", masks::MODIFY)
+        );
+        assert!(merged[2].inherited());
+        let replaced = build(&grants, &existing, Mode::Replace);
+        assert_eq!(
+            replaced,
+            vec![ace(AceKind::Allow, 3, masks::MODIFY, "S-1-5-21-1-2-3-1104")]
+        );
+    }
+
+    #[test]
+    fn satisfies_compares_kind_sid_flags_and_mask() {
+        let wanted = vec![ace(AceKind::Allow, 3, masks::MODIFY, "S-1-5-11")];
+        assert!(satisfies(
+            &[ace(AceKind::Allow, 3, masks::MODIFY, "s-1-5-11")],
+            &wanted
+        ));
+        assert!(satisfies(
+            &[ace(AceKind::Allow, 3, masks::FULL, "S-1-5-11")],
+            &wanted
+        ));
+        assert!(!satisfies(
+            &[ace(AceKind::Allow, 0, masks::MODIFY, "S-1-5-11")],
+            &wanted
+        ));
+        assert!(!satisfies(
+            &[ace(AceKind::Allow, 3, masks::READ, "S-1-5-11")],
+            &wanted
+        ));
+        assert!(!satisfies(
+            &[ace(AceKind::Deny, 3, masks::MODIFY, "S-1-5-11")],
+            &wanted
+        ));
+    }
+}
