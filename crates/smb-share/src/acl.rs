@@ -150,7 +150,7 @@ impl Inheritance {
             return Ok(n);
         }
         let compact = t.to_ascii_uppercase().replace(['|', ',', ' '], "");
-        if compact.len() % 2 != 0 {
+        if !compact.len().is_multiple_of(2) {
             return Err(format!(
                 "{t:?} is not an inheritance name or OI/CI/NP/IO flags"
             ));
