@@ -1,5 +1,12 @@
-//! SMB3 operations on a share, on the pure-Rust `smb` crate: connect (encryption required by
-//! default) with a distinct, actionable error per failure, file trees, and NTFS security
-//! descriptors.
+//! SMB3 operations on a share, on the pure-Rust `smb` crate: connect (SMB 3.1.1, encryption
+//! required by default, as `New-SmbGlobalMapping -RequirePrivacy $true`) with a distinct,
+//! actionable error per failure; folder trees; whole-file writes chunked to the negotiated size;
+//! reads; listings bounded by a timeout; rename, delete, size and mtime; NTFS DACLs.
 
 pub mod acl;
+mod error;
+mod share;
+mod transport;
+
+pub use error::ShareError;
+pub use share::{Entry, Meta, SecurityInfo, Share, ShareConfig, Unc};

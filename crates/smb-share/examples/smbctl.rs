@@ -1,0 +1,141 @@
+//! A small command-line client over `smb-share`, for the end-to-end tests and by hand.
+//!
+//! The share and the account come from the environment — `SMB_SHARE` (`\\server\share`),
+//! `SMB_USERNAME` (`DOMAIN\name`), `SMB_PASSWORD_FILE` (a file holding the password, never an
+//! argument), optional `SMB_PORT` — and each command prints JSON or nothing; an error prints
+//! one line and exits 2.
+//!
+//! ```text
+//! smbctl check | mkdir PATH | put LOCAL REMOTE | get REMOTE LOCAL | stat PATH | ls PATH
+//!        mv FROM TO | rm PATH | acl PATH | grant PATH SID RIGHTS INHERITANCE replace|merge
+//! ```
+
+use secrets::Secret;
+use serde_json::json;
+use smb_share::{
+    Share, ShareConfig,
+    acl::{self, Grant, Inheritance, Mode, Rights},
+};
+use std::time::Duration;
+
+fn env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set"))
+}
+
+async fn run(args: &[String]) -> Result<(), String> {
+    let password = std::fs::read_to_string(env("SMB_PASSWORD_FILE")?)
+        .map_err(|e| format!("SMB_PASSWORD_FILE: {e}"))?;
+    let mut config = ShareConfig::new(
+        env("SMB_SHARE")?,
+        env("SMB_USERNAME")?,
+        Secret::new(password.trim_end_matches(['\r', '\n'])),
+    );
+    if let Ok(port) = std::env::var("SMB_PORT") {
+        config.port = port
+            .parse()
+            .map_err(|_| "SMB_PORT is not a port number".to_string())?;
+    }
+    config.timeout = Duration::from_secs(5);
+    let share = Share::connect(&config).await.map_err(|e| e.to_string())?;
+    let arg = |i: usize| {
+        args.get(i)
+            .cloned()
+            .ok_or_else(|| format!("{}: missing argument {i}", args[0]))
+    };
+    let out = match args[0].as_str() {
+        "check" => json!({"connected": true, "max_write": share.max_write()}),
+        "mkdir" => share
+            .create_dir_all(&arg(1)?)
+            .await
+            .map(|_| json!(null))
+            .map_err(|e| e.to_string())?,
+        "put" => {
+            let data = tokio::fs::read(arg(1)?).await.map_err(|e| e.to_string())?;
+            share
+                .write(&arg(2)?, &data)
+                .await
+                .map_err(|e| e.to_string())?;
+            json!({"bytes": data.len()})
+        }
+        "get" => {
+            let data = share.read(&arg(1)?).await.map_err(|e| e.to_string())?;
+            tokio::fs::write(arg(2)?, &data)
+                .await
+                .map_err(|e| e.to_string())?;
+            json!({"bytes": data.len()})
+        }
+        "stat" => {
+            let m = share.stat(&arg(1)?).await.map_err(|e| e.to_string())?;
+            json!({"size": m.size, "is_dir": m.is_dir, "modified": m.modified})
+        }
+        "ls" => {
+            let entries = share.list(&arg(1)?).await.map_err(|e| e.to_string())?;
+            json!(
+                entries
+                    .iter()
+                    .map(|e| json!({"name": e.name, "is_dir": e.is_dir, "size": e.size}))
+                    .collect::<Vec<_>>()
+            )
+        }
+        "mv" => share
+            .rename(&arg(1)?, &arg(2)?, false)
+            .await
+            .map(|_| json!(null))
+            .map_err(|e| e.to_string())?,
+        "rm" => share
+            .remove(&arg(1)?)
+            .await
+            .map(|_| json!(null))
+            .map_err(|e| e.to_string())?,
+        "acl" => {
+            let s = share.security(&arg(1)?).await.map_err(|e| e.to_string())?;
+            json!({"owner": s.owner, "group": s.group, "protected": s.protected,
+                   "aces": s.aces.iter().map(|a| a.to_string()).collect::<Vec<_>>()})
+        }
+        "grant" => {
+            let path = arg(1)?;
+            let grant = Grant {
+                sid: arg(2)?,
+                rights: Rights::parse(&arg(3)?)?,
+                inheritance: Inheritance::parse(&arg(4)?)?,
+            };
+            let mode = match arg(5)?.as_str() {
+                "replace" => Mode::Replace,
+                "merge" => Mode::Merge,
+                other => return Err(format!("mode {other:?}: use replace or merge")),
+            };
+            let current = share.security(&path).await.map_err(|e| e.to_string())?;
+            let aces = acl::build(&[grant], &current.aces, mode);
+            share
+                .set_dacl(&path, &aces, mode == Mode::Replace)
+                .await
+                .map_err(|e| e.to_string())?;
+            let after = share.security(&path).await.map_err(|e| e.to_string())?;
+            let wanted: Vec<_> = aces.iter().filter(|a| !a.inherited()).cloned().collect();
+            if !acl::satisfies(&after.aces, &wanted) {
+                return Err(format!(
+                    "read-back differs: wanted {wanted:?}, found {:?}",
+                    after.aces
+                ));
+            }
+            json!({"aces": after.aces.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "protected": after.protected})
+        }
+        other => return Err(format!("unknown command {other:?}")),
+    };
+    share.close().await;
+    println!("{out}");
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        eprintln!("usage: smbctl check|mkdir|put|get|stat|ls|mv|rm|acl|grant ... (see the source)");
+        std::process::exit(2);
+    }
+    if let Err(e) = run(&args).await {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}

@@ -1,0 +1,143 @@
+//! One error per thing that can go wrong, each saying what to check. The container's preflight
+//! (`doctor`) and the custom resources show these messages as they are.
+
+use smb::Status;
+use smb::transport::TransportError;
+use std::time::Duration;
+
+const STATUS_ACCOUNT_DISABLED: u32 = 0xC000_0072;
+const STATUS_PASSWORD_EXPIRED: u32 = 0xC000_0071;
+const STATUS_PASSWORD_MUST_CHANGE: u32 = 0xC000_0224;
+const STATUS_ACCOUNT_EXPIRED: u32 = 0xC000_0193;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("{0} is not a UNC path: write it as \\\\server\\share or \\\\server\\share\\folder")]
+    BadUnc(String),
+    #[error(
+        "the file server name {server} does not resolve ({detail}): check DNS — in a VPC, the Route 53 Resolver rule that forwards the AD domain to its DNS servers"
+    )]
+    NameResolution { server: String, detail: String },
+    #[error(
+        "{server}:{port} does not answer ({detail}): check the security groups (TCP {port} from this task or function to the file server) and that the server is up"
+    )]
+    Unreachable {
+        server: String,
+        port: u16,
+        detail: String,
+    },
+    #[error(
+        "the server refused the logon of {user}: wrong user name or password (check the SSM parameters against AD)"
+    )]
+    LogonFailure { user: String },
+    #[error(
+        "the account {user} is disabled: enable it in AD, or check which account of the rotation pair is active"
+    )]
+    AccountDisabled { user: String },
+    #[error(
+        "the account {user} is locked out: wait for the lockout to expire or unlock it, then look for a client using an old password"
+    )]
+    LockedOut { user: String },
+    #[error(
+        "the password of {user} has expired or must be changed: reset it (rotation does) and set it not to expire"
+    )]
+    PasswordExpired { user: String },
+    #[error(
+        "{user} may not {operation}: grant it access on the share and in the folder's NTFS ACL"
+    )]
+    AccessDenied { user: String, operation: String },
+    #[error(
+        "the share {share} does not exist on {server}: check the share name (FSx for Windows: usually \"share\")"
+    )]
+    ShareNotFound { server: String, share: String },
+    #[error("{path} does not exist on the share")]
+    NotFound { path: String },
+    #[error("{path} already exists on the share")]
+    AlreadyExists { path: String },
+    #[error(
+        "the server could not agree to an encrypted SMB 3 session ({detail}): the share must support SMB 3.1.1 with encryption"
+    )]
+    Negotiation { detail: String },
+    #[error("the server did not answer {operation} within {timeout:?}")]
+    Timeout {
+        operation: String,
+        timeout: Duration,
+    },
+    #[error("{operation} failed: {detail}")]
+    Other { operation: String, detail: String },
+}
+
+/// Who and what, to put names into errors.
+#[derive(Debug, Clone)]
+pub(crate) struct Context<'a> {
+    pub server: &'a str,
+    pub port: u16,
+    pub share: &'a str,
+    pub user: &'a str,
+    pub timeout: Duration,
+}
+
+impl Context<'_> {
+    pub(crate) fn classify(&self, operation: &str, path: &str, err: smb::Error) -> ShareError {
+        use smb::Error as E;
+        let user = self.user.to_owned();
+        match err {
+            E::UnexpectedMessageStatus(code) | E::ReceivedErrorMessage(code, _) => match code {
+                Status::U32_LOGON_FAILURE => ShareError::LogonFailure { user },
+                STATUS_ACCOUNT_DISABLED | STATUS_ACCOUNT_EXPIRED => {
+                    ShareError::AccountDisabled { user }
+                }
+                Status::U32_USER_ACCOUNT_LOCKED_OUT => ShareError::LockedOut { user },
+                STATUS_PASSWORD_EXPIRED | STATUS_PASSWORD_MUST_CHANGE => {
+                    ShareError::PasswordExpired { user }
+                }
+                Status::U32_ACCESS_DENIED => ShareError::AccessDenied {
+                    user,
+                    operation: operation.to_owned(),
+                },
+                Status::U32_BAD_NETWORK_NAME => ShareError::ShareNotFound {
+                    server: self.server.to_owned(),
+                    share: self.share.to_owned(),
+                },
+                Status::U32_OBJECT_NAME_NOT_FOUND | Status::U32_OBJECT_PATH_NOT_FOUND => {
+                    ShareError::NotFound {
+                        path: path.to_owned(),
+                    }
+                }
+                Status::U32_OBJECT_NAME_COLLISION => ShareError::AlreadyExists {
+                    path: path.to_owned(),
+                },
+                other => ShareError::Other {
+                    operation: operation.to_owned(),
+                    detail: format!(
+                        "NT status {other:#010x} ({})",
+                        Status::try_display_as_status(other)
+                    ),
+                },
+            },
+            E::TransportError(TransportError::Timeout(_)) | E::OperationTimeout(..) => {
+                ShareError::Timeout {
+                    operation: operation.to_owned(),
+                    timeout: self.timeout,
+                }
+            }
+            E::TransportError(TransportError::IoError(io)) => self.unreachable(io.to_string()),
+            E::TransportError(TransportError::NotConnected) | E::ConnectionStopped => {
+                self.unreachable("the connection was closed".into())
+            }
+            E::NegotiationError(detail) => ShareError::Negotiation { detail },
+            other => ShareError::Other {
+                operation: operation.to_owned(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    pub(crate) fn unreachable(&self, detail: String) -> ShareError {
+        ShareError::Unreachable {
+            server: self.server.to_owned(),
+            port: self.port,
+            detail,
+        }
+    }
+}

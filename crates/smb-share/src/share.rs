@@ -1,0 +1,639 @@
+//! A connected share and what can be done on it.
+
+use crate::{
+    acl::{Ace, AceKind},
+    error::{Context, ShareError},
+    transport::FastTcp,
+};
+use futures_util::StreamExt;
+use secrets::Secret;
+use smb::{
+    ACE, ACL, AccessAce, AccessMask, AceFlags, AceValue, AclRevision, AdditionalInfo, Connection,
+    ConnectionConfig, CreateDisposition, CreateOptions, Dialect, DirAccessMask, Directory,
+    FileAccessMask, FileAttributes, FileCreateArgs, FileDispositionInformation,
+    FileIdBothDirectoryInformation, FileNetworkOpenInformation, FileRenameInformation, Resource,
+    ResourceHandle, SID, SecurityDescriptor, SecurityDescriptorControl, Session, Tree, UncPath,
+    connection::EncryptionMode,
+};
+use std::{net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+
+/// `\\server\share[\folder...]`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unc {
+    pub server: String,
+    pub share: String,
+    /// Folder inside the share, backslash-separated, empty for the root.
+    pub path: String,
+}
+
+impl Unc {
+    pub fn parse(text: &str) -> Result<Self, ShareError> {
+        let t = text.trim().replace('/', "\\");
+        let rest = t
+            .strip_prefix("\\\\")
+            .ok_or_else(|| ShareError::BadUnc(text.to_owned()))?;
+        let mut parts = rest.split('\\').filter(|p| !p.is_empty());
+        let (Some(server), Some(share)) = (parts.next(), parts.next()) else {
+            return Err(ShareError::BadUnc(text.to_owned()));
+        };
+        Ok(Self {
+            server: server.to_owned(),
+            share: share.to_owned(),
+            path: parts.collect::<Vec<_>>().join("\\"),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    /// `\\server\share`; a folder part is ignored here (paths are given per operation).
+    pub unc: String,
+    /// `DOMAIN\name` or `name@domain`.
+    pub username: String,
+    pub password: Secret,
+    pub port: u16,
+    /// Bound on connecting and on each request.
+    pub timeout: Duration,
+    /// Refuse a session the server will not encrypt (default true).
+    pub require_encryption: bool,
+    /// How long a directory listing may stay silent before it is taken as complete (the `smb`
+    /// crate's listing stream can fail to end after its last entry).
+    pub list_idle: Duration,
+}
+
+impl ShareConfig {
+    pub fn new(unc: impl Into<String>, username: impl Into<String>, password: Secret) -> Self {
+        Self {
+            unc: unc.into(),
+            username: username.into(),
+            password,
+            port: 445,
+            timeout: Duration::from_secs(10),
+            require_encryption: true,
+            list_idle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Size, times and kind of a file or folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub size: u64,
+    pub is_dir: bool,
+    /// Last write time, in 100 ns intervals since 1601-01-01 (Windows FILETIME).
+    pub modified: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// Owner, group and DACL of a file or folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityInfo {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// The DACL is protected (does not inherit from the parent).
+    pub protected: bool,
+    pub aces: Vec<Ace>,
+}
+
+/// A connected, authenticated share. Holds the connection open until dropped or closed.
+pub struct Share {
+    connection: Connection,
+    _session: Session,
+    tree: Tree,
+    unc: Unc,
+    username: String,
+    port: u16,
+    timeout: Duration,
+    list_idle: Duration,
+    max_write: usize,
+    max_read: usize,
+}
+
+impl std::fmt::Debug for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Share")
+            .field("unc", &self.unc)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+fn handle(r: &Resource) -> &ResourceHandle {
+    match r {
+        Resource::File(f) => f,
+        Resource::Directory(d) => d,
+        Resource::Pipe(p) => p,
+    }
+}
+
+fn norm(path: &str) -> String {
+    path.replace('/', "\\").trim_matches('\\').to_owned()
+}
+
+impl Share {
+    fn ctx(&self) -> Context<'_> {
+        Context {
+            server: &self.unc.server,
+            port: self.port,
+            share: &self.unc.share,
+            user: &self.username,
+            timeout: self.timeout,
+        }
+    }
+
+    fn fail(&self, operation: &str, path: &str, e: smb::Error) -> ShareError {
+        self.ctx().classify(operation, path, e)
+    }
+
+    /// Resolve the server, open TCP, negotiate SMB 3.1.1 (encrypted unless told otherwise),
+    /// log on with NTLM and connect the share — each step with its own error.
+    pub async fn connect(config: &ShareConfig) -> Result<Self, ShareError> {
+        let unc = Unc::parse(&config.unc)?;
+        let ctx = Context {
+            server: &unc.server,
+            port: config.port,
+            share: &unc.share,
+            user: &config.username,
+            timeout: config.timeout,
+        };
+        let addresses: Vec<SocketAddr> = tokio::time::timeout(
+            config.timeout,
+            tokio::net::lookup_host((unc.server.as_str(), config.port)),
+        )
+        .await
+        .map_err(|_| ShareError::NameResolution {
+            server: unc.server.clone(),
+            detail: "DNS did not answer in time".into(),
+        })?
+        .map_err(|e| ShareError::NameResolution {
+            server: unc.server.clone(),
+            detail: e.to_string(),
+        })?
+        .collect();
+        let mut transport = FastTcp::new(config.timeout);
+        let mut last = String::from("no address");
+        let mut connected = false;
+        for address in addresses {
+            match transport.open(address).await {
+                Ok(()) => {
+                    connected = true;
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if !connected {
+            return Err(ctx.unreachable(last));
+        }
+        let mut settings = ConnectionConfig {
+            encryption_mode: if config.require_encryption {
+                EncryptionMode::Required
+            } else {
+                EncryptionMode::Allowed
+            },
+            // SMB 3.1.1: AES-GCM and pre-authentication integrity (FSx and Windows Server 2016+ speak it).
+            min_dialect: Some(Dialect::Smb0311),
+            max_dialect: Some(Dialect::Smb0311),
+            timeout: Some(config.timeout),
+            smb2_only_negotiate: true,
+            ..ConnectionConfig::default()
+        };
+        settings.auth_methods.ntlm = true;
+        settings.auth_methods.kerberos = false;
+        let connection = Connection::from_transport(
+            Box::new(transport),
+            &unc.server,
+            smb::Guid::generate(),
+            settings,
+        )
+        .await
+        .map_err(|e| ctx.classify("negotiate", "", e))?;
+        let identity = sspi::AuthIdentity {
+            username: sspi::Username::parse(&config.username).map_err(|e| {
+                ShareError::LogonFailure {
+                    user: format!("{} ({e})", config.username),
+                }
+            })?,
+            password: config.password.expose().to_owned().into(),
+        };
+        let session = connection
+            .authenticate(identity)
+            .await
+            .map_err(|e| ctx.classify("log on", "", e))?;
+        let share_unc = UncPath::from_str(&format!("\\\\{}\\{}", unc.server, unc.share))
+            .map_err(|_| ShareError::BadUnc(config.unc.clone()))?;
+        let tree = session
+            .tree_connect(&share_unc)
+            .await
+            .map_err(|e| ctx.classify("connect the share", "", e))?;
+        let (max_write, max_read) = connection
+            .conn_info()
+            .map(|i| {
+                (
+                    i.negotiation.max_write_size as usize,
+                    i.negotiation.max_read_size as usize,
+                )
+            })
+            .unwrap_or((64 * 1024, 64 * 1024));
+        Ok(Self {
+            connection,
+            _session: session,
+            tree,
+            unc,
+            username: config.username.clone(),
+            port: config.port,
+            timeout: config.timeout,
+            list_idle: config.list_idle,
+            max_write: max_write.max(4096),
+            max_read: max_read.max(4096),
+        })
+    }
+
+    /// The negotiated maximum write size (writes are chunked to it).
+    pub fn max_write(&self) -> usize {
+        self.max_write
+    }
+
+    pub async fn close(self) {
+        let _ = self.connection.close().await;
+    }
+
+    /// `mkdir -p`: create every missing folder of `path`.
+    pub async fn create_dir_all(&self, path: &str) -> Result<(), ShareError> {
+        let mut current = String::new();
+        for part in norm(path).split('\\').filter(|p| !p.is_empty()) {
+            if !current.is_empty() {
+                current.push('\\');
+            }
+            current.push_str(part);
+            let args = FileCreateArgs {
+                disposition: CreateDisposition::OpenIf,
+                attributes: FileAttributes::new().with_directory(true),
+                options: CreateOptions::new().with_directory_file(true),
+                desired_access: FileAccessMask::new()
+                    .with_file_read_attributes(true)
+                    .with_synchronize(true),
+            };
+            let r = self
+                .tree
+                .create(&current, &args)
+                .await
+                .map_err(|e| self.fail("create the folder", &current, e))?;
+            let is_dir = r.is_dir();
+            let _ = handle(&r).close().await;
+            if !is_dir {
+                return Err(ShareError::AlreadyExists {
+                    path: format!("{current} (a file, where a folder is needed)"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `data` as the whole content of `path` (created or overwritten), in requests of the
+    /// negotiated maximum size.
+    pub async fn write(&self, path: &str, data: &[u8]) -> Result<(), ShareError> {
+        let path = norm(path);
+        let args = FileCreateArgs::make_overwrite(FileAttributes::new(), CreateOptions::new());
+        let file = self
+            .tree
+            .create(&path, &args)
+            .await
+            .map_err(|e| self.fail("create the file", &path, e))?
+            .unwrap_file();
+        let result = async {
+            let mut offset = 0;
+            while offset < data.len() {
+                let n = self.max_write.min(data.len() - offset);
+                let written = file
+                    .write_block(&data[offset..offset + n], offset as u64, None)
+                    .await
+                    .map_err(|e| ShareError::Other {
+                        operation: format!("write {path}"),
+                        detail: e.to_string(),
+                    })?;
+                if written == 0 {
+                    return Err(ShareError::Other {
+                        operation: format!("write {path}"),
+                        detail: "the server accepted 0 bytes".into(),
+                    });
+                }
+                offset += written;
+            }
+            file.flush().await.map_err(|e| ShareError::Other {
+                operation: format!("flush {path}"),
+                detail: e.to_string(),
+            })
+        }
+        .await;
+        let _ = file.close().await;
+        result
+    }
+
+    /// The whole content of `path`.
+    pub async fn read(&self, path: &str) -> Result<Vec<u8>, ShareError> {
+        let path = norm(path);
+        let args =
+            FileCreateArgs::make_open_existing(FileAccessMask::new().with_generic_read(true));
+        let file = self
+            .tree
+            .create(&path, &args)
+            .await
+            .map_err(|e| self.fail("open", &path, e))?
+            .unwrap_file();
+        let result = async {
+            let size = file
+                .query_info::<FileNetworkOpenInformation>()
+                .await
+                .map_err(|e| self.fail("stat", &path, e))?
+                .end_of_file as usize;
+            let mut out = vec![0u8; size];
+            let mut offset = 0;
+            while offset < size {
+                let n = self.max_read.min(size - offset);
+                let got = file
+                    .read_block(&mut out[offset..offset + n], offset as u64, None, false)
+                    .await
+                    .map_err(|e| ShareError::Other {
+                        operation: format!("read {path}"),
+                        detail: e.to_string(),
+                    })?;
+                if got == 0 {
+                    out.truncate(offset);
+                    break;
+                }
+                offset += got;
+            }
+            Ok(out)
+        }
+        .await;
+        let _ = file.close().await;
+        result
+    }
+
+    async fn open(
+        &self,
+        path: &str,
+        access: FileAccessMask,
+        operation: &str,
+    ) -> Result<Resource, ShareError> {
+        self.tree
+            .create(path, &FileCreateArgs::make_open_existing(access))
+            .await
+            .map_err(|e| self.fail(operation, path, e))
+    }
+
+    /// Size, kind and last write time.
+    pub async fn stat(&self, path: &str) -> Result<Meta, ShareError> {
+        let path = norm(path);
+        let r = self
+            .open(
+                &path,
+                FileAccessMask::new()
+                    .with_file_read_attributes(true)
+                    .with_synchronize(true),
+                "stat",
+            )
+            .await?;
+        let info = handle(&r)
+            .query_info::<FileNetworkOpenInformation>()
+            .await
+            .map_err(|e| self.fail("stat", &path, e));
+        let _ = handle(&r).close().await;
+        let info = info?;
+        Ok(Meta {
+            size: info.end_of_file,
+            is_dir: info.file_attributes.directory(),
+            modified: *info.last_write_time,
+        })
+    }
+
+    /// Rename (or move within the share); `replace` overwrites an existing target.
+    pub async fn rename(&self, from: &str, to: &str, replace: bool) -> Result<(), ShareError> {
+        let (from, to) = (norm(from), norm(to));
+        let access = FileAccessMask::new()
+            .with_delete(true)
+            .with_file_read_attributes(true)
+            .with_synchronize(true);
+        let r = self.open(&from, access, "rename").await?;
+        let result = handle(&r)
+            .set_info(FileRenameInformation {
+                replace_if_exists: replace.into(),
+                root_directory: 0,
+                file_name: to.as_str().into(),
+            })
+            .await
+            .map_err(|e| self.fail("rename", &to, e));
+        let _ = handle(&r).close().await;
+        result
+    }
+
+    /// Delete a file or an empty folder. Deleting what does not exist is not an error.
+    pub async fn remove(&self, path: &str) -> Result<(), ShareError> {
+        let path = norm(path);
+        let access = FileAccessMask::new()
+            .with_delete(true)
+            .with_file_read_attributes(true);
+        let r = match self.open(&path, access, "delete").await {
+            Ok(r) => r,
+            Err(ShareError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let result = handle(&r)
+            .set_info(FileDispositionInformation::default())
+            .await
+            .map_err(|e| self.fail("delete", &path, e));
+        let _ = handle(&r).close().await;
+        result
+    }
+
+    /// The entries of a folder (without `.` and `..`).
+    pub async fn list(&self, path: &str) -> Result<Vec<Entry>, ShareError> {
+        let path = norm(path);
+        let access: FileAccessMask = DirAccessMask::new()
+            .with_list_directory(true)
+            .with_read_attributes(true)
+            .with_synchronize(true)
+            .into();
+        let r = self.open(&path, access, "list").await?;
+        let Resource::Directory(dir) = r else {
+            let _ = handle(&r).close().await;
+            return Err(ShareError::Other {
+                operation: format!("list {path}"),
+                detail: "not a folder".into(),
+            });
+        };
+        let dir = Arc::new(dir);
+        let mut out = Vec::new();
+        let result = async {
+            let mut stream = Directory::query::<FileIdBothDirectoryInformation>(&dir, "*")
+                .await
+                .map_err(|e| self.fail("list", &path, e))?;
+            // The stream can fail to end after its last entry: silence for `list_idle` ends it.
+            while let Ok(next) = tokio::time::timeout(self.list_idle, stream.next()).await {
+                match next {
+                    Some(Ok(entry)) => {
+                        let name = entry.file_name.to_string();
+                        if name != "." && name != ".." {
+                            out.push(Entry {
+                                name,
+                                is_dir: entry.file_attributes.directory(),
+                                size: entry.end_of_file,
+                            });
+                        }
+                    }
+                    Some(Err(e)) => return Err(self.fail("list", &path, e)),
+                    None => break,
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = dir.close().await;
+        result.map(|_| out)
+    }
+
+    /// Owner, group and DACL. Only allow and deny ACEs are modelled; others are reported as an error
+    /// rather than silently dropped.
+    pub async fn security(&self, path: &str) -> Result<SecurityInfo, ShareError> {
+        let path = norm(path);
+        let r = self
+            .open(
+                &path,
+                FileAccessMask::new()
+                    .with_read_control(true)
+                    .with_file_read_attributes(true),
+                "read the ACL of",
+            )
+            .await?;
+        let info = AdditionalInfo::new()
+            .with_owner_security_information(true)
+            .with_group_security_information(true)
+            .with_dacl_security_information(true);
+        let sd = handle(&r)
+            .query_security_info(info)
+            .await
+            .map_err(|e| self.fail("read the ACL of", &path, e));
+        let _ = handle(&r).close().await;
+        let sd = sd?;
+        let mut aces = Vec::new();
+        for ace in sd
+            .dacl
+            .as_ref()
+            .map(|d| d.ace.as_slice())
+            .unwrap_or_default()
+        {
+            let (kind, a) = match &ace.value {
+                AceValue::AccessAllowed(a) => (AceKind::Allow, a),
+                AceValue::AccessDenied(a) => (AceKind::Deny, a),
+                other => {
+                    return Err(ShareError::Other {
+                        operation: format!("read the ACL of {path}"),
+                        detail: format!(
+                            "it holds an ACE of a kind this tool does not handle: {other:?}"
+                        ),
+                    });
+                }
+            };
+            aces.push(Ace {
+                kind,
+                flags: u8::from_le_bytes(ace.ace_flags.into_bytes()),
+                mask: u32::from_le_bytes(a.access_mask.into_bytes()),
+                sid: a.sid.to_string(),
+            });
+        }
+        Ok(SecurityInfo {
+            owner: sd.owner_sid.as_ref().map(|s| s.to_string()),
+            group: sd.group_sid.as_ref().map(|s| s.to_string()),
+            protected: sd.control.dacl_protected(),
+            aces,
+        })
+    }
+
+    /// Replace the DACL of `path` with `aces` (in the order given: pass them through
+    /// [`crate::acl::canonical`]); `protected` stops inheritance from the parent.
+    pub async fn set_dacl(
+        &self,
+        path: &str,
+        aces: &[Ace],
+        protected: bool,
+    ) -> Result<(), ShareError> {
+        let path = norm(path);
+        let mut wire = Vec::with_capacity(aces.len());
+        for a in aces {
+            let sid = SID::from_str(&a.sid).map_err(|_| ShareError::Other {
+                operation: format!("set the ACL of {path}"),
+                detail: format!("{} is not a SID (S-1-5-21-…)", a.sid),
+            })?;
+            let access = AccessAce {
+                access_mask: AccessMask::from_bytes(a.mask.to_le_bytes()),
+                sid,
+            };
+            wire.push(ACE {
+                ace_flags: AceFlags::from_bytes([a.flags]),
+                value: match a.kind {
+                    AceKind::Allow => AceValue::AccessAllowed(access),
+                    AceKind::Deny => AceValue::AccessDenied(access),
+                },
+            });
+        }
+        let sd = SecurityDescriptor {
+            sbz1: 0,
+            control: SecurityDescriptorControl::new()
+                .with_self_relative(true)
+                .with_dacl_present(true)
+                .with_dacl_protected(protected)
+                .with_dacl_auto_inherited(true),
+            owner_sid: None,
+            group_sid: None,
+            sacl: None,
+            dacl: Some(ACL {
+                acl_revision: AclRevision::Nt4,
+                ace: wire,
+            }),
+        };
+        let access = FileAccessMask::new()
+            .with_read_control(true)
+            .with_write_dacl(true)
+            .with_file_read_attributes(true);
+        let r = self.open(&path, access, "set the ACL of").await?;
+        let result = handle(&r)
+            .set_security_info(
+                sd,
+                AdditionalInfo::new().with_dacl_security_information(true),
+            )
+            .await
+            .map_err(|e| self.fail("set the ACL of", &path, e));
+        let _ = handle(&r).close().await;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unc_forms() {
+        let u = Unc::parse(r"\\fsx.example.test\share\web\img").unwrap();
+        assert_eq!(
+            (u.server.as_str(), u.share.as_str(), u.path.as_str()),
+            ("fsx.example.test", "share", r"web\img")
+        );
+        assert_eq!(Unc::parse("//10.0.0.5/share").unwrap().path, "");
+        assert!(matches!(
+            Unc::parse(r"\\server"),
+            Err(ShareError::BadUnc(_))
+        ));
+        assert!(matches!(
+            Unc::parse("server/share"),
+            Err(ShareError::BadUnc(_))
+        ));
+    }
+}

@@ -1,0 +1,149 @@
+"""crates/smb-share against the Samba share, through its example CLI (`smbctl`), with smbclient
+and smbcacls as witnesses. Each failure to connect must come back as its own, actionable error."""
+
+import base64
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from lambda_harness import binary, samba_env
+
+
+class Smb:
+    def __init__(self, tmp_path):
+        env = samba_env()
+        self.conf = env["FARGATE_SMB_SMB_CONF"]
+        self.admin_password_file = env["FARGATE_SMB_ADMIN_PASSWORD_FILE"]
+        self.ca = env["FARGATE_SMB_CA"]
+        self.domain_sid = open(env["FARGATE_SMB_DOMAIN_SID_FILE"]).read().strip()
+        self.tmp = tmp_path
+        self.auth = tmp_path / "admin.auth"
+        self.auth.write_text(f"username = Administrator\npassword = {open(self.admin_password_file).read()}\ndomain = EXAMPLE\n")
+        self.auth.chmod(0o600)
+
+    def ctl(self, *args, share="\\\\127.0.0.1\\share", user="EXAMPLE\\Administrator", password_file=None, port=None):
+        env = {"PATH": os.environ["PATH"], "SMB_SHARE": share, "SMB_USERNAME": user,
+               "SMB_PASSWORD_FILE": password_file or self.admin_password_file}
+        if port:
+            env["SMB_PORT"] = str(port)
+        out = subprocess.run([str(binary("smbctl", example=True)), *args], capture_output=True, text=True, timeout=60, env=env)
+        return out
+
+    def ok(self, *args, **kw):
+        out = self.ctl(*args, **kw)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def error(self, *args, **kw) -> str:
+        out = self.ctl(*args, **kw)
+        assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+        return out.stderr
+
+    def smbclient(self, command: str) -> str:
+        out = subprocess.run(["smbclient", "//127.0.0.1/share", "-A", str(self.auth), "--client-protection=encrypt", "-c", command],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    def smbcacls(self, path: str) -> str:
+        out = subprocess.run(["smbcacls", "//127.0.0.1/share", path, "--numeric", "-A", str(self.auth), "-s", self.conf],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def disabled_account(self) -> tuple[str, str]:
+        """A disabled account with a known password (set through LDIF on stdin, off the command line)."""
+        name, password = f"d{uuid.uuid4().hex[:9]}", f"Pw-{uuid.uuid4().hex}-X"
+        out = subprocess.run(["samba-tool", "user", "create", name, "--random-password", "--userou=OU=fargate-smb", "-s", self.conf],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        pwd = base64.b64encode(f'"{password}"'.encode("utf-16-le")).decode()
+        ldif = (f"dn: CN={name},OU=fargate-smb,DC=example,DC=test\nchangetype: modify\nreplace: unicodePwd\nunicodePwd:: {pwd}\n-\n"
+                f"replace: userAccountControl\nuserAccountControl: 514\n-\n")
+        out = subprocess.run(["ldapmodify", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test", "-y", self.admin_password_file],
+                             input=ldif, capture_output=True, text=True, timeout=60, env={**os.environ, "LDAPTLS_CACERT": self.ca})
+        assert out.returncode == 0, out.stderr
+        return name, password
+
+    def password_file(self, text: str):
+        p = self.tmp / f"pw-{uuid.uuid4().hex[:6]}"
+        p.write_text(text)
+        p.chmod(0o600)
+        return str(p)
+
+
+def control(smbcacls_output: str) -> int:
+    return int(smbcacls_output.split("CONTROL:")[1].splitlines()[0], 16)
+
+
+@pytest.fixture
+def smb(tmp_path):
+    return Smb(tmp_path)
+
+
+def test_connects_with_encryption_and_reports_each_failure_distinctly(smb):
+    assert smb.ok("check")["connected"] is True
+    wrong = smb.error("check", password_file=smb.password_file("Not-The-Password-1"))
+    assert "refused the logon of EXAMPLE\\Administrator: wrong user name or password" in wrong
+    missing = smb.error("check", share="\\\\127.0.0.1\\nosuchshare")
+    assert "the share nosuchshare does not exist on 127.0.0.1" in missing
+    closed = smb.error("check", port=1)
+    assert "127.0.0.1:1 does not answer" in closed and "security groups" in closed
+    unresolved = smb.error("check", share="\\\\nosuchhost.invalid\\share")
+    assert "nosuchhost.invalid does not resolve" in unresolved
+    name, password = smb.disabled_account()
+    disabled = smb.error("check", user=f"EXAMPLE\\{name}", password_file=smb.password_file(password))
+    assert f"the account EXAMPLE\\{name} is disabled" in disabled, disabled
+    assert len({wrong, missing, closed, unresolved, disabled}) == 5
+
+
+def test_file_tree_round_trip(smb, tmp_path):
+    base = f"sst-{uuid.uuid4().hex[:8]}"
+    smb.ok("mkdir", f"{base}/a/b/c")
+    smb.ok("mkdir", f"{base}/a/b/c")  # idempotent
+    payload = os.urandom(5 * 1024 * 1024 + 123)
+    local = tmp_path / "in.bin"
+    local.write_bytes(payload)
+    assert smb.ok("put", str(local), f"{base}/a/b/c/data.bin")["bytes"] == len(payload)
+    # Witness: smbclient sees the file with its size.
+    listing = smb.smbclient(f"ls {base}/a/b/c/data.bin")
+    assert str(len(payload)) in listing
+    back = tmp_path / "out.bin"
+    smb.ok("get", f"{base}/a/b/c/data.bin", str(back))
+    assert back.read_bytes() == payload
+    meta = smb.ok("stat", f"{base}/a/b/c/data.bin")
+    assert meta["size"] == len(payload) and meta["is_dir"] is False and meta["modified"] > 0
+    assert smb.ok("stat", f"{base}/a")["is_dir"] is True
+    smb.ok("mv", f"{base}/a/b/c/data.bin", f"{base}/a/renamed.bin")
+    names = {e["name"]: e for e in smb.ok("ls", f"{base}/a")}
+    assert set(names) == {"b", "renamed.bin"} and names["renamed.bin"]["size"] == len(payload) and names["b"]["is_dir"]
+    assert "does not exist on the share" in smb.error("get", f"{base}/a/b/c/data.bin", str(back))
+    for path in (f"{base}/a/renamed.bin", f"{base}/a/b/c", f"{base}/a/b", f"{base}/a", base):
+        smb.ok("rm", path)
+    smb.ok("rm", base)  # deleting what is gone is not an error
+    assert "does not exist" in smb.error("stat", base)
+
+
+def test_dacl_replace_is_protected_and_merge_keeps_inheritance(smb):
+    base = f"sst-{uuid.uuid4().hex[:8]}"
+    smb.ok("mkdir", f"{base}/replaced")
+    smb.ok("mkdir", f"{base}/merged")
+    users = f"{smb.domain_sid}-513"  # Domain Users
+    result = smb.ok("grant", f"{base}/replaced", users, "Modify", "OI|CI", "replace")
+    assert result["protected"] is True
+    witness = smb.smbcacls(f"{base}/replaced")
+    assert control(witness) & 0x1000, witness  # SE_DACL_PROTECTED
+    aces = [line for line in witness.splitlines() if line.startswith("ACL:")]
+    assert aces == [f"ACL:{users}:0/0x3/0x001301bf"], witness  # type 0 = allowed, flags 0x3 = OI|CI
+    result = smb.ok("grant", f"{base}/merged", users, "Read", "ThisFolderOnly", "merge")
+    assert result["protected"] is False
+    witness = smb.smbcacls(f"{base}/merged")
+    assert not control(witness) & 0x1000, witness
+    assert f"ACL:{users}:0/0x0/0x001200a9" in witness, witness
+    assert f"ACL:{smb.domain_sid}-512:0/0x13/0x000001ff" in witness, witness  # Domain Admins, inherited (0x10 + OI + CI), kept
+    assert "is not Read, Modify, Full or a hex mask" in smb.error("grant", f"{base}/merged", users, "Write", "OI", "merge")
+    for path in (f"{base}/replaced", f"{base}/merged", base):
+        smb.ok("rm", path)
