@@ -6,7 +6,8 @@
 //! one line and exits 2.
 //!
 //! ```text
-//! smbctl check | mkdir PATH | put LOCAL REMOTE | get REMOTE LOCAL | stat PATH | ls PATH
+//! smbctl check | mkdir PATH | put LOCAL REMOTE | put-tree LOCALDIR REMOTEDIR [PARALLEL]
+//!        get REMOTE LOCAL | stat PATH | ls PATH
 //!        mv FROM TO | rm PATH | acl PATH | grant PATH SID RIGHTS INHERITANCE replace|merge
 //! ```
 
@@ -56,6 +57,47 @@ async fn run(args: &[String]) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             json!({"bytes": data.len()})
+        }
+        "put-tree" => {
+            // Every regular file of LOCALDIR (not recursive) into REMOTEDIR, PARALLEL at a time.
+            let (local, remote) = (arg(1)?, arg(2)?);
+            let parallel: usize = args
+                .get(3)
+                .map(|p| {
+                    p.parse()
+                        .map_err(|_| "PARALLEL must be a number".to_string())
+                })
+                .transpose()?
+                .unwrap_or(16);
+            share
+                .create_dir_all(&remote)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(&local).map_err(|e| e.to_string())? {
+                let entry = entry.map_err(|e| e.to_string())?;
+                if entry.file_type().map_err(|e| e.to_string())?.is_file() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    files.push((
+                        format!("{remote}\\{name}"),
+                        std::fs::read(entry.path()).map_err(|e| e.to_string())?,
+                    ));
+                }
+            }
+            let results = share.write_many(&files, parallel).await;
+            let failed: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            if !failed.is_empty() {
+                return Err(format!(
+                    "{} of {} files failed; first: {}",
+                    failed.len(),
+                    files.len(),
+                    failed[0]
+                ));
+            }
+            json!({"files": files.len()})
         }
         "get" => {
             let data = share.read(&arg(1)?).await.map_err(|e| e.to_string())?;

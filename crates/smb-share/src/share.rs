@@ -59,6 +59,8 @@ pub struct ShareConfig {
     /// How long a directory listing may stay silent before it is taken as complete (the `smb`
     /// crate's listing stream can fail to end after its last entry).
     pub list_idle: Duration,
+    /// Write requests in flight per file.
+    pub pipeline: usize,
 }
 
 impl ShareConfig {
@@ -71,6 +73,7 @@ impl ShareConfig {
             timeout: Duration::from_secs(10),
             require_encryption: true,
             list_idle: Duration::from_secs(1),
+            pipeline: 8,
         }
     }
 }
@@ -111,6 +114,7 @@ pub struct Share {
     port: u16,
     timeout: Duration,
     list_idle: Duration,
+    pipeline: usize,
     max_write: usize,
     max_read: usize,
 }
@@ -250,6 +254,7 @@ impl Share {
             port: config.port,
             timeout: config.timeout,
             list_idle: config.list_idle,
+            pipeline: config.pipeline.max(1),
             max_write: max_write.max(4096),
             max_read: max_read.max(4096),
         })
@@ -297,7 +302,8 @@ impl Share {
     }
 
     /// Write `data` as the whole content of `path` (created or overwritten), in requests of the
-    /// negotiated maximum size.
+    /// negotiated maximum size with up to [`ShareConfig::pipeline`] of them in flight: one
+    /// request at a time would leave the link idle for a round trip per chunk.
     pub async fn write(&self, path: &str, data: &[u8]) -> Result<(), ShareError> {
         let path = norm(path);
         let args = FileCreateArgs::make_overwrite(FileAttributes::new(), CreateOptions::new());
@@ -307,33 +313,57 @@ impl Share {
             .await
             .map_err(|e| self.fail("create the file", &path, e))?
             .unwrap_file();
+        let failed = |detail: String| ShareError::Other {
+            operation: format!("write {path}"),
+            detail,
+        };
         let result = async {
-            let mut offset = 0;
-            while offset < data.len() {
-                let n = self.max_write.min(data.len() - offset);
-                let written = file
-                    .write_block(&data[offset..offset + n], offset as u64, None)
-                    .await
-                    .map_err(|e| ShareError::Other {
-                        operation: format!("write {path}"),
-                        detail: e.to_string(),
-                    })?;
-                if written == 0 {
-                    return Err(ShareError::Other {
-                        operation: format!("write {path}"),
-                        detail: "the server accepted 0 bytes".into(),
-                    });
+            let chunks = (0..data.len()).step_by(self.max_write).map(|offset| {
+                let end = (offset + self.max_write).min(data.len());
+                let file = &file;
+                async move {
+                    let mut done = offset;
+                    // A server may accept less than asked; send the rest.
+                    while done < end {
+                        let n = file
+                            .write_block(&data[done..end], done as u64, None)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if n == 0 {
+                            return Err("the server accepted 0 bytes".to_string());
+                        }
+                        done += n;
+                    }
+                    Ok::<(), String>(())
                 }
-                offset += written;
+            });
+            let mut in_flight = futures_util::stream::iter(chunks).buffer_unordered(self.pipeline);
+            while let Some(r) = in_flight.next().await {
+                r.map_err(failed)?;
             }
-            file.flush().await.map_err(|e| ShareError::Other {
-                operation: format!("flush {path}"),
-                detail: e.to_string(),
-            })
+            file.flush().await.map_err(|e| failed(e.to_string()))
         }
         .await;
         let _ = file.close().await;
         result
+    }
+
+    /// Write many files, up to `parallel` at a time; the results come back in input order.
+    pub async fn write_many(
+        &self,
+        files: &[(String, Vec<u8>)],
+        parallel: usize,
+    ) -> Vec<Result<(), ShareError>> {
+        let writes = files
+            .iter()
+            .enumerate()
+            .map(|(i, (path, data))| async move { (i, self.write(path, data).await) });
+        let mut results: Vec<(usize, Result<(), ShareError>)> = futures_util::stream::iter(writes)
+            .buffer_unordered(parallel.max(1))
+            .collect()
+            .await;
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
     }
 
     /// The whole content of `path`.
