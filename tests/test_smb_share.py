@@ -104,7 +104,8 @@ def test_file_tree_round_trip(smb, tmp_path):
     base = f"sst-{uuid.uuid4().hex[:8]}"
     smb.ok("mkdir", f"{base}/a/b/c")
     smb.ok("mkdir", f"{base}/a/b/c")  # idempotent
-    payload = os.urandom(5 * 1024 * 1024 + 123)
+    # Over 8 MiB: larger than one request (a single 8 MiB request used to hang with smb 0.12).
+    payload = os.urandom(9 * 1024 * 1024 + 123)
     local = tmp_path / "in.bin"
     local.write_bytes(payload)
     assert smb.ok("put", str(local), f"{base}/a/b/c/data.bin")["bytes"] == len(payload)

@@ -36,6 +36,11 @@ async fn run(args: &[String]) -> Result<(), String> {
             .parse()
             .map_err(|_| "SMB_PORT is not a port number".to_string())?;
     }
+    if let Ok(depth) = std::env::var("SMB_PIPELINE") {
+        config.pipeline = depth
+            .parse()
+            .map_err(|_| "SMB_PIPELINE is not a number".to_string())?;
+    }
     config.timeout = Duration::from_secs(5);
     let share = Share::connect(&config).await.map_err(|e| e.to_string())?;
     let arg = |i: usize| {

@@ -17,6 +17,11 @@ use smb::{
 };
 use std::{net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
+/// The largest read or write request sent, whatever the server offers. Samba offers 8 MiB, but
+/// with smb 0.12 a request that large never completes (its credit charge, 128, exceeds what the
+/// client holds, and it waits for credits that do not come); 1 MiB requests pipelined are as fast.
+const MAX_REQUEST: usize = 1024 * 1024;
+
 /// `\\server\share[\folder...]`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unc {
@@ -255,8 +260,8 @@ impl Share {
             timeout: config.timeout,
             list_idle: config.list_idle,
             pipeline: config.pipeline.max(1),
-            max_write: max_write.max(4096),
-            max_read: max_read.max(4096),
+            max_write: max_write.clamp(4096, MAX_REQUEST),
+            max_read: max_read.clamp(4096, MAX_REQUEST),
         })
     }
 
