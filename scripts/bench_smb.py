@@ -34,8 +34,8 @@ def main(runs: int) -> int:
     small.mkdir()
     for i in range(2000):
         (small / f"f{i:04}.html").write_bytes(os.urandom(8192))
-    env = {"PATH": os.environ["PATH"], "SMB_SHARE": "\\\\127.0.0.1\\share", "SMB_USERNAME": "EXAMPLE\\Administrator", "SMB_PASSWORD_FILE": PASSWORD_FILE}
-    smbclient = ["smbclient", "//127.0.0.1/share", "-A", str(auth), "-m", "SMB3", "--client-protection=encrypt"]
+    env = {"PATH": os.environ["PATH"], "SMB_SHARE": "\\\\127.0.0.1\\bench", "SMB_USERNAME": "EXAMPLE\\Administrator", "SMB_PASSWORD_FILE": PASSWORD_FILE}
+    smbclient = ["smbclient", "//127.0.0.1/bench", "-A", str(auth), "-m", "SMB3", "--client-protection=encrypt"]
     tag = uuid.uuid4().hex[:6]
     figures = {}
     for label, ours, theirs in [
@@ -48,7 +48,7 @@ def main(runs: int) -> int:
         b = [timed(theirs(r)) for r in range(runs)]
         figures[label] = (statistics.median(a), statistics.median(b))
     # Clean up what the runs wrote.
-    share_dir = Path(os.environ["FARGATE_SMB_SMB_CONF"]).parent.parent / "share"
+    share_dir = Path(os.environ["FARGATE_SMB_SMB_CONF"]).parent.parent / "bench"
     for p in share_dir.glob(f"bench-{tag}-*"):
         subprocess.run(["rm", "-rf", str(p)], check=False)
     subprocess.run(["rm", "-rf", str(work)], check=False)

@@ -49,7 +49,7 @@ samba_provision() {
   local conf="$t/dc/etc/smb.conf"
   # Never forward DNS off the machine.
   sed -i '/dns forwarder/d' "$conf"
-  mkdir -p "$t/dc/share" "$t/dc/tls" "$t/dc/pid" "$t/dc/log"
+  mkdir -p "$t/dc/share" "$t/dc/bench" "$t/dc/tls" "$t/dc/pid" "$t/dc/log"
   python3 - "$conf" "$t/dc" <<'PY'
 import sys
 conf, base = sys.argv[1], sys.argv[2]
@@ -75,6 +75,15 @@ text += f"""
 \tpath = {base}/share
 \tread only = No
 \tvfs objects = dfs_samba4 acl_xattr
+
+# For scripts/bench-smb only. Samba emulates Windows' case-insensitive names by scanning the
+# folder whenever a new name is created (O(n) per file, so O(n^2) for a folder of n files); NTFS
+# and FSx do not. The benchmark share turns that off so that it measures the clients.
+[bench]
+\tpath = {base}/bench
+\tread only = No
+\tvfs objects = dfs_samba4 acl_xattr
+\tcase sensitive = yes
 """
 open(conf, "w").write(text)
 PY
@@ -101,6 +110,8 @@ PY
   # Authenticated Users may list the root only. Grants below the root are Custom::ShareAcl's job.
   samba-tool ntacl set "O:BAG:${sid}-513D:PARAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;${sid}-512)(A;;0x1200a9;;;AU)" \
     "$t/dc/share" -s "$conf" --service=share >/dev/null
+  samba-tool ntacl set "O:BAG:${sid}-513D:PARAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;${sid}-512)" \
+    "$t/dc/bench" -s "$conf" --service=bench >/dev/null
   samba_template_stamp > "$t/.stamp"
   log "samba: template ready (domain SID $sid)"
 }

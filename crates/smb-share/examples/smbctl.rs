@@ -56,12 +56,15 @@ async fn run(args: &[String]) -> Result<(), String> {
             .map(|_| json!(null))
             .map_err(|e| e.to_string())?,
         "put" => {
-            let data = tokio::fs::read(arg(1)?).await.map_err(|e| e.to_string())?;
-            share
-                .write(&arg(2)?, &data)
+            // Streamed: memory stays bounded whatever the file's size.
+            let file = tokio::fs::File::open(arg(1)?)
                 .await
                 .map_err(|e| e.to_string())?;
-            json!({"bytes": data.len()})
+            let bytes = share
+                .write_from(&arg(2)?, file)
+                .await
+                .map_err(|e| e.to_string())?;
+            json!({"bytes": bytes})
         }
         "put-tree" => {
             // Every regular file of LOCALDIR (not recursive) into REMOTEDIR, PARALLEL at a time.
