@@ -75,6 +75,9 @@ text += f"""
 \tpath = {base}/share
 \tread only = No
 \tvfs objects = dfs_samba4 acl_xattr
+\t# Only the NT ACL decides, as on Windows and FSx: no POSIX ACL mapping underneath that
+\t# could deny what the NT ACL grants (the share root below has no POSIX ACL and mode 0777).
+\tacl_xattr:ignore system acls = yes
 
 # For scripts/bench-smb only. Samba emulates Windows' case-insensitive names by scanning the
 # folder whenever a new name is created (O(n) per file, so O(n^2) for a folder of n files); NTFS
@@ -83,6 +86,7 @@ text += f"""
 \tpath = {base}/bench
 \tread only = No
 \tvfs objects = dfs_samba4 acl_xattr
+\tacl_xattr:ignore system acls = yes
 \tcase sensitive = yes
 """
 open(conf, "w").write(text)
@@ -112,6 +116,17 @@ PY
     "$t/dc/share" -s "$conf" --service=share >/dev/null
   samba-tool ntacl set "O:BAG:${sid}-513D:PARAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;${sid}-512)" \
     "$t/dc/bench" -s "$conf" --service=bench >/dev/null
+  # No POSIX ACLs under the shares (see "ignore system acls" above): Samba checks the NT ACL.
+  python3 - "$t/dc/share" "$t/dc/bench" <<'PY'
+import os, sys
+for root in sys.argv[1:]:
+    for name in ("system.posix_acl_access", "system.posix_acl_default"):
+        try:
+            os.removexattr(root, name)
+        except OSError:
+            pass
+    os.chmod(root, 0o777)
+PY
   samba_template_stamp > "$t/.stamp"
   log "samba: template ready (domain SID $sid)"
 }

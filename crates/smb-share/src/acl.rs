@@ -286,6 +286,98 @@ pub fn satisfies(actual: &[Ace], wanted: &[Ace]) -> bool {
     })
 }
 
+/// Well-known principals by name (as Windows' security dialog shows them), for grants that do
+/// not name a domain account. Domain accounts are given by SID: resolving names needs the
+/// directory, and the template has the SID already (`!GetAtt ServiceAccount.Sid`).
+const WELL_KNOWN: &[(&str, &str)] = &[
+    ("everyone", "S-1-1-0"),
+    ("creator owner", "S-1-3-0"),
+    ("system", "S-1-5-18"),
+    ("local system", "S-1-5-18"),
+    ("local service", "S-1-5-19"),
+    ("network service", "S-1-5-20"),
+    ("authenticated users", "S-1-5-11"),
+    ("administrators", "S-1-5-32-544"),
+    ("users", "S-1-5-32-545"),
+    ("guests", "S-1-5-32-546"),
+    ("iis_iusrs", "S-1-5-32-568"),
+];
+
+/// A principal as a SID string: a SID (`S-1-5-21-…`) as given, or a well-known name
+/// (optionally prefixed `BUILTIN\` or `NT AUTHORITY\`).
+pub fn resolve_principal(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if t.len() > 2 && t[..2].eq_ignore_ascii_case("S-") {
+        let parts: Vec<&str> = t[2..].split('-').collect();
+        let numeric = parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()));
+        if parts.len() >= 3 && parts.len() <= 17 && parts[0] == "1" && numeric {
+            return Ok(format!("S-{}", parts.join("-")));
+        }
+        return Err(format!("{t:?} is not a well-formed SID (S-1-5-21-…)"));
+    }
+    let lower = t.to_ascii_lowercase();
+    let name = lower
+        .strip_prefix("builtin\\")
+        .or_else(|| lower.strip_prefix("nt authority\\"))
+        .unwrap_or(&lower);
+    WELL_KNOWN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, sid)| (*sid).to_owned())
+        .ok_or_else(|| {
+            format!(
+                "{t:?} is neither a SID nor a well-known name (Everyone, Authenticated Users, SYSTEM, \
+                 Administrators, Users, IIS_IUSRS, …)"
+            )
+        })
+}
+
+fn same(a: &Ace, b: &Ace) -> bool {
+    a.kind == b.kind && a.flags == b.flags && a.mask == b.mask && a.sid.eq_ignore_ascii_case(&b.sid)
+}
+
+/// `current` plus each of `wanted` not already there as an explicit ACE, in canonical order.
+/// Nothing is taken away: a principal's existing ACEs stay, so removing ours later gives back
+/// exactly what was there.
+pub fn add_exact(current: &[Ace], wanted: &[Ace]) -> Vec<Ace> {
+    let mut all = current.to_vec();
+    for w in wanted {
+        if !all.iter().any(|a| !a.inherited() && same(a, w)) {
+            all.push(w.clone());
+        }
+    }
+    canonical(&all)
+}
+
+/// `current` without the explicit ACEs equal to one of `ours` (one each), in canonical order.
+pub fn remove_exact(current: &[Ace], ours: &[Ace]) -> Vec<Ace> {
+    let mut pending: Vec<&Ace> = ours.iter().collect();
+    let kept: Vec<Ace> = current
+        .iter()
+        .filter(|a| {
+            if a.inherited() {
+                return true;
+            }
+            match pending.iter().position(|o| same(a, o)) {
+                Some(i) => {
+                    pending.swap_remove(i);
+                    false
+                }
+                None => true,
+            }
+        })
+        .cloned()
+        .collect();
+    canonical(&kept)
+}
+
+/// Whether `ace` appears in `aces` as an explicit ACE.
+pub fn contains_explicit(aces: &[Ace], ace: &Ace) -> bool {
+    aces.iter().any(|a| !a.inherited() && same(a, ace))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,5 +486,34 @@ mod tests {
             &[ace(AceKind::Deny, 3, masks::MODIFY, "S-1-5-11")],
             &wanted
         ));
+    }
+
+    #[test]
+    fn principals() {
+        assert_eq!(resolve_principal(" S-1-5-21-1-2-3-1105 ").unwrap(), "S-1-5-21-1-2-3-1105");
+        assert_eq!(resolve_principal(r"BUILTIN\Administrators").unwrap(), "S-1-5-32-544");
+        assert_eq!(resolve_principal("authenticated users").unwrap(), "S-1-5-11");
+        assert_eq!(resolve_principal("IIS_IUSRS").unwrap(), "S-1-5-32-568");
+        for bad in ["S-1-5-x", "S-2-5-21", "S-1", r"CORP\bob", ""] {
+            assert!(resolve_principal(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn add_then_remove_gives_back_the_original() {
+        let bob_read = ace(AceKind::Allow, 0x03, masks::READ, "S-1-5-21-1-2-3-1105");
+        let inherited = ace(AceKind::Allow, 0x13, masks::FULL, "S-1-5-32-544");
+        let deny = ace(AceKind::Deny, 0x03, masks::FULL, "S-1-5-21-1-2-3-1200");
+        let original = vec![bob_read.clone(), deny.clone(), inherited.clone()];
+        let bob_modify = ace(AceKind::Allow, 0x03, masks::MODIFY, "S-1-5-21-1-2-3-1105");
+        let added = add_exact(&original, &[bob_modify.clone(), bob_read.clone()]);
+        // Deny first, explicit allows (bob's Read kept, Modify added once), inherited last.
+        assert_eq!(added, vec![deny.clone(), bob_read.clone(), bob_modify.clone(), inherited.clone()]);
+        assert_eq!(remove_exact(&added, &[bob_modify]), canonical(&original));
+        // An inherited twin is never removed.
+        let twin = ace(AceKind::Allow, 0x03, masks::FULL, "S-1-5-32-544");
+        assert_eq!(remove_exact(&original, &[twin]), canonical(&original));
+        assert!(contains_explicit(&original, &bob_read));
+        assert!(!contains_explicit(&original, &ace(AceKind::Allow, 0x03, masks::FULL, "S-1-5-32-544")));
     }
 }
