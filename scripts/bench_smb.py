@@ -34,7 +34,8 @@ def main(runs: int) -> int:
     small.mkdir()
     for i in range(2000):
         (small / f"f{i:04}.html").write_bytes(os.urandom(8192))
-    env = {"PATH": os.environ["PATH"], "SMB_SHARE": "\\\\127.0.0.1\\bench", "SMB_USERNAME": "EXAMPLE\\Administrator", "SMB_PASSWORD_FILE": PASSWORD_FILE}
+    env = {"PATH": os.environ["PATH"], "SMB_SHARE": "\\\\127.0.0.1\\bench", "SMB_USERNAME": "EXAMPLE\\Administrator", "SMB_PASSWORD_FILE": PASSWORD_FILE,
+           "SMB_CONNECTIONS": "2"}
     smbclient = ["smbclient", "//127.0.0.1/bench", "-A", str(auth), "-m", "SMB3", "--client-protection=encrypt"]
     tag = uuid.uuid4().hex[:6]
     figures = {}
@@ -53,7 +54,8 @@ def main(runs: int) -> int:
         subprocess.run(["rm", "-rf", str(p)], check=False)
     subprocess.run(["rm", "-rf", str(work)], check=False)
 
-    print(f"SMB write throughput, encryption required on both sides, median of {runs} runs (each includes connect + logon):")
+    print(f"SMB write throughput to //127.0.0.1/bench, encryption required on both sides, median of {runs} runs (each includes connect + logon;\n"
+          "smb-share: 1 MiB requests 8 in flight per file; small files 32 in flight over 2 sessions):")
     for label, (ours, theirs) in figures.items():
         print(f"  {label:<20} smb-share {ours:6.2f} s   smbclient {theirs:6.2f} s   ratio {theirs / ours:5.2f}x")
     print("  targets: >= 1.0x on the large file, >= 3x on the small files")

@@ -66,7 +66,9 @@ pub fn target_id(share_unc: &str, folder: Option<&str>) -> String {
 }
 
 fn nonempty(v: Option<&str>) -> Option<String> {
-    v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+    v.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 impl Target {
@@ -87,7 +89,11 @@ impl Target {
             (false, false) => format!("{unc_folder}\\{folder}"),
         };
         if p.port == Some(0) {
-            return Err(invalid("Port", "0 is not a port", "use 445, or leave it out"));
+            return Err(invalid(
+                "Port",
+                "0 is not a port",
+                "use 445, or leave it out",
+            ));
         }
         let admin_username = nonempty(p.admin_username);
         if let Some(user) = &admin_username {
@@ -241,22 +247,52 @@ mod tests {
             folder: Some("web"),
             ..props()
         };
-        assert_eq!(
-            Target::validate(&in_unc, "x").unwrap().folder,
-            r"sites\web"
-        );
+        assert_eq!(Target::validate(&in_unc, "x").unwrap().folder, r"sites\web");
     }
 
     #[test]
     fn each_problem_names_its_property() {
         let cases: [(TargetProperties<'static>, &str); 6] = [
-            (TargetProperties { share_unc: "fsx/share", ..props() }, "ShareUnc"),
-            (TargetProperties { share_unc: r"\\fs x\share", ..props() }, "ShareUnc"),
-            (TargetProperties { folder: Some("a/../b"), ..props() }, "Folder"),
-            (TargetProperties { port: Some(0), ..props() }, "Port"),
-            (TargetProperties { admin_username: None, ..props() }, "AdminUsername"),
             (
-                TargetProperties { admin_secret_id: Some("arn:aws:secretsmanager:x"), ..props() },
+                TargetProperties {
+                    share_unc: "fsx/share",
+                    ..props()
+                },
+                "ShareUnc",
+            ),
+            (
+                TargetProperties {
+                    share_unc: r"\\fs x\share",
+                    ..props()
+                },
+                "ShareUnc",
+            ),
+            (
+                TargetProperties {
+                    folder: Some("a/../b"),
+                    ..props()
+                },
+                "Folder",
+            ),
+            (
+                TargetProperties {
+                    port: Some(0),
+                    ..props()
+                },
+                "Port",
+            ),
+            (
+                TargetProperties {
+                    admin_username: None,
+                    ..props()
+                },
+                "AdminUsername",
+            ),
+            (
+                TargetProperties {
+                    admin_secret_id: Some("arn:aws:secretsmanager:x"),
+                    ..props()
+                },
                 "AdminPasswordParameter",
             ),
         ];
@@ -264,13 +300,22 @@ mod tests {
             let e = Target::validate(&p, "x").unwrap_err();
             assert_eq!(e.property, property, "{e}");
         }
-        let none = TargetProperties { admin_password_parameter: None, ..props() };
-        assert_eq!(Target::validate(&none, "x").unwrap_err().property, "AdminPasswordParameter");
+        let none = TargetProperties {
+            admin_password_parameter: None,
+            ..props()
+        };
+        assert_eq!(
+            Target::validate(&none, "x").unwrap_err().property,
+            "AdminPasswordParameter"
+        );
     }
 
     #[test]
     fn target_id_never_fails() {
-        assert_eq!(target_id(r"//fsx/share/", Some(r"\web\")), r"\\fsx\share\web");
+        assert_eq!(
+            target_id(r"//fsx/share/", Some(r"\web\")),
+            r"\\fsx\share\web"
+        );
         assert_eq!(target_id("", None), "");
     }
 }

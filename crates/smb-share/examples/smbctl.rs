@@ -92,7 +92,24 @@ async fn run(args: &[String]) -> Result<(), String> {
                     ));
                 }
             }
-            let results = share.write_many(&files, parallel).await;
+            // SMB_CONNECTIONS sessions share the work (default 1).
+            let connections: usize = std::env::var("SMB_CONNECTIONS")
+                .ok()
+                .map(|n| {
+                    n.parse()
+                        .map_err(|_| "SMB_CONNECTIONS is not a number".to_string())
+                })
+                .transpose()?
+                .unwrap_or(1);
+            let mut extra = Vec::new();
+            for _ in 1..connections.max(1) {
+                extra.push(Share::connect(&config).await.map_err(|e| e.to_string())?);
+            }
+            let sessions: Vec<&Share> = std::iter::once(&share).chain(extra.iter()).collect();
+            let results = smb_share::write_many_on(&sessions, &files, parallel).await;
+            for s in extra {
+                s.close().await;
+            }
             let failed: Vec<String> = results
                 .iter()
                 .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))

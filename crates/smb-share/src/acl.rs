@@ -490,9 +490,18 @@ mod tests {
 
     #[test]
     fn principals() {
-        assert_eq!(resolve_principal(" S-1-5-21-1-2-3-1105 ").unwrap(), "S-1-5-21-1-2-3-1105");
-        assert_eq!(resolve_principal(r"BUILTIN\Administrators").unwrap(), "S-1-5-32-544");
-        assert_eq!(resolve_principal("authenticated users").unwrap(), "S-1-5-11");
+        assert_eq!(
+            resolve_principal(" S-1-5-21-1-2-3-1105 ").unwrap(),
+            "S-1-5-21-1-2-3-1105"
+        );
+        assert_eq!(
+            resolve_principal(r"BUILTIN\Administrators").unwrap(),
+            "S-1-5-32-544"
+        );
+        assert_eq!(
+            resolve_principal("authenticated users").unwrap(),
+            "S-1-5-11"
+        );
         assert_eq!(resolve_principal("IIS_IUSRS").unwrap(), "S-1-5-32-568");
         for bad in ["S-1-5-x", "S-2-5-21", "S-1", r"CORP\bob", ""] {
             assert!(resolve_principal(bad).is_err(), "{bad}");
@@ -508,12 +517,23 @@ mod tests {
         let bob_modify = ace(AceKind::Allow, 0x03, masks::MODIFY, "S-1-5-21-1-2-3-1105");
         let added = add_exact(&original, &[bob_modify.clone(), bob_read.clone()]);
         // Deny first, explicit allows (bob's Read kept, Modify added once), inherited last.
-        assert_eq!(added, vec![deny.clone(), bob_read.clone(), bob_modify.clone(), inherited.clone()]);
+        assert_eq!(
+            added,
+            vec![
+                deny.clone(),
+                bob_read.clone(),
+                bob_modify.clone(),
+                inherited.clone()
+            ]
+        );
         assert_eq!(remove_exact(&added, &[bob_modify]), canonical(&original));
         // An inherited twin is never removed.
         let twin = ace(AceKind::Allow, 0x03, masks::FULL, "S-1-5-32-544");
         assert_eq!(remove_exact(&original, &[twin]), canonical(&original));
         assert!(contains_explicit(&original, &bob_read));
-        assert!(!contains_explicit(&original, &ace(AceKind::Allow, 0x03, masks::FULL, "S-1-5-32-544")));
+        assert!(!contains_explicit(
+            &original,
+            &ace(AceKind::Allow, 0x03, masks::FULL, "S-1-5-32-544")
+        ));
     }
 }

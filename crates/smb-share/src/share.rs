@@ -61,8 +61,8 @@ pub struct ShareConfig {
     pub timeout: Duration,
     /// Refuse a session the server will not encrypt (default true).
     pub require_encryption: bool,
-    /// How long a directory listing may stay silent before it is taken as complete (the `smb`
-    /// crate's listing stream can fail to end after its last entry).
+    /// How long a directory listing may stay silent before it fails. A stalled listing is an
+    /// error, never a short list: callers decide what to delete from listings.
     pub list_idle: Duration,
     /// Write requests in flight per file.
     pub pipeline: usize,
@@ -77,7 +77,7 @@ impl ShareConfig {
             port: 445,
             timeout: Duration::from_secs(10),
             require_encryption: true,
-            list_idle: Duration::from_secs(1),
+            list_idle: Duration::from_secs(10),
             pipeline: 8,
         }
     }
@@ -382,16 +382,7 @@ impl Share {
         files: &[(String, Vec<u8>)],
         parallel: usize,
     ) -> Vec<Result<(), ShareError>> {
-        let writes = files
-            .iter()
-            .enumerate()
-            .map(|(i, (path, data))| async move { (i, self.write(path, data).await.map(|_| ())) });
-        let mut results: Vec<(usize, Result<(), ShareError>)> = futures_util::stream::iter(writes)
-            .buffer_unordered(parallel.max(1))
-            .collect()
-            .await;
-        results.sort_by_key(|(i, _)| *i);
-        results.into_iter().map(|(_, r)| r).collect()
+        write_many_on(&[self], files, parallel).await
     }
 
     /// The whole content of `path`.
@@ -533,8 +524,13 @@ impl Share {
             let mut stream = Directory::query::<FileIdBothDirectoryInformation>(&dir, "*")
                 .await
                 .map_err(|e| self.fail("list", &path, e))?;
-            // The stream can fail to end after its last entry: silence for `list_idle` ends it.
-            while let Ok(next) = tokio::time::timeout(self.list_idle, stream.next()).await {
+            loop {
+                let Ok(next) = tokio::time::timeout(self.list_idle, stream.next()).await else {
+                    return Err(ShareError::Timeout {
+                        operation: format!("the listing of {path}"),
+                        timeout: self.list_idle,
+                    });
+                };
                 match next {
                     Some(Ok(entry)) => {
                         let name = entry.file_name.to_string();
@@ -729,4 +725,66 @@ async fn write_chunk(file: &smb::File, offset: u64, buf: Arc<[u8]>) -> Result<()
         rest = Arc::from(&rest[n.min(rest.len())..]);
     }
     Ok(())
+}
+
+/// Write many files over several sessions to the same share, up to `parallel` files in flight in
+/// all; each session takes the next file as soon as one of its writes finishes, so a slow
+/// session does not hold the others back. The results come back in input order.
+///
+/// Why several sessions: a file server may serve each session from a single thread (Samba runs
+/// one process per connection), and with small files its per-file work, not the network, is
+/// the limit; a second session lets it use a second core.
+pub async fn write_many_on(
+    shares: &[&Share],
+    files: &[(String, Vec<u8>)],
+    parallel: usize,
+) -> Vec<Result<(), ShareError>> {
+    let mut results: Vec<Option<Result<(), ShareError>>> = (0..files.len()).map(|_| None).collect();
+    if shares.is_empty() {
+        return results
+            .into_iter()
+            .map(|_| {
+                Err(ShareError::Other {
+                    operation: "write".into(),
+                    detail: "no session to write with".into(),
+                })
+            })
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots = parallel.max(1);
+    // `slots` workers, spread over the sessions round-robin, each pulling the next file.
+    let workers = (0..slots).map(|w| {
+        let share = &shares[w % shares.len()];
+        let next = &next;
+        async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((path, data)) = files.get(i) else {
+                    break;
+                };
+                done.push((i, share.write(path, data).await.map(|_| ())));
+            }
+            done
+        }
+    });
+    for (i, r) in futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        results[i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(ShareError::Other {
+                    operation: "write".into(),
+                    detail: "not attempted".into(),
+                })
+            })
+        })
+        .collect()
 }

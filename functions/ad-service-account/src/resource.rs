@@ -1,8 +1,8 @@
 //! Create, update and delete of the service account(s) and their group.
 
 use crate::properties::{Backend, OnDelete, Properties};
+use admin_credential::{AdminCredentials, CredentialError};
 use aws_config::SdkConfig;
-use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use custom_resource::{CustomResource, Invalid, Outcome, Request, Secret};
 use directory::{
     Directory, DirectoryError, Group, NewUser, User,
@@ -27,8 +27,8 @@ pub enum Error {
         property: &'static str,
         name: String,
     },
-    #[error("the secret {id} (AdminSecretId) could not be read: {detail}")]
-    Secret { id: String, detail: String },
+    #[error(transparent)]
+    AdminCredential(#[from] CredentialError),
     #[error(
         "the account {name} already exists and was not created by this resource (its description lacks {marker}): \
          choose another AccountName, or set AdoptExisting: true to take it over"
@@ -64,7 +64,7 @@ pub fn marker(owner: &str) -> String {
 #[derive(Debug)]
 pub struct AdServiceAccount {
     store: ParameterStore,
-    secrets: aws_sdk_secretsmanager::Client,
+    admin: AdminCredentials,
     ds_data: aws_sdk_directoryservicedata::Client,
     ds: aws_sdk_directory::Client,
 }
@@ -78,7 +78,7 @@ impl AdServiceAccount {
     pub fn new(sdk: &SdkConfig) -> Self {
         Self {
             store: ParameterStore::new(sdk),
-            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            admin: AdminCredentials::new(sdk),
             ds_data: aws_sdk_directoryservicedata::Client::new(sdk),
             ds: aws_sdk_directory::Client::new(sdk),
         }
@@ -102,45 +102,12 @@ impl AdServiceAccount {
 
     /// The admin's user name and password, from SSM or Secrets Manager.
     async fn admin_credential(&self, p: &Properties) -> Result<(String, Secret), Error> {
-        let configured = p.admin_username.clone().unwrap_or_default();
-        if let Some(name) = &p.admin_password_parameter {
-            return Ok((
-                configured,
-                self.parameter("AdminPasswordParameter", name, true).await?,
-            ));
-        }
-        let id = p.admin_secret_id.clone().unwrap_or_default();
-        let out = self.secrets.get_secret_value().secret_id(&id).send().await.map_err(|e| Error::Secret {
-            id: id.clone(),
-            detail: match e.code() {
-                Some("ResourceNotFoundException") => "it does not exist: fix AdminSecretId".into(),
-                Some("AccessDeniedException") => {
-                    "access denied: grant the function's role secretsmanager:GetSecretValue on it (and kms:Decrypt on its key)".into()
-                }
-                code => format!("{}: {}", code.unwrap_or("error"), e.message().unwrap_or_default()),
-            },
-        })?;
-        let value = Secret::new(out.secret_string.unwrap_or_default());
-        // A JSON secret ({"username", "password"}, as RDS-style rotation writes) or a plain password.
-        if let Ok(serde_json::Value::Object(map)) =
-            serde_json::from_str::<serde_json::Value>(value.expose())
-        {
-            let password = map
-                .get("password")
-                .and_then(|v| v.as_str())
-                .map(Secret::new)
-                .ok_or_else(|| Error::Secret {
-                    id: id.clone(),
-                    detail: "it is JSON without a \"password\" key".into(),
-                })?;
-            let user = map
-                .get("username")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .unwrap_or(configured);
-            return Ok((user, password));
-        }
-        Ok((configured, value))
+        let source = match (&p.admin_password_parameter, &p.admin_secret_id) {
+            (Some(name), _) => admin_credential::Source::Parameter(name),
+            (None, id) => admin_credential::Source::Secret(id.as_deref().unwrap_or_default()),
+        };
+        let c = self.admin.read(p.admin_username.as_deref(), source).await?;
+        Ok((c.username, c.password))
     }
 
     async fn connect(&self, p: &Properties) -> Result<Dir, Error> {

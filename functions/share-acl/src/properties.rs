@@ -187,10 +187,16 @@ mod tests {
         let c = p.validate().unwrap();
         assert_eq!(c.mode, Mode::Merge);
         assert_eq!(c.aces.len(), 2);
-        assert_eq!(c.aces[0].to_string(), "(A;0x03;0x001301bf;S-1-5-21-1-2-3-1105)");
+        assert_eq!(
+            c.aces[0].to_string(),
+            "(A;0x03;0x001301bf;S-1-5-21-1-2-3-1105)"
+        );
         assert_eq!(c.aces[1].to_string(), "(A;0x00;0x001200a9;S-1-5-11)");
         assert_eq!(p.target_id(), r"\\fsx.corp.example.com\share\web");
-        assert_eq!(with("Mode", json!("replace")).validate().unwrap().mode, Mode::Replace);
+        assert_eq!(
+            with("Mode", json!("replace")).validate().unwrap().mode,
+            Mode::Replace
+        );
     }
 
     #[test]
@@ -198,8 +204,16 @@ mod tests {
         let cases = [
             ("Mode", json!("Overwrite"), "Mode"),
             ("Grants", json!([]), "Grants"),
-            ("Grants", json!([{"Principal": r"CORP\bob", "Rights": "Read"}]), "Grants[].Principal"),
-            ("Grants", json!([{"Principal": "S-1-5-11", "Rights": "Write"}]), "Grants[].Rights"),
+            (
+                "Grants",
+                json!([{"Principal": r"CORP\bob", "Rights": "Read"}]),
+                "Grants[].Principal",
+            ),
+            (
+                "Grants",
+                json!([{"Principal": "S-1-5-11", "Rights": "Write"}]),
+                "Grants[].Rights",
+            ),
             (
                 "Grants",
                 json!([{"Principal": "S-1-5-11", "Rights": "Read", "Inheritance": "Everything"}]),

@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn record_paths_differ_by_owner_and_folder_not_case() {
         let a = record_path("arn:stack/x/Acl", r"web\img");
-        assert!(a.starts_with(r".fargate-smb\acl\") && a.ends_with(".json"), "{a}");
+        assert!(
+            a.starts_with(r".fargate-smb\acl\") && a.ends_with(".json"),
+            "{a}"
+        );
         assert_eq!(a, record_path("arn:stack/x/Acl", r"WEB\Img"));
         assert_ne!(a, record_path("arn:stack/x/Acl2", r"web\img"));
         assert_ne!(a, record_path("arn:stack/x/Acl", r"web"));

@@ -123,14 +123,19 @@ async fn apply_on(
             // Start from the folder as it is now, minus what this resource added before and no
             // longer grants; after a Replace, from the original it replaced.
             let (base, protected) = match &previous {
-                Some(r) if r.mode == Mode::Replace.as_str() => (original.clone(), original_protected),
+                Some(r) if r.mode == Mode::Replace.as_str() => {
+                    (original.clone(), original_protected)
+                }
                 Some(r) => {
                     let dropped: Vec<Ace> = r
                         .added_aces()
                         .into_iter()
                         .filter(|a| !wanted.contains(a))
                         .collect();
-                    (acl::remove_exact(&current.aces, &dropped), current.protected)
+                    (
+                        acl::remove_exact(&current.aces, &dropped),
+                        current.protected,
+                    )
                 }
                 None => (current.aces.clone(), current.protected),
             };
@@ -257,15 +262,24 @@ async fn undo(share: &Share, request: &Request<Properties>, c: &Checked) -> Resu
     let folder = c.target.folder.as_str();
     let path = record_path(&request.owner(), folder);
     let Some(record) = read_record(share, &path).await? else {
-        tracing::info!(folder, "no record: this resource never changed the folder, nothing to undo");
+        tracing::info!(
+            folder,
+            "no record: this resource never changed the folder, nothing to undo"
+        );
         return Ok(());
     };
     match share.security(folder).await {
         Ok(current) => {
             let (dacl, protected) = if record.mode == Mode::Replace.as_str() {
-                (acl::canonical(&record.original_aces()), record.original_protected)
+                (
+                    acl::canonical(&record.original_aces()),
+                    record.original_protected,
+                )
             } else {
-                (acl::remove_exact(&current.aces, &record.added_aces()), current.protected)
+                (
+                    acl::remove_exact(&current.aces, &record.added_aces()),
+                    current.protected,
+                )
             };
             if dacl != current.aces || protected != current.protected {
                 share.set_dacl(folder, &dacl, protected).await?;

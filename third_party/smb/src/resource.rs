@@ -133,11 +133,13 @@ impl Resource {
                 create_disposition: create_args.disposition,
                 create_options: create_args.options,
                 name: name.into(),
-                contexts: vec![
-                    QueryMaximalAccessRequest::default().into(),
-                    QueryOnDiskIdReq.into(),
-                ]
-                .into(),
+                // fargate-smb patch: no create contexts. The published crate asked for the
+                // maximal access (MxAc) and the on-disk id (QFid) on every open; the server then
+                // evaluates the whole DACL and looks up the file id per open, a large share of its
+                // work when copying many small files. Neither answer is needed: without MxAc the
+                // handle assumes full access below and the server still enforces the DACL on
+                // every request.
+                contexts: Vec::new().into(),
             }
             .into(),
         );

@@ -1,0 +1,14 @@
+//! `Custom::WebContent`: the content of an S3 prefix, copied into a folder of the SMB share the
+//! containers map — incrementally (a manifest in the folder records size and ETag per object),
+//! in parallel, atomically per file, with keys that are not safe Windows paths rejected by name.
+//!
+//! The physical id is the target (`\\server\share\folder`), so pointing the resource elsewhere
+//! replaces it. Update copies what changed; a new `ContentVersion` copies everything. Delete
+//! leaves the content unless `RemoveOnDelete` is set, and then removes exactly the files the
+//! manifest lists. The admin credential comes from SSM or Secrets Manager, never a property.
+
+mod properties;
+mod resource;
+
+pub use properties::Properties;
+pub use resource::{Error, InitError, WebContent};

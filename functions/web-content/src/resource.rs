@@ -1,0 +1,305 @@
+//! Create, update and delete: connect to the share as the admin, run the copy, report.
+
+use crate::properties::{Checked, Properties};
+use admin_credential::AdminCredentials;
+use aws_config::SdkConfig;
+use content_copy::{CopyError, Options, S3Source, Summary, Target};
+use custom_resource::{CustomResource, Invalid, Outcome, Request};
+use share_target::TargetError;
+use smb_share::{Share, ShareError};
+use std::time::Duration;
+
+/// Bound on connecting and on each SMB request.
+const SMB_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How many rejected or failed keys a failure reason lists (the response must stay under
+/// 4 KiB; the log has them all).
+const LISTED: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid property {0}")]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    /// Keys rejected or files that failed; everything else was copied.
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Aws(#[from] aws_env::ConfigError),
+}
+
+/// The resource, with its AWS clients built once per container. The SMB session is opened per
+/// request: a Lambda container may sit idle longer than a file server keeps a session.
+#[derive(Debug)]
+pub struct WebContent {
+    s3: S3Source,
+    admin: AdminCredentials,
+    max_memory_bytes: u64,
+}
+
+impl WebContent {
+    pub async fn from_env() -> Result<Self, InitError> {
+        let sdk = aws_env::load().await?;
+        // Lambda tells the process its memory size; keep half of it for file data in flight.
+        let memory_mib = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+            .ok()
+            .and_then(|m| m.trim().parse::<u64>().ok())
+            .unwrap_or(512);
+        Ok(Self::new(&sdk, (memory_mib / 2).max(32) * 1024 * 1024))
+    }
+
+    pub fn new(sdk: &SdkConfig, max_memory_bytes: u64) -> Self {
+        Self {
+            s3: S3Source::new(sdk),
+            admin: AdminCredentials::new(sdk),
+            max_memory_bytes,
+        }
+    }
+
+    async fn connect(&self, c: &Checked) -> Result<Share, Error> {
+        Ok(c.target.connect(&self.admin, SMB_TIMEOUT).await?)
+    }
+
+    async fn copy(&self, request: &Request<Properties>) -> Result<Outcome, Error> {
+        let p = &request.properties;
+        let c = p.validate()?;
+        let share = self.connect(&c).await?;
+        let target = Target {
+            share: &share,
+            folder: &c.target.folder,
+        };
+        let mut options = Options::new(&c.bucket, &c.prefix);
+        options.content_version = p.content_version.clone();
+        options.prune = p.prune();
+        options.parallelism = p.parallelism();
+        options.max_memory_bytes = self.max_memory_bytes;
+        let result = content_copy::copy_prefix(&self.s3, target, &options).await;
+        let result = match result {
+            Ok(summary) => judge(p, &c, summary),
+            Err(e) => Err(e.into()),
+        };
+        // A Create that fails is never deleted by CloudFormation (the runtime answers the
+        // rollback's Delete itself), so with RemoveOnDelete it cleans up here, as Delete would.
+        if result.is_err()
+            && request.request_type == custom_resource::RequestType::Create
+            && p.remove_on_delete()
+        {
+            match content_copy::remove_copied(target, p.parallelism()).await {
+                Ok(r) => tracing::info!(
+                    removed = r.removed,
+                    "the failed Create's content was removed (RemoveOnDelete)"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not remove the failed Create's content")
+                }
+            }
+        }
+        share.close().await;
+        result
+    }
+}
+
+/// SUCCESS with the counts, or FAILED saying what was not copied and what to do.
+fn judge(p: &Properties, c: &Checked, s: Summary) -> Result<Outcome, Error> {
+    let source = format!("s3://{}/{}", c.bucket, c.prefix);
+    let mut problems = Vec::new();
+    if !s.failed.is_empty() {
+        problems.push(format!(
+            "{} object(s) of {source} could not be copied (run the update again to retry them; unchanged files are skipped): {}",
+            s.failed.len(),
+            listing(s.failed.iter().map(|f| format!("{:?}: {}", f.key, f.error)))
+        ));
+    }
+    if !s.rejected.is_empty() && p.fail_on_rejected() {
+        problems.push(format!(
+            "{} key(s) of {source} cannot be file names on a Windows share and were not copied \
+             (rename them in the bucket, or set FailOnRejectedKeys: false to copy the rest and only count them): {}",
+            s.rejected.len(),
+            listing(s.rejected.iter().map(|r| format!("{:?}: {}", r.key, r.reason)))
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(Error::Incomplete(format!(
+            "{} ({} copied, {} unchanged, {} removed)",
+            problems.join("; "),
+            s.copied,
+            s.skipped,
+            s.removed
+        )));
+    }
+    let unc = |relative: &str| content_paths::join(&c.target.share, relative);
+    Ok(Outcome::new()
+        .with("Copied", s.copied.to_string())
+        .with("Skipped", s.skipped.to_string())
+        .with("Removed", s.removed.to_string())
+        .with("Rejected", s.rejected.len().to_string())
+        .with("Bytes", s.bytes.to_string())
+        .with("Path", unc(&c.target.folder))
+        .with("ManifestPath", unc(&s.manifest_path)))
+}
+
+fn listing(items: impl ExactSizeIterator<Item = String>) -> String {
+    let total = items.len();
+    let mut shown: Vec<String> = items.take(LISTED).collect();
+    if total > LISTED {
+        shown.push(format!("and {} more (see the log)", total - LISTED));
+    }
+    shown.join("; ")
+}
+
+impl CustomResource for WebContent {
+    type Properties = Properties;
+    type Error = Error;
+
+    fn physical_id(&self, request: &Request<Properties>) -> String {
+        request.properties.target()
+    }
+
+    async fn create(&self, request: &Request<Properties>) -> Result<Outcome, Error> {
+        self.copy(request).await
+    }
+
+    async fn update(
+        &self,
+        request: &Request<Properties>,
+        old: &Properties,
+    ) -> Result<Outcome, Error> {
+        if request.properties.content_version != old.content_version {
+            tracing::info!(
+                old = old.content_version.as_deref().unwrap_or(""),
+                new = request.properties.content_version.as_deref().unwrap_or(""),
+                "ContentVersion changed: every object is copied again"
+            );
+        }
+        self.copy(request).await
+    }
+
+    async fn delete(&self, request: &Request<Properties>) -> Result<(), Error> {
+        let p = &request.properties;
+        if !p.remove_on_delete() {
+            tracing::info!(target = %p.target(), "RemoveOnDelete is not set: the content stays on the share");
+            return Ok(());
+        }
+        let c = p.validate()?;
+        let share = match self.connect(&c).await {
+            Ok(s) => s,
+            // The share itself is gone: so is everything this resource wrote.
+            Err(Error::Target(TargetError::Share(ShareError::ShareNotFound { .. }))) => {
+                tracing::info!(share = %c.target.share, "the share no longer exists: nothing to remove");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let target = Target {
+            share: &share,
+            folder: &c.target.folder,
+        };
+        let result = content_copy::remove_copied(target, p.parallelism()).await;
+        share.close().await;
+        let removal = result?;
+        if !removal.failed.is_empty() {
+            return Err(Error::Incomplete(format!(
+                "{} file(s) this resource copied could not be removed ({} were; the manifest lists the rest, so \
+                 deleting again retries them): {}",
+                removal.failed.len(),
+                removal.removed,
+                listing(
+                    removal
+                        .failed
+                        .iter()
+                        .map(|f| format!("{:?}: {}", f.key, f.error))
+                )
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use content_copy::{Failed, Rejected};
+    use serde_json::json;
+
+    fn props(extra: serde_json::Value) -> Properties {
+        let mut v = json!({
+            "ShareUnc": r"\\fs\share", "Folder": "web", "Bucket": "site", "Prefix": "v1",
+            "AdminUsername": r"EX\admin", "AdminPasswordParameter": "/admin"
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn summary() -> Summary {
+        Summary {
+            copied: 3,
+            skipped: 2,
+            bytes: 42,
+            manifest_path: r"web\.fargate-smb-content.json".into(),
+            rejected: vec![Rejected {
+                key: "v1/../x".into(),
+                rule: "dot-segment",
+                reason: "\"..\" segment (a relative folder reference)".into(),
+            }],
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn rejected_keys_fail_by_default_naming_each_key_and_the_fix() {
+        let p = props(json!({}));
+        let c = p.validate().unwrap();
+        let e = judge(&p, &c, summary()).unwrap_err().to_string();
+        assert!(e.contains("\"v1/../x\": \"..\" segment"), "{e}");
+        assert!(e.contains("FailOnRejectedKeys: false"), "{e}");
+        assert!(e.contains("3 copied, 2 unchanged"), "{e}");
+    }
+
+    #[test]
+    fn rejected_keys_only_counted_when_asked() {
+        let p = props(json!({"FailOnRejectedKeys": "false"}));
+        let c = p.validate().unwrap();
+        let out = judge(&p, &c, summary()).unwrap();
+        assert_eq!(out.data["Rejected"], "1");
+        assert_eq!(out.data["Copied"], "3");
+        assert_eq!(out.data["Skipped"], "2");
+        assert_eq!(out.data["Bytes"], "42");
+        assert_eq!(out.data["Path"], r"\\fs\share\web");
+        assert_eq!(
+            out.data["ManifestPath"],
+            r"\\fs\share\web\.fargate-smb-content.json"
+        );
+    }
+
+    #[test]
+    fn failures_always_fail_and_long_lists_are_cut() {
+        let p = props(json!({"FailOnRejectedKeys": "false"}));
+        let c = p.validate().unwrap();
+        let mut s = summary();
+        s.failed = (0..20)
+            .map(|i| Failed {
+                key: format!("v1/f{i}"),
+                error: "denied".into(),
+            })
+            .collect();
+        let e = judge(&p, &c, s).unwrap_err().to_string();
+        assert!(
+            e.starts_with("20 object(s) of s3://site/v1/ could not be copied"),
+            "{e}"
+        );
+        assert!(
+            e.contains("\"v1/f11\": denied") && !e.contains("\"v1/f12\""),
+            "{e}"
+        );
+        assert!(e.contains("and 8 more"), "{e}");
+    }
+}

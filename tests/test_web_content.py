@@ -1,0 +1,347 @@
+"""Custom::WebContent end to end: the real bootstrap copies from moto's S3 into the Samba share,
+as the domain admin whose password it reads from moto's SSM. Witnesses: smbclient (downloads the
+folder and lists it, independently of our SMB code) and boto3 (what the bucket holds)."""
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import boto3
+import botocore.config
+import pytest
+
+from conftest import samba_env
+from lambda_harness import ROOT, CloudFormation
+
+RESOURCE = "Custom::WebContent"
+SHARE = "\\\\127.0.0.1\\share"
+MANIFEST = ".fargate-smb-content.json"
+
+
+class Smb:
+    """smbclient as the domain admin, on //127.0.0.1/share."""
+
+    def __init__(self, tmp_path: Path):
+        env = samba_env()
+        self.admin_password = open(env["FARGATE_SMB_ADMIN_PASSWORD_FILE"]).read()
+        self.tmp = tmp_path
+        self.auth = tmp_path / "admin.auth"
+        self.auth.write_text(f"username = Administrator\npassword = {self.admin_password}\ndomain = EXAMPLE\n")
+        self.auth.chmod(0o600)
+
+    def run(self, command: str, directory: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        args = ["smbclient", "//127.0.0.1/share", "-A", str(self.auth), "-m", "SMB3", "--client-protection=encrypt"]
+        if directory:
+            args += ["-D", directory]
+        out = subprocess.run(args + ["-c", command], capture_output=True, text=True, timeout=120)
+        if check:
+            assert out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    def tree(self, folder: str) -> dict[str, bytes]:
+        """Every file under `folder`, downloaded by smbclient: relative path (with /) -> bytes."""
+        local = self.tmp / f"get-{uuid.uuid4().hex[:8]}"
+        local.mkdir()
+        self.run(f'prompt OFF; recurse ON; lcd "{local}"; mget *', directory=folder)
+        return {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()}
+
+    def put(self, folder: str, name: str, data: bytes) -> None:
+        src = self.tmp / f"put-{uuid.uuid4().hex[:8]}"
+        src.write_bytes(data)
+        self.run(f'put "{src}" "{name}"', directory=folder)
+
+    def mkdir(self, path: str) -> None:
+        self.run(f'mkdir "{path}"')
+
+    def exists(self, path: str) -> bool:
+        out = self.run(f'ls "{path}"', check=False)
+        return out.returncode == 0 and "NT_STATUS_NO_SUCH_FILE" not in out.stdout + out.stderr
+
+
+@pytest.fixture
+def smb(tmp_path):
+    return Smb(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def s3(moto_url):
+    return boto3.client(
+        "s3", endpoint_url=moto_url, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1",
+        config=botocore.config.Config(s3={"addressing_style": "path"}),
+    )
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"wc-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def admin_parameter(aws, smb):
+    name = f"/fargate-smb-test/share-admin-{uuid.uuid4().hex[:8]}"
+    aws.ssm.put_parameter(Name=name, Value=smb.admin_password, Type="SecureString")
+    return name
+
+
+@pytest.fixture
+def fn(launch, runtime, responses):
+    bootstrap = launch("web-content")
+    return bootstrap, CloudFormation(runtime, responses, RESOURCE, "WebContent")
+
+
+@pytest.fixture
+def folder():
+    return f"wct-{uuid.uuid4().hex[:8]}"
+
+
+def upload(s3, bucket: str, objects: dict[str, bytes]) -> None:
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def props(bucket: str, folder: str, admin_parameter: str, **extra) -> dict:
+    base = {
+        "ShareUnc": SHARE,
+        "Folder": folder,
+        "Bucket": bucket,
+        "Prefix": "site",
+        "AdminUsername": "EXAMPLE\\Administrator",
+        "AdminPasswordParameter": admin_parameter,
+    }
+    base.update(extra)
+    return base
+
+
+def content(tree: dict[str, bytes]) -> dict[str, bytes]:
+    """The copied files: everything but the manifest."""
+    return {k: v for k, v in tree.items() if k != MANIFEST}
+
+
+SITE = {
+    "site/index.html": b"<html><body>hello</body></html>\n",
+    "site/css/site.css": b"body { color: #333 }\n",
+    "site/img/deep/nested/logo.bin": bytes(range(256)) * 9,
+    "site/empty.txt": b"",
+    "site/img/": b"",  # a folder marker, as the S3 console makes them
+}
+
+
+def expected(objects: dict[str, bytes], prefix: str = "site/") -> dict[str, bytes]:
+    return {k.removeprefix(prefix): v for k, v in objects.items() if not k.endswith("/")}
+
+
+def test_copy_is_incremental_and_content_version_forces_a_full_copy(fn, s3, smb, bucket, folder, admin_parameter):
+    bootstrap, cfn = fn
+    big = os.urandom(5 * 1024 * 1024 + 17)  # several 1 MiB SMB writes, streamed
+    objects = {**SITE, "site/downloads/big.bin": big, "other/not-copied.txt": b"outside the prefix"}
+    upload(s3, bucket, objects)
+    p = props(bucket, folder, admin_parameter, ContentVersion="1")
+
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert created["PhysicalResourceId"] == f"{SHARE}\\{folder}"
+    data = created["Data"]
+    want = expected({k: v for k, v in objects.items() if k.startswith("site/")})
+    assert (data["Copied"], data["Skipped"], data["Removed"], data["Rejected"]) == (str(len(want)), "0", "0", "0")
+    assert data["Bytes"] == str(sum(len(v) for v in want.values()))
+    assert data["ManifestPath"] == f"{SHARE}\\{folder}\\{MANIFEST}"
+    assert data["Path"] == f"{SHARE}\\{folder}"
+    tree = smb.tree(folder)
+    assert content(tree) == want, sorted(tree)  # byte for byte, nested folders included
+    assert not [k for k in tree if "fargate-smb-tmp" in k], "temporary files were left behind"
+    manifest = json.loads(tree[MANIFEST])
+    assert manifest["files"]["downloads/big.bin"]["path"] == "downloads\\big.bin"
+    assert manifest["files"]["downloads/big.bin"]["etag"] == s3.head_object(Bucket=bucket, Key="site/downloads/big.bin")["ETag"]
+
+    # Nothing changed: nothing is copied.
+    same = cfn.update(created["PhysicalResourceId"], p, p)
+    assert same["Status"] == "SUCCESS", same
+    assert (same["Data"]["Copied"], same["Data"]["Skipped"], same["Data"]["Bytes"]) == ("0", str(len(want)), "0")
+
+    # One object changes: only it is copied.
+    s3.put_object(Bucket=bucket, Key="site/css/site.css", Body=b"body { color: red }\n")
+    changed = cfn.update(created["PhysicalResourceId"], p, p)
+    assert changed["Status"] == "SUCCESS", changed
+    assert (changed["Data"]["Copied"], changed["Data"]["Skipped"]) == ("1", str(len(want) - 1))
+    assert changed["Data"]["Bytes"] == str(len(b"body { color: red }\n"))
+    assert smb.tree(folder)["css/site.css"] == b"body { color: red }\n"
+
+    # A new ContentVersion copies everything again.
+    p2 = dict(p, ContentVersion="2")
+    forced = cfn.update(created["PhysicalResourceId"], p2, p)
+    assert forced["Status"] == "SUCCESS", forced
+    assert (forced["Data"]["Copied"], forced["Data"]["Skipped"]) == (str(len(want)), "0")
+    assert json.loads(smb.tree(folder)[MANIFEST])["content_version"] == "2"
+    # ...once: a repeated delivery of that Update skips again.
+    again = cfn.update(created["PhysicalResourceId"], p2, p)
+    assert again["Data"]["Copied"] == "0", again
+
+    output = bootstrap.output()
+    assert smb.admin_password not in output
+    assert "copy finished" in output and "copy planned" in output
+
+
+def test_delete_extraneous_removes_only_what_it_wrote(fn, s3, smb, bucket, folder, admin_parameter):
+    _, cfn = fn
+    objects = {"site/a.txt": b"a", "site/b.txt": b"b", "site/sub/c.txt": b"c", "site/sub/keep.txt": b"k"}
+    upload(s3, bucket, objects)
+    p = props(bucket, folder, admin_parameter)
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    # Files someone else put there, beside and among ours.
+    smb.put(folder, "foreign.txt", b"not ours")
+    smb.put(f"{folder}\\sub", "foreign2.txt", b"not ours either")
+    s3.delete_object(Bucket=bucket, Key="site/b.txt")
+    s3.delete_object(Bucket=bucket, Key="site/sub/c.txt")
+
+    # Without DeleteExtraneous the files stay (and the manifest keeps them as ours).
+    kept = cfn.update(created["PhysicalResourceId"], p, p)
+    assert kept["Status"] == "SUCCESS" and kept["Data"]["Removed"] == "0", kept
+    assert {"b.txt", "sub/c.txt"} <= set(smb.tree(folder))
+
+    p2 = dict(p, DeleteExtraneous="true")
+    pruned = cfn.update(created["PhysicalResourceId"], p2, p)
+    assert pruned["Status"] == "SUCCESS", pruned
+    assert pruned["Data"]["Removed"] == "2"
+    assert content(smb.tree(folder)) == {
+        "a.txt": b"a", "sub/keep.txt": b"k", "foreign.txt": b"not ours", "sub/foreign2.txt": b"not ours either",
+    }
+    manifest = json.loads(smb.tree(folder)[MANIFEST])
+    assert sorted(manifest["files"]) == ["a.txt", "sub/keep.txt"]
+
+
+def test_unsafe_keys_are_rejected_by_name_and_the_rest_is_copied(fn, s3, smb, bucket, folder, admin_parameter):
+    _, cfn = fn
+    bad = ["site/../x", "site/a/CON.txt", "site/a:b", "site/dir/trail.", "site/ctl\x01.txt", "site/nul.txt"]
+    good = {"site/good.txt": b"good", "site/a/fine.txt": b"fine", "site/dir/ok.txt": b"ok"}
+    upload(s3, bucket, {**{k: b"evil" for k in bad}, **good})
+    p = props(bucket, folder, admin_parameter)
+
+    failed = cfn.create(p)
+    assert failed["Status"] == "FAILED", failed
+    reason = failed["Reason"]
+    for key, rule in [("site/../x", "relative folder reference"), ("site/a/CON.txt", "reserved Windows device name CON"),
+                      ("site/a:b", "alternate data stream"), ("site/dir/trail.", "trailing dot or space"),
+                      ("site/ctl\\u{1}.txt", "control character U+0001"), ("site/nul.txt", "device name NUL")]:
+        assert f'"{key}": ' in reason and rule in reason, (key, reason)
+    assert "FailOnRejectedKeys" in reason and "6 key(s)" in reason, reason
+    # The good ones were copied all the same; nothing escaped the folder.
+    assert content(smb.tree(folder)) == expected(good)
+    assert not smb.exists("x")
+
+    # Told to only count them, the same content succeeds.
+    ok = cfn.create(dict(p, FailOnRejectedKeys="false"))
+    assert ok["Status"] == "SUCCESS", ok
+    assert (ok["Data"]["Rejected"], ok["Data"]["Copied"], ok["Data"]["Skipped"]) == ("6", "0", "3")
+
+    # A Create that fails is never deleted by CloudFormation: with RemoveOnDelete it cleans up itself.
+    other = folder + "-rm"
+    failed = cfn.create(dict(p, Folder=other, RemoveOnDelete="true"))
+    assert failed["Status"] == "FAILED" and failed["PhysicalResourceId"].startswith("create-failed:"), failed
+    assert smb.tree(other) == {}
+
+
+def test_delete_leaves_content_unless_remove_on_delete(fn, s3, smb, bucket, folder, admin_parameter):
+    _, cfn = fn
+    upload(s3, bucket, {"site/index.html": b"i", "site/js/app.js": b"j", "site/js/lib/x.js": b"x"})
+    p = props(bucket, folder, admin_parameter)
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    deleted = cfn.delete(created["PhysicalResourceId"], p)
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert content(smb.tree(folder)) == {"index.html": b"i", "js/app.js": b"j", "js/lib/x.js": b"x"}
+
+    smb.put(folder, "mine.txt", b"someone else's")
+    smb.put(f"{folder}\\js", "theirs.js", b"also someone else's")
+    p2 = dict(p, RemoveOnDelete="true")
+    for _ in range(2):  # a repeated Delete finds nothing left to do
+        deleted = cfn.delete(created["PhysicalResourceId"], p2)
+        assert deleted["Status"] == "SUCCESS", deleted
+        assert smb.tree(folder) == {"mine.txt": b"someone else's", "js/theirs.js": b"also someone else's"}
+    assert not smb.exists(f"{folder}\\js\\lib"), "the folder emptied of our files is removed"
+
+
+def test_bad_properties_and_missing_things_fail_naming_the_fix(fn, aws, s3, bucket, folder, admin_parameter):
+    _, cfn = fn
+    upload(s3, bucket, {"site/index.html": b"i"})
+    p = props(bucket, folder, admin_parameter)
+    cases = [
+        ({k: v for k, v in p.items() if k != "Bucket"}, "Bucket"),
+        (dict(p, Bucket="Not_A_Bucket"), "Bucket"),
+        (dict(p, Folder="web/../.."), "Folder"),
+        (dict(p, ShareUnc="127.0.0.1/share"), "ShareUnc"),
+        (dict(p, Parallelism="0"), "Parallelism"),
+        (dict(p, AdminPasswordParameter=""), "AdminPasswordParameter"),
+        (dict(p, AdminUsername="Administrator"), "AdminUsername"),
+        (dict(p, Paralelism="2"), "Paralelism"),
+    ]
+    for bad, prop in cases:
+        failed = cfn.create(bad)
+        assert failed["Status"] == "FAILED", (prop, failed)
+        assert prop in failed["Reason"], (prop, failed["Reason"])
+
+    missing_bucket = cfn.create(dict(p, Bucket=f"no-such-{uuid.uuid4().hex[:8]}"))
+    assert "does not exist" in missing_bucket["Reason"] and "fix Bucket" in missing_bucket["Reason"], missing_bucket
+    missing_param = cfn.create(dict(p, AdminPasswordParameter="/fargate-smb-test/none"))
+    assert "/fargate-smb-test/none (AdminPasswordParameter) does not exist" in missing_param["Reason"], missing_param
+    wrong = f"/fargate-smb-test/wrong-{uuid.uuid4().hex[:6]}"
+    aws.ssm.put_parameter(Name=wrong, Value="Not-The-Password-1", Type="SecureString")
+    refused = cfn.create(dict(p, AdminPasswordParameter=wrong))
+    assert "refused the logon of EXAMPLE\\Administrator" in refused["Reason"], refused
+    unreachable = cfn.create(dict(p, Port="1"))
+    assert "127.0.0.1:1 does not answer" in unreachable["Reason"], unreachable
+    no_share = cfn.create(dict(p, ShareUnc="\\\\127.0.0.1\\nosuchshare"))
+    assert "the share nosuchshare does not exist" in no_share["Reason"], no_share
+
+
+def test_admin_credential_from_a_secrets_manager_json_secret(fn, aws, s3, smb, bucket, folder):
+    _, cfn = fn
+    upload(s3, bucket, {"site/index.html": b"from the secret"})
+    secret = aws.secretsmanager.create_secret(
+        Name=f"fargate-smb-test/share-admin-{uuid.uuid4().hex[:6]}",
+        SecretString=json.dumps({"username": "EXAMPLE\\Administrator", "password": smb.admin_password}),
+    )["ARN"]
+    p = props(bucket, folder, "unused", AdminSecretId=secret)
+    del p["AdminPasswordParameter"], p["AdminUsername"]
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert content(smb.tree(folder)) == {"index.html": b"from the secret"}
+
+
+def test_the_sample_events_work_as_shipped(fn, s3, smb, bucket, folder, admin_parameter, responses):
+    """events/web-content/{create,update,delete}.json with only names made local."""
+    _, cfn = fn
+    upload(s3, bucket, {"site/index.html": b"sample", "site/css/a.css": b"a"})
+    for name in ("create", "update", "delete"):
+        text = (ROOT / "events" / "web-content" / f"{name}.json").read_text()
+        text = text.replace("fargate-smb-web-content", bucket).replace("/fargate-smb/admin/password", admin_parameter)
+        event = json.loads(text)
+        for key in ("ResourceProperties", "OldResourceProperties"):
+            if key in event:
+                event[key]["Folder"] = folder
+        if "PhysicalResourceId" in event:
+            event["PhysicalResourceId"] = f"{SHARE}\\{folder}"
+        event["ResponseURL"] = responses.url(event["RequestId"])
+        answer = cfn.send(event)
+        assert answer["Status"] == "SUCCESS", (name, answer)
+        if name == "create":
+            assert content(smb.tree(folder)) == {"index.html": b"sample", "css/a.css": b"a"}
+        if name == "update":
+            assert answer["Data"]["Copied"] == "2", answer  # ContentVersion 1 -> 2
+    assert smb.tree(folder) == {}, "RemoveOnDelete removed the copied files and the manifest"
+
+
+def test_many_files_in_parallel_with_progress_lines(fn, s3, smb, bucket, folder, admin_parameter):
+    bootstrap, cfn = fn
+    objects = {f"site/d{i % 7}/sub{i % 3}/f{i}.txt": f"file {i}\n".encode() * (i % 50 + 1) for i in range(150)}
+    upload(s3, bucket, objects)
+    created = cfn.create(props(bucket, folder, admin_parameter, Parallelism="16"))
+    assert created["Status"] == "SUCCESS", created
+    assert created["Data"]["Copied"] == "150"
+    assert content(smb.tree(folder)) == expected(objects)
+    progress = [json.loads(line) for line in bootstrap.stdout_lines() if '"copy progress"' in line]
+    assert any(p["done"] == 100 and p["total"] == 150 for p in progress), progress
