@@ -42,6 +42,28 @@ def samba_env() -> dict[str, str]:
     return {k: v for k, v in pairs}
 
 
+def domain_user(enabled: bool = True) -> tuple[str, str]:
+    """A fresh account in OU=fargate-smb with a known password, enabled or disabled; returns
+    (name, password). The password is set over LDAPS from stdin (an LDIF), never on a command line."""
+    import base64
+
+    env = samba_env()
+    name, password = f"u{uuid.uuid4().hex[:9]}", f"Pw-{uuid.uuid4().hex}-X"
+    out = subprocess.run(["samba-tool", "user", "create", name, "--random-password", "--userou=OU=fargate-smb",
+                          "-s", env["FARGATE_SMB_SMB_CONF"]], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pwd = base64.b64encode(f'"{password}"'.encode("utf-16-le")).decode()
+    ldif = f"dn: CN={name},OU=fargate-smb,DC=example,DC=test\nchangetype: modify\nreplace: unicodePwd\nunicodePwd:: {pwd}\n-\n"
+    if not enabled:
+        ldif += "replace: userAccountControl\nuserAccountControl: 514\n-\n"
+    out = subprocess.run(["ldapmodify", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test",
+                          "-y", env["FARGATE_SMB_ADMIN_PASSWORD_FILE"]],
+                         input=ldif, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LDAPTLS_CACERT": env["FARGATE_SMB_CA"]})
+    assert out.returncode == 0, out.stderr
+    return name, password
+
+
 def binary(name: str, example: bool = False, profile: str | None = None) -> Path:
     profile = profile or PROFILE
     path = TARGET / profile / ("examples" if example else "") / name

@@ -2,7 +2,6 @@
 share as the domain admin (password from moto's SSM). Witnesses: smbcacls (the DACL as stored)
 and smbclient logons as two ordinary domain accounts (the DACL as enforced)."""
 
-import base64
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import uuid
 import pytest
 
 from conftest import samba_env
-from lambda_harness import ROOT, CloudFormation
+from lambda_harness import ROOT, CloudFormation, domain_user
 
 RESOURCE = "Custom::ShareAcl"
 SHARE = "\\\\127.0.0.1\\share"
@@ -37,17 +36,8 @@ class Domain:
         return str(p)
 
     def user(self) -> tuple[str, str, str]:
-        """An enabled domain user with a known password (set over LDAPS from stdin, never on a
-        command line); returns (name, auth file, SID)."""
-        name, password = f"u{uuid.uuid4().hex[:9]}", f"Pw-{uuid.uuid4().hex}-X"
-        out = subprocess.run(["samba-tool", "user", "create", name, "--random-password", "--userou=OU=fargate-smb", "-s", self.conf],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        pwd = base64.b64encode(f'"{password}"'.encode("utf-16-le")).decode()
-        ldif = f"dn: CN={name},OU=fargate-smb,DC=example,DC=test\nchangetype: modify\nreplace: unicodePwd\nunicodePwd:: {pwd}\n-\n"
-        out = subprocess.run(["ldapmodify", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test", "-y", self.admin_password_file],
-                             input=ldif, capture_output=True, text=True, timeout=60, env={**os.environ, "LDAPTLS_CACERT": self.ca})
-        assert out.returncode == 0, out.stderr
+        """An enabled domain user with a known password; returns (name, auth file, SID)."""
+        name, password = domain_user()
         return name, self.auth_file(name, password), self.sid(name)
 
     def sid(self, name: str) -> str:

@@ -1,7 +1,6 @@
 """crates/smb-share against the Samba share, through its example CLI (`smbctl`), with smbclient
 and smbcacls as witnesses. Each failure to connect must come back as its own, actionable error."""
 
-import base64
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ import uuid
 
 import pytest
 
-from lambda_harness import binary, samba_env
+from lambda_harness import binary, domain_user, samba_env
 
 
 class Smb:
@@ -55,18 +54,8 @@ class Smb:
         return out.stdout
 
     def disabled_account(self) -> tuple[str, str]:
-        """A disabled account with a known password (set through LDIF on stdin, off the command line)."""
-        name, password = f"d{uuid.uuid4().hex[:9]}", f"Pw-{uuid.uuid4().hex}-X"
-        out = subprocess.run(["samba-tool", "user", "create", name, "--random-password", "--userou=OU=fargate-smb", "-s", self.conf],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        pwd = base64.b64encode(f'"{password}"'.encode("utf-16-le")).decode()
-        ldif = (f"dn: CN={name},OU=fargate-smb,DC=example,DC=test\nchangetype: modify\nreplace: unicodePwd\nunicodePwd:: {pwd}\n-\n"
-                f"replace: userAccountControl\nuserAccountControl: 514\n-\n")
-        out = subprocess.run(["ldapmodify", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test", "-y", self.admin_password_file],
-                             input=ldif, capture_output=True, text=True, timeout=60, env={**os.environ, "LDAPTLS_CACERT": self.ca})
-        assert out.returncode == 0, out.stderr
-        return name, password
+        """A disabled account with a known password."""
+        return domain_user(enabled=False)
 
     def password_file(self, text: str):
         p = self.tmp / f"pw-{uuid.uuid4().hex[:6]}"

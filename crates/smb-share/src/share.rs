@@ -669,29 +669,6 @@ impl Share {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unc_forms() {
-        let u = Unc::parse(r"\\fsx.example.test\share\web\img").unwrap();
-        assert_eq!(
-            (u.server.as_str(), u.share.as_str(), u.path.as_str()),
-            ("fsx.example.test", "share", r"web\img")
-        );
-        assert_eq!(Unc::parse("//10.0.0.5/share").unwrap().path, "");
-        assert!(matches!(
-            Unc::parse(r"\\server"),
-            Err(ShareError::BadUnc(_))
-        ));
-        assert!(matches!(
-            Unc::parse("server/share"),
-            Err(ShareError::BadUnc(_))
-        ));
-    }
-}
-
 /// Read until `space` is full or the reader ends; the count read.
 async fn fill<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
@@ -787,4 +764,27 @@ pub async fn write_many_on(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unc_forms() {
+        let u = Unc::parse(r"\\fsx.example.test\share\web\img").unwrap();
+        assert_eq!(
+            (u.server.as_str(), u.share.as_str(), u.path.as_str()),
+            ("fsx.example.test", "share", r"web\img")
+        );
+        assert_eq!(Unc::parse("//10.0.0.5/share").unwrap().path, "");
+        assert!(matches!(
+            Unc::parse(r"\\server"),
+            Err(ShareError::BadUnc(_))
+        ));
+        assert!(matches!(
+            Unc::parse("server/share"),
+            Err(ShareError::BadUnc(_))
+        ));
+    }
 }
