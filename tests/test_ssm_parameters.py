@@ -319,3 +319,22 @@ def test_the_sample_events_work_as_shipped(fn, aws, responses):
         passwords.append(found and found["Value"])
     create, update, regenerate, delete = passwords
     assert create == update and regenerate != update and delete is None
+
+
+def test_an_update_leaves_a_rotated_username_alone_unless_the_property_changes(fn, aws):
+    """After a rotation switched the username to the other account of the pair, a stack update
+    that does not change the Username property must not switch it back (the password in SSM
+    belongs to the rotated account); changing the property still writes it."""
+    _, cfn = fn
+    p = prefix()
+    created = cfn.create(props(p, Username="EXAMPLE\\svc-web-a"))
+    assert created["Status"] == "SUCCESS", created
+    aws.ssm.put_parameter(Name=f"{p}/username", Value="EXAMPLE\\svc-web-b", Type="String", Overwrite=True)  # as the rotation does
+    old = props(p, Username="EXAMPLE\\svc-web-a")
+    updated = cfn.update(p, props(p, Username="EXAMPLE\\svc-web-a", SharePath="\\\\fsx2.example.test\\share"), old)
+    assert updated["Status"] == "SUCCESS", updated
+    assert read(aws, f"{p}/username")["Value"] == "EXAMPLE\\svc-web-b"
+    assert read(aws, f"{p}/share")["Value"] == "\\\\fsx2.example.test\\share"
+    renamed = cfn.update(p, props(p, Username="EXAMPLE\\svc-new-a"), old)
+    assert renamed["Status"] == "SUCCESS", renamed
+    assert read(aws, f"{p}/username")["Value"] == "EXAMPLE\\svc-new-a"

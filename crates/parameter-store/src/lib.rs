@@ -5,7 +5,7 @@ use aws_config::SdkConfig;
 use aws_sdk_ssm::{
     Client,
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
-    types::{ParameterType, ResourceTypeForTagging, Tag},
+    types::{ParameterStringFilter, ParameterType, ResourceTypeForTagging, Tag},
 };
 use secrets::Secret;
 use std::collections::BTreeMap;
@@ -223,6 +223,37 @@ impl ParameterStore {
             .await
             .map(|_| ())
             .map_err(|e| StoreError::from_sdk("RemoveTagsFromResource", name, e))
+    }
+
+    /// The KMS key a SecureString is encrypted with (`None` if the parameter does not exist or
+    /// is not a SecureString). An overwrite must pass it again: without a key id SSM encrypts
+    /// the new value with `alias/aws/ssm`, whatever the old one used.
+    pub async fn key_id(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let filter = ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .values(name)
+            .build()
+            .map_err(|e| StoreError::Other {
+                action: "DescribeParameters",
+                name: name.to_owned(),
+                message: e.to_string(),
+            })?;
+        match self
+            .client
+            .describe_parameters()
+            .parameter_filters(filter)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .parameters
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| p.name.as_deref() == Some(name))
+                .and_then(|p| p.key_id)),
+            Err(e) => Err(StoreError::from_sdk("DescribeParameters", name, e)),
+        }
     }
 
     /// Delete a parameter; `false` if it was already gone.

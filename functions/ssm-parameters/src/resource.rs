@@ -319,8 +319,16 @@ impl CustomResource for SsmParameters {
         let tags = desired_tags(request, p);
         let owner = owner(request);
         for slot in [Slot::Share, Slot::Username] {
+            // After the first rotation the rotation function owns the username (it switches
+            // between the alternating pair): an Update writes it only when the Username property
+            // itself changed, never just because the stored value differs.
+            let hands_off = slot == Slot::Username && p.username.trim() == old.username.trim();
             if self.owned(&slot.name(p), &owner).await? {
-                self.converge(slot, p, &tags).await?;
+                if hands_off {
+                    self.sync_tags(&slot.name(p), &tags).await?;
+                } else {
+                    self.converge(slot, p, &tags).await?;
+                }
             } else {
                 tracing::warn!(parameter = %slot.name(p), "missing; creating it again");
                 self.put_new(slot, p, &tags).await?;

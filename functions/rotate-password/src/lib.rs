@@ -1,0 +1,19 @@
+//! Scheduled password rotation for the service account the containers map the share with.
+//!
+//! With the alternating pair made by `Custom::AdServiceAccount` (`svc-a` / `svc-b`), a rotation
+//! never touches the account running tasks use: it takes the inactive one, resets its password
+//! in AD, proves the new password with an SMB logon to the share, and only then switches SSM to
+//! it (password first, then username), then forces a new ECS deployment so tasks move over. The
+//! previously active account keeps working until the next rotation, which is skipped while a
+//! deployment is still rolling out (old tasks may still use that account).
+//!
+//! Every step is recorded in `<prefix>/rotation` before it is taken; a run that died mid-way is
+//! completed or rolled back by the next one, and SSM always holds a credential that logs on.
+
+mod config;
+mod record;
+mod rotation;
+
+pub use config::{Backend, Config, ConfigError};
+pub use record::{Record, State, format_utc, now_utc};
+pub use rotation::{RotationError, Rotator};
