@@ -94,7 +94,10 @@ class World:
         self.admin_parameter = f"{self.prefix}-admin"
         aws.ssm.put_parameter(Name=self.admin_parameter, Value=admin_password, Type="SecureString")
         self.key = aws.kms.create_key()["KeyMetadata"]["KeyId"]
-        aws.ssm.put_parameter(Name=f"{self.prefix}/username", Value=f"EXAMPLE\\{self.a}", Type="String")
+        # As Custom::SsmParameters leaves it, with its ownership tag.
+        self.owner = f"arn:aws:cloudformation:us-east-1:123456789012:stack/t/{uuid.uuid4()}/Parameters"
+        aws.ssm.put_parameter(Name=f"{self.prefix}/username", Value=f"EXAMPLE\\{self.a}", Type="String",
+                              Tags=[{"Key": "fargate-smb:owner", "Value": self.owner}])
         aws.ssm.put_parameter(Name=f"{self.prefix}/password", Value=password_a, Type="SecureString", KeyId=self.key)
         aws.ssm.put_parameter(Name=f"{self.prefix}/share", Value=SHARE, Type="String")
         self.cluster = f"c-{uuid.uuid4().hex[:6]}"
@@ -208,6 +211,8 @@ def test_two_rotations_alternate_and_the_previous_account_keeps_working(fn, worl
     assert described["Parameters"][0]["KeyId"].endswith(world.key)
     record = world.record()
     assert record["state"] == "idle" and record["active"] == user1 and record["previous"] == user0 and record["outcome"] == "rotated"
+    tags = world.aws.ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=f"{world.prefix}/rotation")["TagList"]
+    assert {"Key": "fargate-smb:owner", "Value": world.owner} in tags, "the record is owned like the parameters"
 
     kind, report = fn.run(world.env())
     assert kind == "response" and report["outcome"] == "rotated", report

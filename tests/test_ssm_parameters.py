@@ -338,3 +338,22 @@ def test_an_update_leaves_a_rotated_username_alone_unless_the_property_changes(f
     renamed = cfn.update(p, props(p, Username="EXAMPLE\\svc-new-a"), old)
     assert renamed["Status"] == "SUCCESS", renamed
     assert read(aws, f"{p}/username")["Value"] == "EXAMPLE\\svc-new-a"
+
+
+def test_delete_removes_the_rotation_record_it_owns_and_nothing_foreign(fn, aws):
+    _, cfn = fn
+    p = prefix()
+    created = cfn.create(props(p))
+    assert created["Status"] == "SUCCESS", created
+    owner = tags(aws, f"{p}/username")["fargate-smb:owner"]
+    aws.ssm.put_parameter(Name=f"{p}/rotation", Value='{"state": "idle"}', Type="String",
+                          Tags=[{"Key": "fargate-smb:owner", "Value": owner}])
+    assert cfn.delete(p, props(p))["Status"] == "SUCCESS"
+    assert read(aws, f"{p}/rotation") is None
+    # A record nobody tagged (made by hand, or by another tool) is not ours to delete.
+    p2 = prefix()
+    assert cfn.create(props(p2))["Status"] == "SUCCESS"
+    aws.ssm.put_parameter(Name=f"{p2}/rotation", Value="{}", Type="String")
+    assert cfn.delete(p2, props(p2))["Status"] == "SUCCESS"
+    assert read(aws, f"{p2}/rotation") is not None
+    assert read(aws, f"{p2}/username") is None

@@ -16,6 +16,9 @@ use serde_json::{Value as Json, json};
 use smb_share::{Share, ShareConfig, ShareError};
 use std::collections::BTreeMap;
 
+/// The ownership tag `Custom::SsmParameters` puts on the parameters it makes.
+const OWNER_TAG: &str = "fargate-smb:owner";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
     #[error("configuration: {0}")]
@@ -187,6 +190,18 @@ impl Rotator {
                 &BTreeMap::new(),
             )
             .await?;
+        // Owned like the parameters it describes, so deleting Custom::SsmParameters removes it.
+        let tags = self
+            .store
+            .tags(&self.config.username_parameter())
+            .await?
+            .unwrap_or_default();
+        if let Some(owner) = tags.get(OWNER_TAG) {
+            let owner: BTreeMap<String, String> = [(OWNER_TAG.to_owned(), owner.clone())].into();
+            self.store
+                .tag(&self.config.record_parameter(), &owner)
+                .await?;
+        }
         Ok(())
     }
 

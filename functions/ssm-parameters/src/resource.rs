@@ -387,6 +387,13 @@ impl CustomResource for SsmParameters {
                 Err(e) => return Err(e),
             }
         }
+        // The rotation function's record lives under the same prefix and carries our owner tag
+        // (copied from the username parameter); it goes with the parameters it describes.
+        let record = format!("{}/rotation", p.prefix());
+        if let Ok(true) = self.owned(&record, &owner).await {
+            self.store.delete(&record).await?;
+            tracing::info!(parameter = %record, "deleted the rotation record");
+        }
         Ok(())
     }
 }
