@@ -179,12 +179,12 @@ class Fn:
     def __init__(self, launch, runtime):
         self.launch, self.runtime, self.current, self.outputs = launch, runtime, None, []
 
-    def run(self, env: dict, event: dict | None = None) -> tuple[str, object]:
+    def run(self, env: dict, event: dict | None = None, deadline_s: float = 300.0) -> tuple[str, object]:
         if self.current is not None:
             self.outputs.append(self.current.output())
             self.current.stop()
         self.current = self.launch("rotate-password", env)
-        return self.runtime.invoke(event or {}, timeout=120)
+        return self.runtime.invoke(event or {}, timeout=120, deadline_s=deadline_s)
 
     def output(self) -> str:
         return "".join(self.outputs) + (self.current.output() if self.current else "")
@@ -352,3 +352,13 @@ def test_bad_configuration_names_the_variable(fn, world):
     assert kind == "error" and "ACCOUNTS" in json.dumps(error), error
     kind, error = fn.run(world.env(PARAMETER_PREFIX="/fargate-smb-test/none-such"))
     assert kind == "error" and "Custom::SsmParameters" in json.dumps(error), error
+
+
+def test_too_little_time_left_stops_before_the_switch(fn, world):
+    """With less time left than two SSM calls may take (2 x TIMEOUT_SECONDS), the run stops
+    before touching SSM rather than risk being killed between the two writes."""
+    before_versions, (user, pw) = world.versions(), world.ssm()
+    kind, error = fn.run(world.env(TIMEOUT_SECONDS="30"), deadline_s=20)
+    assert kind == "error", error
+    assert "too little to switch SSM safely" in json.dumps(error), error
+    assert world.versions() == before_versions and world.logs_on(user, pw)

@@ -9,10 +9,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let rotator = &rotator;
         async move {
             match rotator {
-                Ok(r) => r.handle(event.payload).await.map_err(|e| {
-                    tracing::error!(error = %e, "rotation failed");
-                    lambda_runtime::Error::from(e.to_string())
-                }),
+                Ok(r) => r
+                    .handle(event.payload, event.context.deadline)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "rotation failed");
+                        lambda_runtime::Error::from(e.to_string())
+                    }),
                 Err(e) => {
                     tracing::error!(error = %e, "configuration error");
                     Err(lambda_runtime::Error::from(e.to_string()))

@@ -146,10 +146,11 @@ impl Rotator {
 
     /// One invocation. The event may carry `{"dryRun": true}` (EventBridge Scheduler input, or
     /// by hand); anything else in it is ignored.
-    pub async fn handle(&self, event: Json) -> Result<Json, RotationError> {
+    /// `deadline_ms` is the invocation's deadline (ms since the epoch), 0 if unknown.
+    pub async fn handle(&self, event: Json, deadline_ms: u64) -> Result<Json, RotationError> {
         let dry_run =
             self.config.dry_run || event.get("dryRun").and_then(Json::as_bool) == Some(true);
-        let report = self.run(dry_run).await?;
+        let report = self.run(dry_run, deadline_ms).await?;
         tracing::info!(report = %report, "rotation run finished");
         Ok(report)
     }
@@ -389,7 +390,32 @@ impl Rotator {
         Ok(json!({"outcome": how, "active": active, "previous": previous, "deployed": services}))
     }
 
-    async fn run(&self, dry_run: bool) -> Result<Json, RotationError> {
+    /// Refuse to start the SSM switch without time to finish it: a run killed between the two
+    /// writes would leave a mismatched pair until the next run.
+    fn time_to_switch(&self, deadline_ms: u64) -> Result<(), RotationError> {
+        if deadline_ms == 0 {
+            return Ok(());
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let needed = self.config.timeout.as_millis() as u64 * 2;
+        if deadline_ms.saturating_sub(now_ms) < needed {
+            return Err(RotationError::Switch {
+                parameter: self.config.password_parameter(),
+                detail: format!(
+                    "less than {needed} ms of the invocation are left, too little to switch SSM safely"
+                ),
+                rollback:
+                    "nothing was changed in SSM; raise the function's timeout (60 s is ample)"
+                        .into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn run(&self, dry_run: bool, deadline_ms: u64) -> Result<Json, RotationError> {
         let c = &self.config;
         let username_parameter = c.username_parameter();
         let username = self
@@ -508,6 +534,7 @@ impl Rotator {
         self.prove(&share, &target, &password).await?;
 
         // 3. SSM: password, then username.
+        self.time_to_switch(deadline_ms)?;
         self.switch(&username, &target, &password).await?;
 
         // 4. Deploy and record.
