@@ -1,10 +1,12 @@
 """crates/smb-share against the Samba share, through its example CLI (`smbctl`), with smbclient
 and smbcacls as witnesses. Each failure to connect must come back as its own, actionable error."""
 
+import hashlib
 import json
 import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +177,25 @@ def test_a_listing_of_many_batches_is_complete_and_ends(smb, tmp_path):
     assert listing == names, (len(listing), len(names))
     witness = smb.smbclient(f"ls {base}\\*")
     assert sum(1 for line in witness.splitlines() if ".txt" in line) == 1200
+
+
+def test_one_session_writes_more_than_the_servers_credit_limit(smb, tmp_path):
+    """640 MiB through one session: 640 writes of 1 MiB charge 10,240 credits, more than Samba's
+    limit of 8,192, and Samba answers most of them asynchronously (interim STATUS_PENDING, which is
+    where it grants the credits). Unpatched smb 0.12.1 dropped those grants and stalled for good
+    after about 420 MiB; third_party/smb counts them. The timeout only detects a stall."""
+    payload = tmp_path / "big.bin"
+    chunk = os.urandom(1024 * 1024)
+    with open(payload, "wb") as f:
+        for i in range(640):
+            f.write(chunk[i:] + chunk[:i])
+    name = f"sst-{uuid.uuid4().hex[:8]}.bin"
+    env = {"PATH": os.environ["PATH"], "SMB_SHARE": "\\\\127.0.0.1\\share", "SMB_USERNAME": "EXAMPLE\\Administrator",
+           "SMB_PASSWORD_FILE": smb.admin_password_file}
+    out = subprocess.run([str(binary("smbctl", example=True)), "put", str(payload), name], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["bytes"] == 640 * 1024 * 1024
+    # Witness: the file as the server stored it, read from its disk, byte for byte.
+    stored = Path(smb.conf).parent.parent / "share" / name
+    assert hashlib.sha256(stored.read_bytes()).digest() == hashlib.sha256(payload.read_bytes()).digest()
+    stored.unlink()
