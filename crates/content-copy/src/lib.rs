@@ -23,7 +23,7 @@ mod source;
 
 pub use manifest::{FileRecord, MANIFEST_NAME, Manifest, TEMP_MARKER};
 pub use plan::{Object, Plan, Rejected, Work};
-pub use source::{S3Source, SourceError};
+pub use source::{S3Source, SourceError, decode_key};
 
 use futures_util::StreamExt;
 use smb_share::{Share, ShareError};
@@ -443,6 +443,25 @@ pub async fn copy_file(
     target: Target<'_>,
     work: &Work,
 ) -> Result<(), FileError> {
+    copy_file_if(source, bucket, target, work, || async { true })
+        .await
+        .map(|_| ())
+}
+
+/// [`copy_file`], asking `commit` just before the rename whether the new content may still
+/// replace the final name (the S3-event sync re-checks that no newer event took the key over).
+/// `Ok(false)`: it may not; the temporary file was removed and the final name is untouched.
+pub async fn copy_file_if<C, F>(
+    source: &S3Source,
+    bucket: &str,
+    target: Target<'_>,
+    work: &Work,
+    commit: C,
+) -> Result<bool, FileError>
+where
+    C: FnOnce() -> F,
+    F: std::future::Future<Output = bool>,
+{
     let object = Object {
         key: work.key.clone(),
         size: work.size,
@@ -480,6 +499,10 @@ pub async fn copy_file(
             });
         }
     }
+    if !commit().await {
+        discard(target.share, &temp).await;
+        return Ok(false);
+    }
     if let Err(source) = target.share.rename(&temp, &final_path, true).await {
         discard(target.share, &temp).await;
         return Err(FileError::Rename {
@@ -487,7 +510,7 @@ pub async fn copy_file(
             source,
         });
     }
-    Ok(())
+    Ok(true)
 }
 
 async fn discard(share: &Share, temp: &str) {

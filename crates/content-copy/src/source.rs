@@ -191,9 +191,10 @@ impl S3Source {
     }
 }
 
-/// A key as S3 returns it with `encoding-type=url`: `%XX` escapes, and `+` for a space (S3
-/// encodes a literal `+` as `%2B`).
-fn decode_key(encoded: &str) -> Option<String> {
+/// A key as S3 returns it with `encoding-type=url`, or as its event notifications carry it:
+/// `%XX` escapes, and `+` for a space (S3 encodes a literal `+` as `%2B`). `None` if an escape
+/// is malformed or the bytes are not UTF-8.
+pub fn decode_key(encoded: &str) -> Option<String> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,0 +1,427 @@
+"""functions/sync-content end to end: the real bootstrap applies S3 events (EventBridge events
+and SQS batches of S3 notification records) from moto's S3 to the Samba share, with its per-key
+state in moto's DynamoDB. Witnesses: boto3 (what the bucket holds) and smbclient (what the
+folder holds, downloaded independently of our SMB code).
+
+moto's S3 → SQS/EventBridge notifications carry a fixed sequencer, so the events here are built
+from the real objects (real ETags from PutObject) with sequencers that increase per key, as
+S3's do; keys are URL-encoded as S3 encodes them in notification records."""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import botocore.config
+import pytest
+
+from lambda_harness import ROOT, Bootstrap, binary
+from test_web_content import SHARE, Smb
+
+PREFIX = "site/"
+
+
+@pytest.fixture
+def smb(tmp_path):
+    return Smb(tmp_path)
+
+
+class PrivateMoto:
+    """A moto server of its own (also used by scripts/bench_sync.py). moto keeps every object it
+    ever created (its model tracker holds them until a reset), so the load run's ~9,000 object
+    versions would slow the shared stack's moto for every later test; here they go away with
+    the process."""
+
+    def __init__(self):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"fargate-smb-sync-moto-{port}.log", "wb")
+        self.process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                        stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=2).read()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"moto did not start on {self.url}") from None
+                time.sleep(0.2)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server = PrivateMoto()
+    yield server.url
+    server.stop()
+
+
+def client(service: str, url: str, **kw):
+    return boto3.client(service, endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1", **kw)
+
+
+@pytest.fixture(scope="module")
+def s3(moto):
+    return client("s3", moto, config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+
+@pytest.fixture(scope="module")
+def dynamodb(moto):
+    return client("dynamodb", moto)
+
+
+def create_table(dynamodb) -> str:
+    """The table the template creates: (scope, objectKey)."""
+    name = f"sync-state-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "scope", "AttributeType": "S"},
+                              {"AttributeName": "objectKey", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "scope", "KeyType": "HASH"}, {"AttributeName": "objectKey", "KeyType": "RANGE"}],
+    )
+    return name
+
+
+@pytest.fixture
+def table(dynamodb):
+    return create_table(dynamodb)
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"sc-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def folder():
+    return f"sct-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def admin_parameter(moto, smb):
+    name = f"/fargate-smb-test/sync-admin-{uuid.uuid4().hex[:8]}"
+    client("ssm", moto).put_parameter(Name=name, Value=smb.admin_password, Type="SecureString")
+    return name
+
+
+@pytest.fixture
+def start(runtime, moto):
+    """Start the sync-content bootstrap against this module's moto; stopped after the test."""
+    started: list[Bootstrap] = []
+
+    def run(env: dict) -> Bootstrap:
+        b = Bootstrap(binary("sync-content"), runtime, {"AWS_ENDPOINT_URL": moto, **env})
+        started.append(b)
+        return b
+
+    yield run
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def fn(start, runtime, bucket, folder, table, admin_parameter):
+    bootstrap = start({
+        "BUCKET": bucket, "PREFIX": "site", "SHARE_UNC": SHARE, "FOLDER": folder,
+        "ADMIN_USERNAME": "EXAMPLE\\Administrator", "ADMIN_PASSWORD_PARAMETER": admin_parameter,
+        "STATE_TABLE": table, "PARALLELISM": "8",
+    })
+    return bootstrap, runtime
+
+
+class Bucket:
+    """Changes the bucket through boto3 and records the event S3 would send for each change,
+    with a sequencer that increases per key."""
+
+    def __init__(self, s3, name: str):
+        self.s3, self.name = s3, name
+        self.counter = 0x0055AED6DCD90281E5
+        self.events: list[dict] = []
+
+    def _seq(self) -> str:
+        self.counter += random.randint(1, 4096)
+        return f"{self.counter:018X}"
+
+    def put(self, key: str, body: bytes) -> dict:
+        etag = self.s3.put_object(Bucket=self.name, Key=key, Body=body)["ETag"].strip('"')
+        e = {"kind": "put", "key": key, "etag": etag, "size": len(body), "seq": self._seq()}
+        self.events.append(e)
+        return e
+
+    def delete(self, key: str) -> dict:
+        self.s3.delete_object(Bucket=self.name, Key=key)
+        e = {"kind": "delete", "key": key, "seq": self._seq()}
+        self.events.append(e)
+        return e
+
+    def listing(self, prefix: str = PREFIX) -> dict[str, bytes]:
+        out = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            for o in page.get("Contents", []):
+                out[o["Key"][len(prefix):]] = self.s3.get_object(Bucket=self.name, Key=o["Key"])["Body"].read()
+        return out
+
+
+def encode(key: str) -> str:
+    """As S3 writes keys into notification records: form encoding, `/` kept."""
+    return urllib.parse.quote_plus(key, safe="/")
+
+
+def record(bucket: str, e: dict) -> dict:
+    obj = {"key": encode(e["key"]), "sequencer": e["seq"]}
+    if e["kind"] == "put":
+        obj.update({"size": e["size"], "eTag": e["etag"]})
+    return {
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-25T00:00:00.000Z",
+        "eventName": "ObjectCreated:Put" if e["kind"] == "put" else "ObjectRemoved:Delete",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "sync", "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": obj},
+    }
+
+
+def sqs_batch(bucket: str, events: list[dict]) -> tuple[dict, list[str]]:
+    """One SQS message per S3 event (as S3 sends them); returns the event and the message ids."""
+    ids = [str(uuid.uuid4()) for _ in events]
+    records = [{
+        "messageId": mid, "receiptHandle": "h", "body": json.dumps({"Records": [record(bucket, e)]}),
+        "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sync", "awsRegion": "us-east-1",
+    } for mid, e in zip(ids, events)]
+    return {"Records": records}, ids
+
+
+def eventbridge(bucket: str, e: dict) -> dict:
+    obj = {"key": encode(e["key"]), "sequencer": e["seq"]}
+    if e["kind"] == "put":
+        obj.update({"size": e["size"], "etag": e["etag"]})
+    return {
+        "version": "0", "id": str(uuid.uuid4()),
+        "detail-type": "Object Created" if e["kind"] == "put" else "Object Deleted",
+        "source": "aws.s3", "account": "123456789012", "time": "2026-11-25T00:00:00Z", "region": "us-east-1",
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj,
+                   "reason": "PutObject" if e["kind"] == "put" else "DeleteObject"},
+    }
+
+
+def deliver_sqs(runtime, bucket: str, events: list[dict], batch: int, rounds: int = 5) -> list[dict]:
+    """Deliver in batches like the SQS event source; redeliver what the function reports failed.
+    Returns the events still failing after `rounds` deliveries."""
+    pending = events
+    for _ in range(rounds):
+        failed = []
+        for i in range(0, len(pending), batch):
+            chunk = pending[i:i + batch]
+            payload, ids = sqs_batch(bucket, chunk)
+            status, body = runtime.invoke(payload, timeout=300)
+            assert status == "response", body
+            by_id = dict(zip(ids, chunk))
+            failed += [by_id[f["itemIdentifier"]] for f in body["batchItemFailures"]]
+        if not failed:
+            return []
+        pending = failed
+    return pending
+
+
+def share_files(smb: Smb, folder: str) -> dict[str, bytes]:
+    return {k: v for k, v in smb.tree(folder).items() if not k.startswith(".fargate-smb")}
+
+
+def shuffled_with_duplicates(events: list[dict], ratio: float, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    out = events + [rng.choice(events) for _ in range(int(len(events) * ratio))]
+    rng.shuffle(out)
+    return out
+
+
+def test_shuffled_duplicated_sqs_and_eventbridge_converge(fn, s3, bucket, folder, smb):
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    rng = random.Random(7)
+    keys = [f"{PREFIX}index.html", f"{PREFIX}css/site.css", f"{PREFIX}img/red flower+1.jpg",
+            f"{PREFIX}deep/a/b/ü.txt", f"{PREFIX}gone.txt", f"{PREFIX}50%.txt"]
+    for round_ in range(4):
+        for k in keys:
+            b.put(k, f"{k} v{round_} {rng.random()}".encode() * rng.randint(1, 50))
+    b.delete(f"{PREFIX}gone.txt")
+    b.delete(f"{PREFIX}css/site.css")
+    b.put(f"{PREFIX}css/site.css", b"body { color: red }")  # re-created after its delete
+    events = shuffled_with_duplicates(b.events, 0.5, seed=1)
+    half = len(events) // 2
+    left = deliver_sqs(runtime, bucket, events[:half], batch=7)
+    assert left == []
+    for e in events[half:]:
+        status, body = runtime.invoke(eventbridge(bucket, e))
+        assert status == "response", body
+    assert share_files(smb, folder) == b.listing()
+    assert "red flower+1.jpg" in smb.run("ls img\\*", directory=folder).stdout
+    # Everything again, in another order: nothing changes, everything is a duplicate or older.
+    again = shuffled_with_duplicates(b.events, 0.0, seed=2)
+    payload, _ = sqs_batch(bucket, again)
+    status, body = runtime.invoke(payload)
+    assert status == "response" and body == {"batchItemFailures": []}
+    assert share_files(smb, folder) == b.listing()
+    status, body = runtime.invoke(eventbridge(bucket, b.events[0]))
+    assert status == "response"
+    assert body["copied"] == 0 and body["duplicates"] + body["older"] == 1, body
+
+
+def test_malicious_keys_are_rejected_by_name_and_not_retried(fn, s3, bucket, folder, smb):
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    good = b.put(f"{PREFIX}ok.txt", b"fine")
+    bad_keys = [f"{PREFIX}../x", f"{PREFIX}a/CON.txt", f"{PREFIX}a:b", f"{PREFIX}trailing.", f"{PREFIX}.fargate-smb-content.json"]
+    bad = [b.put(k, b"evil") for k in bad_keys]
+    outside = b.put("elsewhere/x.txt", b"not ours")
+    payload, ids = sqs_batch(bucket, [good, *bad, outside])
+    status, body = runtime.invoke(payload)
+    assert status == "response" and body == {"batchItemFailures": []}, body
+    out = bootstrap.output()
+    for k in bad_keys:
+        assert json.dumps(k)[1:-1] in out, f"{k} not reported"
+    assert '"rule":"dot-segment"' in out and '"rule":"reserved-name"' in out and '"rule":"colon"' in out
+    assert '"rule":"trailing-dot-or-space"' in out and '"rule":"reserved-by-fargate-smb"' in out
+    # EventBridge: the rejection is in the response, by name.
+    status, body = runtime.invoke(eventbridge(bucket, bad[1]))
+    assert status == "response", body
+    assert body["rejected"][0]["key"] == f"{PREFIX}a/CON.txt" and "CON" in body["rejected"][0]["reason"]
+    assert share_files(smb, folder) == {"ok.txt": b"fine"}
+
+
+def test_a_failing_record_is_the_only_batch_failure_and_succeeds_on_retry(fn, s3, bucket, folder, smb):
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    smb.mkdir(folder)
+    smb.put(folder, "blocker", b"a file where the sync needs a folder")
+    blocked = b.put(f"{PREFIX}blocker/page.html", b"<p>blocked</p>")
+    fine = [b.put(f"{PREFIX}p{i}.html", f"<p>{i}</p>".encode()) for i in range(5)]
+    payload, ids = sqs_batch(bucket, [fine[0], fine[1], blocked, fine[2], fine[3], fine[4]])
+    status, body = runtime.invoke(payload)
+    assert status == "response", body
+    assert body == {"batchItemFailures": [{"itemIdentifier": ids[2]}]}
+    # The obstacle goes (reconcile removes a file with no object); the retried record applies.
+    status, body = runtime.invoke({"reconcile": True})
+    assert status == "response", body
+    assert "blocker" in body["reconcile"]["removed"], body
+    left = deliver_sqs(runtime, bucket, [blocked], batch=10, rounds=1)
+    assert left == []
+    assert share_files(smb, folder) == b.listing()
+    # An EventBridge event that fails fails the invocation (Lambda retries it).
+    smb.put(folder, "blocker2", b"x")
+    e = b.put(f"{PREFIX}blocker2/x.html", b"x")
+    status, body = runtime.invoke(eventbridge(bucket, e))
+    assert status == "error", body
+
+
+def test_reconcile_repairs_drift_and_reports(fn, s3, bucket, folder, smb):
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    for i in range(6):
+        b.put(f"{PREFIX}f{i}.txt", f"file {i}".encode())
+    b.put(f"{PREFIX}sub/x.txt", b"x")
+    b.put(f"{PREFIX}bad:name.txt", b"rejected")
+    assert deliver_sqs(runtime, bucket, b.events, batch=10) == []
+    smb.put(folder, "extra.txt", b"put by hand")
+    smb.run('mkdir "stray"; put /etc/hostname "stray\\h.txt"', directory=folder)
+    smb.run('del "f1.txt"', directory=folder)
+    smb.put(folder, "f2.txt", b"changed by hand")
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}missed.txt", Body=b"no event for this one")
+    status, body = runtime.invoke({"reconcile": True})
+    assert status == "response", body
+    r = body["reconcile"]
+    assert set(r["copied"]) == {f"{PREFIX}f1.txt", f"{PREFIX}f2.txt", f"{PREFIX}missed.txt"}, r
+    assert set(r["removed"]) == {"extra.txt", "stray/h.txt"}, r
+    assert [x["key"] for x in r["rejected"]] == [f"{PREFIX}bad:name.txt"]
+    assert r["failed"] == []
+    assert share_files(smb, folder) == {k: v for k, v in b.listing().items() if k != "bad:name.txt"}
+    assert not smb.exists(f"{folder}\\stray")
+    # A second reconcile finds nothing to fix.
+    status, body = runtime.invoke({"reconcile": True})
+    assert status == "response" and body["reconcile"]["copied_count"] == 0 and body["reconcile"]["removed_count"] == 0, body
+
+
+def make_changes(b: Bucket, plan: list[tuple[str, str]], threads: int = 8) -> None:
+    """Apply (kind, key) changes to the bucket, keys in parallel, each key's changes in order;
+    the events get sequencers in plan order (so increasing per key, as S3's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    events = []
+    for kind, key in plan:
+        e = {"kind": kind, "key": key, "seq": b._seq()}
+        events.append(e)
+    by_key: dict[str, list[dict]] = {}
+    for e in events:
+        by_key.setdefault(e["key"], []).append(e)
+
+    def run(changes: list[dict]) -> None:
+        for n, e in enumerate(changes):
+            if e["kind"] == "put":
+                body = f"{e['key']} {n}".encode()
+                e["etag"] = b.s3.put_object(Bucket=b.name, Key=e["key"], Body=body)["ETag"].strip('"')
+                e["size"] = len(body)
+            else:
+                b.s3.delete_object(Bucket=b.name, Key=e["key"])
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, by_key.values()))
+    b.events.extend(events)
+
+
+def test_load_10000_events_converge(fn, s3, bucket, folder, smb):
+    """10,000 events (9,091 changes to 200 keys + 10 % duplicates), shuffled, in SQS batches of
+    1,000 records."""
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    rng = random.Random(11)
+    keys = [f"{PREFIX}d{i % 10}/k{i}.txt" for i in range(200)]
+    plan = [("delete" if rng.random() < 0.15 else "put", rng.choice(keys)) for _ in range(9091)]
+    make_changes(b, plan)
+    events = shuffled_with_duplicates(b.events, 0.1, seed=3)
+    assert len(events) == 10000
+    assert deliver_sqs(runtime, bucket, events, batch=1000) == []
+    assert share_files(smb, folder) == b.listing()
+    out = bootstrap.output()
+    assert '"message":"batch applied"' in out
+
+
+def test_bad_configuration_names_the_variable(start, runtime):
+    start({"BUCKET": "b", "SHARE_UNC": SHARE, "ADMIN_SECRET_ID": "x"})
+    status, body = runtime.invoke({"reconcile": True})
+    assert status == "error" and "STATE_TABLE" in json.dumps(body), body
+
+
+def test_sample_events_parse(fn):
+    """The samples in events/sync-content are accepted (their bucket is not this one: ignored)."""
+    bootstrap, runtime = fn
+    for name in ["eventbridge-object-created.json", "eventbridge-object-deleted.json", "sqs-batch.json"]:
+        payload = json.loads((ROOT / "events" / "sync-content" / name).read_text())
+        status, body = runtime.invoke(payload)
+        assert status == "response", (name, body)
+        if "batchItemFailures" in body:
+            assert body["batchItemFailures"] == []
+        else:
+            assert body["ignored"] == 1 and body["copied"] == 0, body
