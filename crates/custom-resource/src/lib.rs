@@ -16,6 +16,7 @@
 //! - logs JSON lines through `tracing` and never logs the pre-signed `ResponseURL`.
 
 pub mod cfn;
+pub mod env;
 mod event;
 mod invalid;
 pub mod logging;

@@ -3,21 +3,9 @@
 
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}: {problem}; {fix}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub problem: String,
-    pub fix: String,
-}
-
-fn err(variable: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable,
-        problem: problem.into(),
-        fix: fix.into(),
-    }
-}
+/// The configuration error: the variable, the problem, the fix.
+pub use custom_resource::env::EnvError as ConfigError;
+use custom_resource::env::env_error as err;
 
 /// How the password is reset in the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
