@@ -1,0 +1,46 @@
+//! A stand-in for powershell.exe and appcmd.exe in the tests, where Windows' own tools do not
+//! exist (Linux, Wine). It records how it was called — argv and the whole environment — as one
+//! JSON line in $FAKE_TOOL_LOG, so the tests can check where the password went and where it did
+//! not, and answers the way the real tool does:
+//! - PowerShell (`-EncodedCommand`): prints $FAKE_TOOL_MAP_OUTCOME (default `created`) and exits
+//!   $FAKE_TOOL_MAP_EXIT (default 0); it fails like the script would if no password arrived.
+//! - `appcmd list vdir`: prints $FAKE_TOOL_VDIR_PATH and exits 0, or exits 1 when it is unset.
+//! - `appcmd add|set vdir`: exits 0.
+
+use std::io::Write as _;
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    if let Ok(path) = std::env::var("FAKE_TOOL_LOG") {
+        let line = serde_json::json!({ "argv": argv, "env": env });
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    if argv.iter().any(|a| a == "-EncodedCommand") {
+        if std::env::var("FARGATE_SMB_PASSWORD").map_or(true, |p| p.is_empty()) {
+            eprintln!(
+                "ConvertTo-SecureString : Cannot bind argument to parameter 'String' because it is null."
+            );
+            std::process::exit(1);
+        }
+        let outcome = std::env::var("FAKE_TOOL_MAP_OUTCOME").unwrap_or_else(|_| "created".into());
+        println!("{outcome}");
+        let code = std::env::var("FAKE_TOOL_MAP_EXIT")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        std::process::exit(code);
+    }
+    if argv.get(1).map(String::as_str) == Some("list") {
+        match std::env::var("FAKE_TOOL_VDIR_PATH") {
+            Ok(path) => println!("{path}"),
+            Err(_) => std::process::exit(1),
+        }
+    }
+}

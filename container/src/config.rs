@@ -1,0 +1,656 @@
+//! The entrypoint's configuration, read from the environment ECS gives the container.
+//!
+//! Every error names the variable and says what to write instead: a task that cannot start
+//! should say why in its first log line.
+
+use secrets::Secret;
+use smb_share::Unc;
+use std::time::Duration;
+
+/// Environment variable names. `USERNAME` is a Windows built-in (the container's own user), so
+/// the credential has namespaced names; the lower-case trio is what the original PowerShell
+/// startup script read, accepted for compatibility.
+pub mod vars {
+    pub const SHARE: &str = "SMB_SHARE";
+    pub const DRIVE: &str = "SMB_DRIVE";
+    pub const MAPPINGS: &str = "SMB_MAPPINGS";
+    pub const USERNAME: &str = "SMB_USERNAME";
+    pub const PASSWORD: &str = "SMB_PASSWORD";
+    pub const USERNAME_PARAMETER: &str = "SMB_USERNAME_PARAMETER";
+    pub const PASSWORD_PARAMETER: &str = "SMB_PASSWORD_PARAMETER";
+    pub const IIS_SITE: &str = "SMB_IIS_SITE";
+    pub const IIS_VDIRS: &str = "SMB_IIS_VDIRS";
+    pub const DEADLINE: &str = "SMB_DEADLINE_SECONDS";
+    pub const CONNECT_TIMEOUT: &str = "SMB_CONNECT_TIMEOUT_SECONDS";
+    pub const WRITE_TEST: &str = "SMB_WRITE_TEST";
+    pub const PORT: &str = "SMB_PORT";
+    pub const POWERSHELL: &str = "SMB_POWERSHELL";
+    pub const APPCMD: &str = "SMB_APPCMD";
+    pub const COMPAT_SHARE: &str = "fileshare";
+    pub const COMPAT_USERNAME: &str = "username";
+    pub const COMPAT_PASSWORD: &str = "password";
+    /// Set only in the environment of the short-lived PowerShell that makes the mapping.
+    pub const CHILD_USERNAME: &str = "FARGATE_SMB_USERNAME";
+    pub const CHILD_PASSWORD: &str = "FARGATE_SMB_PASSWORD";
+}
+
+pub const DEFAULT_DRIVE: char = 'G';
+pub const DEFAULT_SITE: &str = "Default Web Site";
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_POWERSHELL: &str = "powershell.exe";
+pub const DEFAULT_APPCMD: &str = r"C:\Windows\System32\inetsrv\appcmd.exe";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "no share is configured: set SMB_SHARE to the share's UNC path (\\\\fs.example.com\\share), or SMB_MAPPINGS to G:=\\\\fs\\share;H:=\\\\fs\\other"
+    )]
+    NoShare,
+    #[error("set SMB_SHARE or SMB_MAPPINGS, not both")]
+    ShareAndMappings,
+    #[error(
+        "{var}: {value:?} is not a UNC path: write it as \\\\server\\share or \\\\server\\share\\folder"
+    )]
+    BadUnc { var: String, value: String },
+    #[error("{var}: {value:?} is not a drive letter: write one letter D to Z, such as G:")]
+    BadDrive { var: String, value: String },
+    #[error("{var}: the drive {drive}: is mapped twice: give each share its own letter")]
+    DuplicateDrive { var: String, drive: char },
+    #[error("{var}: entry {entry:?} is not DRIVE=UNC: write it as G:=\\\\fs.example.com\\share")]
+    BadMapping { var: String, entry: String },
+    #[error(
+        "no user name: set SMB_USERNAME (DOMAIN\\name or name@domain), or SMB_USERNAME_PARAMETER to an SSM parameter holding it"
+    )]
+    NoUsername,
+    #[error(
+        "no password: set SMB_PASSWORD (from the task definition's secrets), or SMB_PASSWORD_PARAMETER to the SSM SecureString the task role may read"
+    )]
+    NoPassword,
+    #[error("{var} is empty: give it a value or remove it")]
+    Empty { var: String },
+    #[error("{var}: {value:?} is not a user name: write DOMAIN\\name or name@domain.example{hint}")]
+    BadUsername {
+        var: String,
+        value: String,
+        hint: &'static str,
+    },
+    #[error("{var}: {value:?} is not a whole number of seconds between {min} and {max}")]
+    BadSeconds {
+        var: String,
+        value: String,
+        min: u64,
+        max: u64,
+    },
+    #[error("{var}: {value:?} is not a TCP port")]
+    BadPort { var: String, value: String },
+    #[error("{var}: {value:?} is not true or false")]
+    BadBool { var: String, value: String },
+    #[error(
+        "{var}: entry {entry:?} is not /path=DRIVE:\\folder: write it as /content=G:\\content (the path starts with /)"
+    )]
+    BadVirtualDirectory { var: String, entry: String },
+    #[error(
+        "{var}: {path} is on drive {drive}:, which no mapping makes: map that drive or point the directory at a mapped one"
+    )]
+    UnmappedDrive {
+        var: String,
+        path: String,
+        drive: char,
+    },
+    #[error(
+        "{var}: {value:?} contains a character this tool does not pass to Windows commands ({reason})"
+    )]
+    Unsafe {
+        var: String,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// One drive letter mapped to one share (or a folder of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub drive: char,
+    /// The UNC as given, with forward slashes turned and trailing separators dropped.
+    pub remote: String,
+    pub unc: Unc,
+}
+
+impl Mapping {
+    pub fn local(&self) -> String {
+        format!("{}:", self.drive)
+    }
+}
+
+/// Where a value comes from: the environment (ECS `secrets`) or an SSM parameter read with the
+/// task role, which keeps the secret out of the container's environment altogether.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source<T> {
+    Env { var: String, value: T },
+    Parameter(String),
+}
+
+impl<T> Source<T> {
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Env { var, .. } => format!("environment variable {var}"),
+            Source::Parameter(name) => format!("SSM parameter {name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualDirectory {
+    /// `/content`
+    pub path: String,
+    /// `G:\content`
+    pub physical_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tools {
+    pub powershell: String,
+    pub appcmd: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub mappings: Vec<Mapping>,
+    pub username: Source<String>,
+    pub password: Source<Secret>,
+    pub site: String,
+    pub vdirs: Vec<VirtualDirectory>,
+    pub deadline: Duration,
+    pub connect_timeout: Duration,
+    pub write_test: bool,
+    pub port: u16,
+    pub tools: Tools,
+    /// Variables no child may see: the credential's, whichever names were used.
+    pub credential_vars: Vec<String>,
+}
+
+impl Config {
+    /// Read the configuration through `get` (the process environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let nonempty = |var: &str| -> Result<Option<String>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Err(ConfigError::Empty { var: var.into() }),
+                Some(v) => Ok(Some(v.trim().to_owned())),
+            }
+        };
+
+        let mappings = read_mappings(&nonempty)?;
+
+        // The password decides whether the compatibility names are in use: `username` alone
+        // is the Windows built-in and means nothing here.
+        let compat = get(vars::PASSWORD).is_none()
+            && get(vars::PASSWORD_PARAMETER).is_none()
+            && get(vars::COMPAT_PASSWORD).is_some();
+        let password = if let Some(v) = get(vars::PASSWORD) {
+            // A password may have leading or trailing spaces; take it as given.
+            if v.is_empty() {
+                return Err(ConfigError::Empty {
+                    var: vars::PASSWORD.into(),
+                });
+            }
+            Source::Env {
+                var: vars::PASSWORD.into(),
+                value: Secret::new(v),
+            }
+        } else if let Some(name) = nonempty(vars::PASSWORD_PARAMETER)? {
+            Source::Parameter(name)
+        } else if compat {
+            let v = get(vars::COMPAT_PASSWORD).unwrap_or_default();
+            if v.is_empty() {
+                return Err(ConfigError::Empty {
+                    var: vars::COMPAT_PASSWORD.into(),
+                });
+            }
+            Source::Env {
+                var: vars::COMPAT_PASSWORD.into(),
+                value: Secret::new(v),
+            }
+        } else {
+            return Err(ConfigError::NoPassword);
+        };
+
+        let username = if let Some(v) = nonempty(vars::USERNAME)? {
+            Source::Env {
+                var: vars::USERNAME.into(),
+                value: check_username(vars::USERNAME, v)?,
+            }
+        } else if let Some(name) = nonempty(vars::USERNAME_PARAMETER)? {
+            Source::Parameter(name)
+        } else if compat && let Some(v) = nonempty(vars::COMPAT_USERNAME)? {
+            Source::Env {
+                var: vars::COMPAT_USERNAME.into(),
+                value: check_username(vars::COMPAT_USERNAME, v)?,
+            }
+        } else {
+            return Err(ConfigError::NoUsername);
+        };
+
+        let site = nonempty(vars::IIS_SITE)?.unwrap_or_else(|| DEFAULT_SITE.to_owned());
+        plain_text(vars::IIS_SITE, &site)?;
+        let vdirs = match nonempty(vars::IIS_VDIRS)? {
+            None => Vec::new(),
+            Some(v) => parse_vdirs(vars::IIS_VDIRS, &v, &mappings)?,
+        };
+
+        let deadline = seconds(&nonempty, vars::DEADLINE, DEFAULT_DEADLINE, 1, 3600)?;
+        let connect_timeout = seconds(
+            &nonempty,
+            vars::CONNECT_TIMEOUT,
+            DEFAULT_CONNECT_TIMEOUT,
+            1,
+            120,
+        )?;
+        let write_test = match nonempty(vars::WRITE_TEST)? {
+            None => false,
+            Some(v) => parse_bool(vars::WRITE_TEST, &v)?,
+        };
+        let port = match nonempty(vars::PORT)? {
+            None => 445,
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or(ConfigError::BadPort {
+                    var: vars::PORT.into(),
+                    value: v,
+                })?,
+        };
+        let tools = Tools {
+            powershell: nonempty(vars::POWERSHELL)?
+                .unwrap_or_else(|| DEFAULT_POWERSHELL.to_owned()),
+            appcmd: nonempty(vars::APPCMD)?.unwrap_or_else(|| DEFAULT_APPCMD.to_owned()),
+        };
+
+        let mut credential_vars = vec![
+            vars::PASSWORD.to_owned(),
+            vars::USERNAME.to_owned(),
+            vars::COMPAT_PASSWORD.to_owned(),
+            vars::CHILD_PASSWORD.to_owned(),
+            vars::CHILD_USERNAME.to_owned(),
+        ];
+        // Removing `username` otherwise would remove the Windows built-in USERNAME.
+        if matches!(&username, Source::Env { var, .. } if var == vars::COMPAT_USERNAME) {
+            credential_vars.push(vars::COMPAT_USERNAME.to_owned());
+        }
+
+        Ok(Self {
+            mappings,
+            username,
+            password,
+            site,
+            vdirs,
+            deadline,
+            connect_timeout,
+            write_test,
+            port,
+            tools,
+            credential_vars,
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+}
+
+fn read_mappings(
+    nonempty: &impl Fn(&str) -> Result<Option<String>, ConfigError>,
+) -> Result<Vec<Mapping>, ConfigError> {
+    let share = match nonempty(vars::SHARE)? {
+        Some(v) => Some((vars::SHARE, v)),
+        None => nonempty(vars::COMPAT_SHARE)?.map(|v| (vars::COMPAT_SHARE, v)),
+    };
+    let list = nonempty(vars::MAPPINGS)?;
+    match (share, list) {
+        (Some(_), Some(_)) => Err(ConfigError::ShareAndMappings),
+        (None, None) => Err(ConfigError::NoShare),
+        (Some((var, unc)), None) => {
+            let drive = match nonempty(vars::DRIVE)? {
+                None => DEFAULT_DRIVE,
+                Some(d) => parse_drive(vars::DRIVE, &d)?,
+            };
+            Ok(vec![mapping(var, drive, &unc)?])
+        }
+        (None, Some(list)) => {
+            let mut out: Vec<Mapping> = Vec::new();
+            for entry in list.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+                let (drive, unc) = entry.split_once('=').ok_or(ConfigError::BadMapping {
+                    var: vars::MAPPINGS.into(),
+                    entry: entry.into(),
+                })?;
+                let drive = parse_drive(vars::MAPPINGS, drive.trim())?;
+                if out.iter().any(|m| m.drive == drive) {
+                    return Err(ConfigError::DuplicateDrive {
+                        var: vars::MAPPINGS.into(),
+                        drive,
+                    });
+                }
+                out.push(mapping(vars::MAPPINGS, drive, unc.trim())?);
+            }
+            if out.is_empty() {
+                return Err(ConfigError::Empty {
+                    var: vars::MAPPINGS.into(),
+                });
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn mapping(var: &str, drive: char, unc: &str) -> Result<Mapping, ConfigError> {
+    let bad = || ConfigError::BadUnc {
+        var: var.into(),
+        value: unc.into(),
+    };
+    let parsed = Unc::parse(unc).map_err(|_| bad())?;
+    plain_text(var, unc)?;
+    let mut remote = format!(r"\\{}\{}", parsed.server, parsed.share);
+    if !parsed.path.is_empty() {
+        remote.push('\\');
+        remote.push_str(&parsed.path);
+    }
+    Ok(Mapping {
+        drive,
+        remote,
+        unc: parsed,
+    })
+}
+
+fn parse_drive(var: &str, value: &str) -> Result<char, ConfigError> {
+    let bad = || ConfigError::BadDrive {
+        var: var.into(),
+        value: value.into(),
+    };
+    let letter = value.strip_suffix(':').unwrap_or(value);
+    let mut chars = letter.chars();
+    let (Some(c), None) = (chars.next(), chars.next()) else {
+        return Err(bad());
+    };
+    let c = c.to_ascii_uppercase();
+    // A, B and C are the floppy and system drives of every Windows container.
+    if !('D'..='Z').contains(&c) {
+        return Err(bad());
+    }
+    Ok(c)
+}
+
+fn check_username(var: &str, value: String) -> Result<String, ConfigError> {
+    let bad = || ConfigError::BadUsername {
+        var: var.into(),
+        value: value.clone(),
+        // `username` is also Windows' own USERNAME, which can win over the task's value.
+        hint: if var == vars::COMPAT_USERNAME {
+            " (on Windows, `username` is also the built-in USERNAME: set SMB_USERNAME instead)"
+        } else {
+            ""
+        },
+    };
+    let ok = match (value.split_once('\\'), value.split_once('@')) {
+        (Some((domain, name)), None) => !domain.is_empty() && !name.is_empty(),
+        (None, Some((name, domain))) => !domain.is_empty() && !name.is_empty(),
+        _ => false,
+    };
+    if !ok {
+        return Err(bad());
+    }
+    plain_text(var, &value)?;
+    Ok(value)
+}
+
+fn parse_vdirs(
+    var: &str,
+    text: &str,
+    mappings: &[Mapping],
+) -> Result<Vec<VirtualDirectory>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || ConfigError::BadVirtualDirectory {
+            var: var.into(),
+            entry: entry.into(),
+        };
+        let (path, physical) = entry.split_once('=').ok_or_else(bad)?;
+        let path = path.trim().trim_end_matches('/');
+        let physical = physical.trim();
+        if !path.starts_with('/') || path.len() < 2 || path.contains(['\\', ' ']) {
+            return Err(bad());
+        }
+        let mut chars = physical.chars();
+        let (Some(letter), Some(':')) = (chars.next(), chars.next()) else {
+            return Err(bad());
+        };
+        let drive = parse_drive(var, &letter.to_string()).map_err(|_| bad())?;
+        if !mappings.iter().any(|m| m.drive == drive) {
+            return Err(ConfigError::UnmappedDrive {
+                var: var.into(),
+                path: physical.into(),
+                drive,
+            });
+        }
+        plain_text(var, physical)?;
+        // appcmd wants the drive root with its backslash.
+        let rest = &physical[2..];
+        let physical_path = if rest.is_empty() {
+            format!("{drive}:\\")
+        } else {
+            format!("{drive}:{}", rest.replace('/', "\\"))
+        };
+        out.push(VirtualDirectory {
+            path: path.to_owned(),
+            physical_path,
+        });
+    }
+    Ok(out)
+}
+
+/// Values end up inside single-quoted PowerShell strings and appcmd arguments. Quotes are
+/// escaped there, but control characters and double quotes have no business in a path or a
+/// name, and refusing them keeps the generated commands readable and safe.
+fn plain_text(var: &str, value: &str) -> Result<(), ConfigError> {
+    let reason = if value.chars().any(char::is_control) {
+        Some("a control character")
+    } else if value.contains('"') {
+        Some("a double quote")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ConfigError::Unsafe {
+            var: var.into(),
+            value: value.into(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn seconds(
+    nonempty: &impl Fn(&str) -> Result<Option<String>, ConfigError>,
+    var: &str,
+    default: Duration,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    match nonempty(var)? {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (min..=max).contains(s))
+            .map(Duration::from_secs)
+            .ok_or(ConfigError::BadSeconds {
+                var: var.into(),
+                value: v,
+                min,
+                max,
+            }),
+    }
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::BadBool {
+            var: var.into(),
+            value: value.into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("SMB_SHARE", r"\\fs.example.com\share"),
+        ("SMB_USERNAME", r"EXAMPLE\svc-web"),
+        ("SMB_PASSWORD", "Correct-Horse-9"),
+    ];
+
+    #[test]
+    fn the_usual_task_definition() {
+        let mut env = BASE.to_vec();
+        env.push(("SMB_IIS_VDIRS", r"/content=G:\web"));
+        let c = config(&env).unwrap();
+        assert_eq!(c.mappings.len(), 1);
+        assert_eq!(c.mappings[0].drive, 'G');
+        assert_eq!(c.mappings[0].remote, r"\\fs.example.com\share");
+        assert_eq!(c.mappings[0].unc.server, "fs.example.com");
+        assert!(matches!(&c.username, Source::Env { value, .. } if value == r"EXAMPLE\svc-web"));
+        assert!(
+            matches!(&c.password, Source::Env { var, value } if var == "SMB_PASSWORD" && value.expose() == "Correct-Horse-9")
+        );
+        assert_eq!(
+            c.vdirs,
+            vec![VirtualDirectory {
+                path: "/content".into(),
+                physical_path: r"G:\web".into()
+            }]
+        );
+        assert_eq!(c.site, "Default Web Site");
+        assert_eq!(c.deadline, DEFAULT_DEADLINE);
+        assert!(!c.write_test);
+        assert_eq!(c.port, 445);
+        assert!(!c.credential_vars.iter().any(|v| v == "username"));
+        // The Debug form is what a panic or a stray log would print.
+        assert!(!format!("{c:?}").contains("Correct-Horse-9"));
+    }
+
+    #[test]
+    fn compatibility_names() {
+        let c = config(&[
+            ("fileshare", r"\\fs\share"),
+            ("username", r"EXAMPLE\svc"),
+            ("password", "pw-1"),
+        ])
+        .unwrap();
+        assert!(matches!(&c.password, Source::Env { var, .. } if var == "password"));
+        assert!(matches!(&c.username, Source::Env { var, .. } if var == "username"));
+        assert!(c.credential_vars.iter().any(|v| v == "username"));
+    }
+
+    #[test]
+    fn the_windows_builtin_username_is_not_a_credential() {
+        // SMB_PASSWORD with no SMB_USERNAME: `username` is the container's own user.
+        let e = config(&[
+            ("SMB_SHARE", r"\\fs\share"),
+            ("username", "ContainerAdministrator"),
+            ("SMB_PASSWORD", "x"),
+        ])
+        .unwrap_err();
+        assert_eq!(e, ConfigError::NoUsername);
+    }
+
+    #[test]
+    fn parameters_keep_the_secret_out_of_the_environment() {
+        let c = config(&[
+            ("SMB_SHARE", r"\\fs\share"),
+            ("SMB_USERNAME_PARAMETER", "/app/username"),
+            ("SMB_PASSWORD_PARAMETER", "/app/password"),
+        ])
+        .unwrap();
+        assert_eq!(c.username, Source::Parameter("/app/username".into()));
+        assert_eq!(c.password, Source::Parameter("/app/password".into()));
+    }
+
+    #[test]
+    fn several_mappings() {
+        let c = config(&[
+            ("SMB_MAPPINGS", r"g:=\\fs1\share\web ; H=//fs2/data/"),
+            ("SMB_USERNAME", "svc@example.test"),
+            ("SMB_PASSWORD", "x"),
+            ("SMB_IIS_VDIRS", r"/content/=G:\;/data=h:\reports"),
+        ])
+        .unwrap();
+        let m: Vec<_> = c
+            .mappings
+            .iter()
+            .map(|m| (m.local(), m.remote.clone()))
+            .collect();
+        assert_eq!(
+            m,
+            vec![
+                ("G:".to_string(), r"\\fs1\share\web".to_string()),
+                ("H:".to_string(), r"\\fs2\data".to_string())
+            ]
+        );
+        assert_eq!(c.vdirs[0].path, "/content");
+        assert_eq!(c.vdirs[0].physical_path, r"G:\");
+        assert_eq!(c.vdirs[1].physical_path, r"H:\reports");
+    }
+
+    #[test]
+    fn each_error_names_the_variable() {
+        let with = |k: &'static str, v: &'static str| {
+            let mut env: Vec<_> = BASE.iter().copied().filter(|(n, _)| *n != k).collect();
+            env.push((k, v));
+            config(&env).unwrap_err().to_string()
+        };
+        assert!(with("SMB_SHARE", "fs/share").starts_with("SMB_SHARE: "));
+        assert!(with("SMB_DRIVE", "C:").contains("SMB_DRIVE"));
+        assert!(with("SMB_DRIVE", "GH").contains("drive letter"));
+        assert!(with("SMB_USERNAME", "svc").contains("DOMAIN\\name"));
+        assert!(with("SMB_DEADLINE_SECONDS", "0").contains("SMB_DEADLINE_SECONDS"));
+        assert!(with("SMB_PORT", "70000").contains("SMB_PORT"));
+        assert!(with("SMB_WRITE_TEST", "maybe").contains("SMB_WRITE_TEST"));
+        assert!(with("SMB_IIS_VDIRS", r"content=G:\x").contains("/content=G:\\content"));
+        assert!(with("SMB_IIS_VDIRS", r"/x=K:\x").contains("drive K:"));
+        assert!(with("SMB_SHARE", "\\\\fs\\sh\"are").contains("double quote"));
+        assert!(with("SMB_PASSWORD", "").contains("SMB_PASSWORD is empty"));
+        assert_eq!(
+            config(&BASE[1..]).unwrap_err(),
+            ConfigError::NoShare,
+            "no share"
+        );
+        assert_eq!(config(&BASE[..2]).unwrap_err(), ConfigError::NoPassword);
+        let mut both = BASE.to_vec();
+        both.push(("SMB_MAPPINGS", r"H:=\\fs\x"));
+        assert_eq!(config(&both).unwrap_err(), ConfigError::ShareAndMappings);
+        let dup = config(&[
+            ("SMB_MAPPINGS", r"G:=\\a\b;g:=\\c\d"),
+            ("SMB_USERNAME", r"E\x"),
+            ("SMB_PASSWORD", "x"),
+        ])
+        .unwrap_err();
+        assert!(matches!(
+            dup,
+            ConfigError::DuplicateDrive { drive: 'G', .. }
+        ));
+    }
+}

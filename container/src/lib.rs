@@ -1,0 +1,229 @@
+//! The Windows container's entrypoint for fargate-smb.
+//!
+//! `fargate-smb-mount.exe -- C:\ServiceMonitor.exe w3svc` reads the share and credential from
+//! the environment (or SSM), proves the share usable, maps it with `New-SmbGlobalMapping`, adds
+//! the IIS virtual directories, then runs the main process with the credential removed from its
+//! environment and exits with its exit code. `doctor` runs the checks alone; `--plan` prints
+//! the Windows commands a start would run.
+
+pub mod actions;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod doctor;
+pub mod mount;
+pub mod preflight;
+pub mod supervise;
+
+use crate::cli::Mode;
+use crate::config::Config;
+use crate::doctor::ms;
+use crate::preflight::Credential;
+use std::time::Instant;
+
+/// Exit codes of the entrypoint itself; any other code is the main process's.
+pub mod exit {
+    pub const USAGE_OR_CONFIG: i32 = 2;
+    pub const PREFLIGHT: i32 = 3;
+    pub const MOUNT: i32 = 4;
+    pub const MAIN_PROCESS_START: i32 = 5;
+}
+
+pub async fn main(args: Vec<String>, started: Instant) -> i32 {
+    let mode = match cli::parse(&args) {
+        Ok(mode) => mode,
+        Err(message) => {
+            eprintln!("{message}\n\n{}", cli::USAGE);
+            return exit::USAGE_OR_CONFIG;
+        }
+    };
+    match mode {
+        Mode::Help => {
+            println!("{}", cli::USAGE);
+            0
+        }
+        Mode::Version => {
+            println!("fargate-smb-mount {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Mode::Plan { json, main } => plan(json, &main),
+        Mode::Doctor { wait } => doctor(wait).await,
+        Mode::Run { main } => start(&main, started).await,
+    }
+}
+
+fn init_logging(level: tracing::Level, stdout: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false);
+    // Our own lines only: the SMB, NTLM and SDK crates log at INFO about every round trip.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::WARN)
+        .with_target("fargate_smb_mount", level);
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = if stdout {
+        registry.with(json.with_writer(std::io::stdout)).try_init()
+    } else {
+        registry.with(json.with_writer(std::io::stderr)).try_init()
+    };
+}
+
+fn plan(json: bool, main: &[String]) -> i32 {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return exit::USAGE_OR_CONFIG;
+        }
+    };
+    // The plan never reads SSM: it names where the user name would come from instead.
+    let username = match &config.username {
+        config::Source::Env { value, .. } => value.clone(),
+        config::Source::Parameter(name) => format!("<from SSM parameter {name}>"),
+    };
+    let plan = actions::plan(&config, &username, main);
+    if json {
+        match serde_json::to_string_pretty(&plan) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("could not print the plan: {e}");
+                return 1;
+            }
+        }
+    } else {
+        print!("{}", cli::render_plan(&plan, &config));
+    }
+    0
+}
+
+async fn doctor(wait: bool) -> i32 {
+    init_logging(tracing::Level::WARN, false);
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("fargate-smb doctor\n  FAIL  configuration          [config] {e}");
+            return exit::USAGE_OR_CONFIG;
+        }
+    };
+    let credential = match credentials::resolve(&config).await {
+        Ok(c) => c,
+        Err(e) => {
+            println!("fargate-smb doctor\n  FAIL  credential             [credential] {e}");
+            return exit::PREFLIGHT;
+        }
+    };
+    let results = doctor::run(
+        &config,
+        &Credential {
+            username: &credential.username,
+            password: &credential.password,
+        },
+        wait,
+    )
+    .await;
+    let (text, ok) = doctor::report(&config, &results);
+    print!("{text}");
+    if ok { 0 } else { exit::PREFLIGHT }
+}
+
+async fn start(main: &[String], started: Instant) -> i32 {
+    init_logging(tracing::Level::INFO, true);
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(code = "config", error = %e, "configuration error; the task stops");
+            return exit::USAGE_OR_CONFIG;
+        }
+    };
+    let deadline = Instant::now() + config.deadline;
+    tracing::info!(
+        mappings = ?config.mappings.iter().map(|m| format!("{}={}", m.local(), m.remote)).collect::<Vec<_>>(),
+        username_from = %config.username.describe(),
+        password_from = %config.password.describe(),
+        deadline_s = config.deadline.as_secs(),
+        "starting"
+    );
+    let credential = match credentials::resolve(&config).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(code = "credential", error = %e, "could not read the credential; the task stops");
+            return exit::PREFLIGHT;
+        }
+    };
+    let check = Credential {
+        username: &credential.username,
+        password: &credential.password,
+    };
+    for mapping in &config.mappings {
+        match preflight::until_ready(&config, mapping, &check, deadline).await {
+            Ok(attempt) => tracing::info!(
+                drive = %mapping.local(),
+                remote = %mapping.remote,
+                elapsed_ms = ms(attempt.elapsed()),
+                "preflight passed"
+            ),
+            Err(attempt) => {
+                if let Some((check, e)) = attempt.failure() {
+                    tracing::error!(
+                        drive = %mapping.local(),
+                        remote = %mapping.remote,
+                        check = ?check,
+                        code = preflight::code(e),
+                        error = %e,
+                        "preflight failed until the deadline; the task stops"
+                    );
+                }
+                return exit::PREFLIGHT;
+            }
+        }
+    }
+
+    // From here on, every child gets the environment without the credential.
+    let env = supervise::child_env(
+        std::env::vars_os(),
+        &config.credential_vars,
+        Some(&credential.password),
+    );
+    if let Err(e) = mount::map_all(&config, &credential.username, &credential.password, &env).await
+    {
+        tracing::error!(code = "mapping", error = %e, "the task stops");
+        return exit::MOUNT;
+    }
+    if let Err(e) = mount::virtual_directories(&config, &credential.password, &env).await {
+        tracing::error!(code = "virtual_directory", error = %e, "the task stops");
+        return exit::MOUNT;
+    }
+    drop(credential);
+
+    if main.is_empty() {
+        tracing::info!("no main process after --: mapped, exiting");
+        return 0;
+    }
+    let child = match supervise::spawn_main(main, &env) {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::error!(code = "main_process", error = %e, "the task stops");
+            return exit::MAIN_PROCESS_START;
+        }
+    };
+    tracing::info!(
+        pid = child.id(),
+        program = %main[0],
+        since_start_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "main process started"
+    );
+    match supervise::wait_main(child).await {
+        Ok(code) => {
+            tracing::info!(exit_code = code, "main process exited");
+            code
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "lost the main process");
+            1
+        }
+    }
+}
