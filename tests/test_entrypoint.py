@@ -373,3 +373,31 @@ def test_stop_signals_are_forwarded_to_the_main_process(tmp_path, user, sig):
     assert proc.returncode == 42, stdout
     forwarded = [e for e in json_lines(stdout) if e["message"].startswith("forwarding")]
     assert forwarded and forwarded[0]["signal"] == sig.name
+
+
+def test_console_ctrl_c_does_not_cut_the_main_process_short_windows(tmp_path, user):
+    """Under Wine a SIGINT to the entrypoint becomes a CTRL_C_EVENT for its console handler. The
+    handler must keep the entrypoint alive until the main process exits, and the exit code must
+    still be the main process's."""
+    build = Build("windows", tmp_path)
+    env = {**build.base_env, "SMB_POWERSHELL": build.fake_tool, "SMB_APPCMD": build.fake_tool, **share_env(user)}
+    proc = subprocess.Popen([*build.argv, "--", "cmd", "/c", "ping -n 4 127.0.0.1 >nul & exit 9"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if '"main process started"' in line:
+                break
+        assert any('"main process started"' in line for line in lines), "".join(lines)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    logs = json_lines("".join(lines) + rest)
+    events = [e for e in logs if e["message"].startswith("console control event")]
+    assert events and events[0]["event"] == "ctrl_c", logs
+    exited = next(e for e in logs if e["message"] == "main process exited")
+    assert proc.returncode == exited["exit_code"], (proc.returncode, exited)

@@ -220,7 +220,23 @@ mod windows {
     /// default and at most 120 s).
     const GRACE_MS: u32 = 120_000;
 
+    fn name(event: u32) -> &'static str {
+        match event {
+            CTRL_C_EVENT => "ctrl_c",
+            CTRL_BREAK_EVENT => "ctrl_break",
+            CTRL_CLOSE_EVENT => "close",
+            CTRL_LOGOFF_EVENT => "logoff",
+            CTRL_SHUTDOWN_EVENT => "shutdown",
+            _ => "other",
+        }
+    }
+
     unsafe extern "system" fn handler(event: u32) -> i32 {
+        // Windows runs this on a thread of its own, so logging here is safe.
+        tracing::info!(
+            event = name(event),
+            "console control event; the main process receives it too, waiting for it to exit"
+        );
         match event {
             CTRL_C_EVENT | CTRL_BREAK_EVENT => TRUE,
             CTRL_CLOSE_EVENT | CTRL_LOGOFF_EVENT | CTRL_SHUTDOWN_EVENT => {
