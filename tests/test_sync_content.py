@@ -425,3 +425,24 @@ def test_sample_events_parse(fn):
             assert body["batchItemFailures"] == []
         else:
             assert body["ignored"] == 1 and body["copied"] == 0, body
+
+
+def test_eventbridge_events_through_the_queue_and_unreadable_bodies_go_to_the_dlq(fn, s3, bucket, folder, smb):
+    """The template's wiring: EventBridge rules target the SQS queue, so each message body is an
+    EventBridge event. A body that is neither that nor S3 notification records is returned as a
+    batch failure, so the queue's redrive policy parks it in the dead-letter queue."""
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    put = b.put(f"{PREFIX}via queue/page.html", b"<p>through EventBridge and SQS</p>")
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    base = {"receiptHandle": "h", "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sync", "awsRegion": "us-east-1"}
+    payload = {"Records": [
+        {**base, "messageId": ids[0], "body": json.dumps(eventbridge(bucket, put))},
+        {**base, "messageId": ids[1], "body": "{\"not\": \"an event\"}"},
+    ]}
+    status, body = runtime.invoke(payload)
+    assert status == "response", body
+    assert body == {"batchItemFailures": [{"itemIdentifier": ids[1]}]}
+    assert share_files(smb, folder) == {"via queue/page.html": b"<p>through EventBridge and SQS</p>"}
+    assert "returned for the dead-letter queue" in bootstrap.output()

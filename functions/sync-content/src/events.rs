@@ -1,6 +1,7 @@
 //! What an invocation carries, parsed and checked before anything touches the share: S3 events
-//! delivered by EventBridge (`Object Created` / `Object Deleted`), S3 notification records in an
-//! SQS batch (also SNS-wrapped, and delivered to Lambda directly), or a reconcile request.
+//! delivered by EventBridge (`Object Created` / `Object Deleted`), directly or through an SQS
+//! queue that an EventBridge rule targets; S3 notification records in an SQS batch (also
+//! SNS-wrapped, and delivered to Lambda directly); or a reconcile request.
 //!
 //! Keys in S3 notification records are URL-encoded (`+` is a space, `%XX` a byte of UTF-8);
 //! they are decoded here with the same decoder the listing uses. Sequencers are normalized so
@@ -145,7 +146,9 @@ pub fn parse(payload: &Value, decoding: Decoding) -> Result<Invocation, UnknownI
             .and_then(|r| r.get("eventSource"))
             .and_then(Value::as_str);
         return match source {
-            Some("aws:sqs") => Ok(Invocation::Sqs(records.iter().map(sqs_message).collect())),
+            Some("aws:sqs") => Ok(Invocation::Sqs(
+                records.iter().map(|m| sqs_message(m, decoding)).collect(),
+            )),
             Some("aws:s3") => Ok(Invocation::S3(records.iter().map(s3_record).collect())),
             None if records.is_empty() => Ok(Invocation::Sqs(Vec::new())),
             other => Err(UnknownInvocation(format!(
@@ -234,15 +237,15 @@ fn s3_record(r: &Value) -> Result<Option<ObjectEvent>, EventError> {
     }))
 }
 
-fn sqs_message(m: &Value) -> SqsMessage {
+fn sqs_message(m: &Value, decoding: Decoding) -> SqsMessage {
     let id = text(m, &["messageId"]).unwrap_or_default().to_owned();
     SqsMessage {
-        events: sqs_body(m),
+        events: sqs_body(m, decoding),
         id,
     }
 }
 
-fn sqs_body(m: &Value) -> Result<Vec<ObjectEvent>, EventError> {
+fn sqs_body(m: &Value, decoding: Decoding) -> Result<Vec<ObjectEvent>, EventError> {
     let body = text(m, &["body"]).ok_or(EventError::Missing("body"))?;
     let mut body: Value =
         serde_json::from_str(body).map_err(|e| EventError::BadBody(e.to_string()))?;
@@ -251,6 +254,11 @@ fn sqs_body(m: &Value) -> Result<Vec<ObjectEvent>, EventError> {
         && let Some(message) = body.get("Message").and_then(Value::as_str)
     {
         body = serde_json::from_str(message).map_err(|e| EventError::BadBody(e.to_string()))?;
+    }
+    // An EventBridge rule whose target is the queue: the body is the event itself.
+    if body.get("source").and_then(Value::as_str) == Some("aws.s3") && body.get("detail").is_some()
+    {
+        return Ok(eventbridge(&body, decoding)?.into_iter().collect());
     }
     // The message S3 sends when a notification is configured: nothing to do.
     if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
@@ -292,6 +300,25 @@ mod tests {
         for bad in ["", "xyz", "12 34", &"F".repeat(SEQUENCER_WIDTH + 1)] {
             assert!(Sequencer::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn eventbridge_events_through_an_sqs_queue() {
+        let d = Decoding::default();
+        let created = eventbridge_event("Object Created", "site/a%20b.txt");
+        let other = eventbridge_event("Object Restore Completed", "site/x");
+        let payload = json!({"Records": [
+            {"messageId": "m1", "eventSource": "aws:sqs", "body": created.to_string()},
+            {"messageId": "m2", "eventSource": "aws:sqs", "body": other.to_string()},
+        ]});
+        let Invocation::Sqs(messages) = parse(&payload, d).unwrap() else {
+            panic!("not an SQS batch")
+        };
+        let events = messages[0].events.as_ref().unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].key, "site/a b.txt");
+        assert!(matches!(events[0].change, Change::Put { .. }));
+        assert_eq!(messages[1].events, Ok(Vec::new()));
     }
 
     fn eventbridge_event(detail_type: &str, key: &str) -> Value {

@@ -114,8 +114,10 @@ impl Function {
     }
 
     /// An SQS batch: only the messages holding a failed record are returned as
-    /// `batchItemFailures`, so only they are retried. Rejected keys and malformed bodies never
-    /// succeed on retry: they are logged (by name) and not returned.
+    /// `batchItemFailures`, so only they are retried. Rejected keys never succeed on retry: they
+    /// are logged (by name) and not returned. A body that cannot be read at all is returned, so
+    /// that the queue's redrive policy moves it to the dead-letter queue for a person to look
+    /// at, instead of the change being lost without a trace.
     async fn sqs(&self, messages: Vec<events::SqsMessage>) -> Value {
         let mut events: Vec<ObjectEvent> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
@@ -128,13 +130,13 @@ impl Function {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(message_id = %m.id, error = %e, "message cannot be used; dropped")
+                    tracing::error!(message_id = %m.id, error = %e, "message cannot be used; returned for the dead-letter queue")
                 }
             }
         }
         let outcomes = self.syncer.apply_all(&events).await;
         let mut report = EventReport::default();
-        let mut failed = vec![false; messages.len()];
+        let mut failed: Vec<bool> = messages.iter().map(|m| m.events.is_err()).collect();
         for ((e, o), &i) in events.iter().zip(&outcomes).zip(&owner) {
             report.add(&e.key, o);
             if matches!(o, Outcome::Failed(_)) {

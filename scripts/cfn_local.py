@@ -1,0 +1,458 @@
+"""A small local CloudFormation for the demo: reads cloudformation/template.yaml (short-form tags
+included), applies SAM's Globals to the functions, checks the parameters against the template
+(AllowedPattern, AllowedValues, MinValue/MaxValue, Rules), evaluates Conditions and resolves the
+intrinsic functions of the parts the demo drives: each Custom:: resource's Properties, each
+function's Environment, the task definition's container Environment/Secrets, the rules and
+schedules that invoke the functions.
+
+What it does not do: deploy anything. References to other resources are answered by a table the
+caller fills (`Stack.resources[logical_id] = Resolved(ref, attrs)`): the custom resources' answers
+(PhysicalResourceId and Data) and the local stand-ins (moto's KMS key, bucket, table...). A
+reference to a resource that has no entry yet raises `Unresolved`, naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+# ── the template, with CloudFormation's short-form tags ──────────────────────────────────────
+
+SHORT_TAGS = ["Ref", "Condition", "GetAtt", "Sub", "Join", "If", "Select", "Split", "Equals", "Not", "And", "Or",
+              "FindInMap", "ImportValue", "Base64", "GetAZs", "Cidr", "Length", "ToJsonString", "Transform"]
+
+
+class TemplateLoader(yaml.SafeLoader):
+    """YAML as CloudFormation reads it: `!Ref X` is {"Ref": X}, `!GetAtt A.B` is
+    {"Fn::GetAtt": ["A", "B"]}, `!Condition C` is {"Condition": C}, `!Sub ...` is {"Fn::Sub": ...}."""
+
+
+def _construct(loader: TemplateLoader, tag: str, node: yaml.Node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag == "Ref":
+        return {"Ref": value}
+    if tag == "Condition":
+        return {"Condition": value}
+    if tag == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag}": value}
+
+
+for _tag in SHORT_TAGS:
+    TemplateLoader.add_constructor(f"!{_tag}", lambda loader, node, _t=_tag: _construct(loader, _t, node))
+
+
+def load_template(path: Path) -> dict:
+    with open(path) as f:
+        template = yaml.load(f, Loader=TemplateLoader)  # noqa: S506 - a SafeLoader subclass
+    apply_sam_globals(template)
+    return template
+
+
+def apply_sam_globals(template: dict) -> None:
+    """SAM's Globals.Function: properties a function does not set come from Globals; the
+    Environment.Variables maps are merged (the function's win), as SAM does."""
+    defaults = (template.get("Globals") or {}).get("Function") or {}
+    for resource in (template.get("Resources") or {}).values():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource.setdefault("Properties", {})
+        for key, value in defaults.items():
+            if key not in props:
+                props[key] = value
+            elif key == "Environment":
+                merged = dict((value.get("Variables") or {}))
+                merged.update((props[key].get("Variables") or {}))
+                props[key] = {"Variables": merged}
+            elif key == "Tags" and isinstance(value, dict) and isinstance(props[key], dict):
+                props[key] = {**value, **props[key]}
+
+
+# ── resolution ──────────────────────────────────────────────────────────────────────────────
+
+class Unresolved(Exception):
+    """A reference the local stack cannot answer (yet): names what and where."""
+
+
+NO_VALUE = object()
+
+
+@dataclass
+class Resolved:
+    """What `Ref` and `Fn::GetAtt` return for one resource."""
+
+    ref: str
+    attrs: dict = field(default_factory=dict)
+    kind: str = ""  # "custom", "function", "stand-in"
+
+
+def references(value, conditions: dict | None = None) -> set[str]:
+    """Logical ids referenced by Ref / GetAtt / Sub in `value` (pseudo-parameters excluded).
+    With `conditions` (the evaluated ones), only the taken branch of each Fn::If counts."""
+    found: set[str] = set()
+
+    def walk(v):
+        if isinstance(v, dict):
+            if len(v) == 1:
+                (k, arg), = v.items()
+                if k == "Ref" and isinstance(arg, str):
+                    if not arg.startswith("AWS::"):
+                        found.add(arg)
+                    return
+                if k == "Fn::GetAtt":
+                    parts = arg if isinstance(arg, list) else str(arg).split(".", 1)
+                    found.add(parts[0])
+                    return
+                if k == "Fn::Sub":
+                    text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+                    for name in re.findall(r"\$\{([^!}][^}]*)\}", text):
+                        head = name.split(".", 1)[0]
+                        if head not in variables and not name.startswith("AWS::"):
+                            found.add(head)
+                    walk(variables)
+                    return
+                if k == "Fn::If" and conditions is not None:
+                    name, yes, no = arg
+                    walk(yes if conditions.get(name) else no)
+                    return
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+
+    walk(value)
+    return found
+
+
+class Stack:
+    """The template, its parameters and conditions, and what each logical id resolves to."""
+
+    def __init__(self, template: dict, parameters: dict, stack_name: str, region: str = "us-east-1",
+                 account: str = "123456789012", imports: dict | None = None):
+        self.template = template
+        self.stack_name = stack_name
+        self.region = region
+        self.account = account
+        self.imports = imports or {}
+        self.stack_id = f"arn:aws:cloudformation:{region}:{account}:stack/{stack_name}/4f1c2a7e-0000-4000-8000-000000000001"
+        self.resources: dict[str, Resolved] = {}
+        self.set_parameters(parameters)
+
+    # ── parameters, rules, conditions ──
+    def set_parameters(self, given: dict) -> None:
+        declared = self.template.get("Parameters") or {}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise Unresolved(f"the parameters file names parameters the template does not declare: {', '.join(unknown)}")
+        values: dict = {}
+        problems = []
+        for name, spec in declared.items():
+            if name in given:
+                raw = given[name]
+            elif "Default" in spec:
+                raw = spec["Default"]
+            else:
+                problems.append(f"{name}: required (no Default in the template): add it to the parameters file")
+                continue
+            typ = spec.get("Type", "String")
+            if typ == "CommaDelimitedList" or typ.startswith("List<"):
+                items = raw if isinstance(raw, list) else [s.strip() for s in str(raw).split(",")] if str(raw) else []
+                values[name] = [str(i) for i in items]
+                checked = values[name]
+            else:
+                values[name] = str(raw).lower() if isinstance(raw, bool) else str(raw)
+                checked = [values[name]]
+            for item in checked:
+                if "AllowedValues" in spec and item not in [str(a) for a in spec["AllowedValues"]]:
+                    problems.append(f"{name}: {item!r} is not one of {spec['AllowedValues']}")
+                if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], item):
+                    problems.append(f"{name}: {item!r} does not match AllowedPattern {spec['AllowedPattern']}")
+                if typ == "Number":
+                    try:
+                        n = float(item)
+                    except ValueError:
+                        problems.append(f"{name}: {item!r} is not a number")
+                        continue
+                    if "MinValue" in spec and n < float(spec["MinValue"]) or "MaxValue" in spec and n > float(spec["MaxValue"]):
+                        problems.append(f"{name}: {item} is outside {spec.get('MinValue')}..{spec.get('MaxValue')}")
+        if problems:
+            raise Unresolved("parameters rejected as CloudFormation would reject them:\n  " + "\n  ".join(problems))
+        self.parameters = values
+        self.conditions: dict[str, bool] = {}
+        for name in (self.template.get("Conditions") or {}):
+            self.condition(name)
+        self.check_rules()
+
+    def condition(self, name: str) -> bool:
+        if name not in self.conditions:
+            spec = (self.template.get("Conditions") or {}).get(name)
+            if spec is None:
+                raise Unresolved(f"Condition {name} is not declared in the template")
+            self.conditions[name] = bool(self.resolve(spec, f"Conditions.{name}"))
+        return self.conditions[name]
+
+    def check_rules(self) -> None:
+        failed = []
+        for name, rule in (self.template.get("Rules") or {}).items():
+            if "RuleCondition" in rule and not self.resolve(rule["RuleCondition"], f"Rules.{name}"):
+                continue
+            for assertion in rule.get("Assertions", []):
+                if not self.resolve(assertion["Assert"], f"Rules.{name}"):
+                    failed.append(f"{name}: {assertion.get('AssertDescription', 'assertion failed')}")
+        if failed:
+            raise Unresolved("the template's Rules reject the parameters:\n  " + "\n  ".join(failed))
+
+    # ── resources ──
+    def resource(self, logical_id: str) -> dict:
+        r = (self.template.get("Resources") or {}).get(logical_id)
+        if r is None:
+            raise Unresolved(f"{logical_id} is not a resource of the template")
+        return r
+
+    def included(self, logical_id: str) -> bool:
+        """Whether the resource exists under the parameters (its Condition)."""
+        cond = self.resource(logical_id).get("Condition")
+        return cond is None or self.condition(cond)
+
+    def of_type(self, prefix: str) -> list[str]:
+        return [lid for lid, r in (self.template.get("Resources") or {}).items()
+                if str(r.get("Type", "")).startswith(prefix) and self.included(lid)]
+
+    def depends_on(self, logical_id: str, part=None) -> set[str]:
+        """What a resource needs before it: DependsOn and the references in `part` (default: its
+        Properties), the untaken Fn::If branches excluded."""
+        r = self.resource(logical_id)
+        deps = r.get("DependsOn") or []
+        deps = {deps} if isinstance(deps, str) else set(deps)
+        body = r.get("Properties") or {} if part is None else part
+        return (deps | references(body, self.conditions)) - set(self.parameters)
+
+    # ── intrinsic functions ──
+    def resolve(self, value, where: str = ""):
+        """Resolve every intrinsic in `value`; AWS::NoValue drops the key or list item. Raises
+        Unresolved naming `where` and the reference."""
+        out = self._resolve(value, where)
+        return None if out is NO_VALUE else out
+
+    def _pseudo(self, name: str, where: str):
+        pseudo = {
+            "AWS::StackName": self.stack_name, "AWS::StackId": self.stack_id, "AWS::Region": self.region,
+            "AWS::AccountId": self.account, "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NotificationARNs": [], "AWS::NoValue": NO_VALUE,
+        }
+        if name not in pseudo:
+            raise Unresolved(f"{where}: unknown pseudo parameter {name}")
+        return pseudo[name]
+
+    def ref(self, name: str, where: str):
+        if name.startswith("AWS::"):
+            return self._pseudo(name, where)
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.resources:
+            return self.resources[name].ref
+        kind = self.resource(name).get("Type")
+        raise Unresolved(f"{where}: Ref {name} ({kind}) has no local value: it is neither a parameter nor a resource "
+                         f"the local stack made (add a stand-in for {kind} or avoid the reference)")
+
+    def getatt(self, name: str, attr: str, where: str):
+        if name not in self.resources:
+            kind = self.resource(name).get("Type")
+            raise Unresolved(f"{where}: Fn::GetAtt {name}.{attr} ({kind}): {name} has no local value yet "
+                             f"(not created, or no stand-in for {kind})")
+        attrs = self.resources[name].attrs
+        if attr not in attrs:
+            raise Unresolved(f"{where}: Fn::GetAtt {name}.{attr}: {name} has no attribute {attr} "
+                             f"(it has: {', '.join(sorted(attrs)) or 'none'})")
+        return attrs[attr]
+
+    def _resolve(self, v, where: str):
+        if isinstance(v, list):
+            out = [self._resolve(i, where) for i in v]
+            return [i for i in out if i is not NO_VALUE]
+        if not isinstance(v, dict):
+            return v
+        if len(v) == 1:
+            (k, arg), = v.items()
+            if k == "Ref":
+                return self.ref(arg, where)
+            if k == "Condition" and isinstance(arg, str):
+                return self.condition(arg)
+            if k.startswith("Fn::"):
+                return self._fn(k[4:], arg, where)
+        out = {}
+        for key, item in v.items():
+            r = self._resolve(item, f"{where}.{key}" if where else key)
+            if r is not NO_VALUE:
+                out[key] = r
+        return out
+
+    def _fn(self, fn: str, arg, where: str):
+        r = lambda x: self._resolve(x, where)  # noqa: E731
+        if fn == "GetAtt":
+            parts = arg if isinstance(arg, list) else str(arg).split(".", 1)
+            return self.getatt(r(parts[0]), r(parts[1]), where)
+        if fn == "Sub":
+            text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], {k: r(x) for k, x in arg[1].items()})
+
+            def one(m):
+                name = m.group(1)
+                if name.startswith("!"):
+                    return "${" + name[1:] + "}"
+                if name in variables:
+                    value = variables[name]
+                elif "." in name and not name.startswith("AWS::"):
+                    value = self.getatt(*name.split(".", 1), where)
+                else:
+                    value = self.ref(name, where)
+                if isinstance(value, list):
+                    raise Unresolved(f"{where}: Fn::Sub ${{{name}}} is a list")
+                return str(value)
+
+            return re.sub(r"\$\{([^}]*)\}", one, text)
+        if fn == "Join":
+            sep, items = arg
+            return r(sep).join(str(i) for i in r(items))
+        if fn == "If":
+            name, yes, no = arg
+            return r(yes) if self.condition(name) else r(no)
+        if fn == "Select":
+            index, items = r(arg[0]), r(arg[1])
+            return items[int(index)]
+        if fn == "Split":
+            sep, text = r(arg[0]), r(arg[1])
+            return str(text).split(sep)
+        if fn == "Equals":
+            a, b = r(arg[0]), r(arg[1])
+            norm = lambda x: x if isinstance(x, list) else as_cloudformation_sends(x)  # noqa: E731
+            return norm(a) == norm(b)
+        if fn == "Not":
+            return not r(arg[0])
+        if fn == "And":
+            return all(r(a) for a in arg)
+        if fn == "Or":
+            return any(r(a) for a in arg)
+        if fn == "FindInMap":
+            m, k1, k2 = (r(a) for a in arg)
+            try:
+                return self.template["Mappings"][m][k1][k2]
+            except KeyError:
+                raise Unresolved(f"{where}: Fn::FindInMap [{m}, {k1}, {k2}] is not in Mappings") from None
+        if fn == "ImportValue":
+            name = r(arg)
+            if name not in self.imports:
+                raise Unresolved(f"{where}: Fn::ImportValue {name}: no such export (add it under Imports in the parameters file)")
+            return self.imports[name]
+        if fn == "Base64":
+            return base64.b64encode(str(r(arg)).encode()).decode()
+        if fn == "GetAZs":
+            return [f"{self.region}{z}" for z in "abc"]
+        if fn == "Length":
+            return len(r(arg))
+        if fn == "ToJsonString":
+            return json.dumps(r(arg), separators=(",", ":"))
+        raise Unresolved(f"{where}: Fn::{fn} is not supported by the local stack")
+
+
+def as_cloudformation_sends(value):
+    """Custom resource properties as CloudFormation delivers them: every scalar a string."""
+    if isinstance(value, dict):
+        return {k: as_cloudformation_sends(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_cloudformation_sends(v) for v in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def topological(nodes: list[str], deps: dict[str, set[str]]) -> list[str]:
+    """Order `nodes` so that each comes after what it depends on (ties in template order);
+    dependencies outside `nodes` are ignored. A cycle is an error naming it."""
+    order, state = [], {}
+
+    def visit(n, path):
+        if state.get(n) == "done":
+            return
+        if state.get(n) == "visiting":
+            raise Unresolved("circular dependency: " + " -> ".join(path + [n]))
+        state[n] = "visiting"
+        for d in sorted(deps.get(n, set()) & set(nodes), key=nodes.index):
+            visit(d, path + [n])
+        state[n] = "done"
+        order.append(n)
+
+    for n in nodes:
+        visit(n, [])
+    return order
+
+
+def pattern_matches(pattern, event) -> bool:
+    """An EventBridge event pattern against an event: exact values, {"prefix": ...},
+    {"exists": bool}, {"anything-but": ...} and nested objects (enough for S3 rules)."""
+    if isinstance(pattern, dict):
+        if not isinstance(event, dict):
+            return False
+        return all(pattern_matches(p, event.get(k, _MISSING)) for k, p in pattern.items())
+    if isinstance(pattern, list):
+        for p in pattern:
+            if isinstance(p, dict):
+                if "prefix" in p and isinstance(event, str) and event.startswith(p["prefix"]):
+                    return True
+                if "exists" in p and (event is not _MISSING) == bool(p["exists"]):
+                    return True
+                if "anything-but" in p:
+                    but = p["anything-but"] if isinstance(p["anything-but"], list) else [p["anything-but"]]
+                    if event is not _MISSING and event not in but:
+                        return True
+            elif event is not _MISSING and (event == p or (isinstance(event, list) and p in event)):
+                return True
+        return False
+    return event == pattern
+
+
+_MISSING = object()
+
+
+def json_path(event: dict, path: str):
+    """EventBridge's InputPath / InputPathsMap paths: `$`, `$.a.b`."""
+    if path == "$":
+        return event
+    v = event
+    for part in path.removeprefix("$.").split("."):
+        if not isinstance(v, dict) or part not in v:
+            return None
+        v = v[part]
+    return v
+
+
+def target_input(target: dict, event: dict) -> str:
+    """What an EventBridge target receives: Input, InputPath or InputTransformer, else the event."""
+    if "Input" in target:
+        return target["Input"]
+    if "InputPath" in target:
+        return json.dumps(json_path(event, target["InputPath"]))
+    if "InputTransformer" in target:
+        t = target["InputTransformer"]
+        values = {k: json_path(event, p) for k, p in (t.get("InputPathsMap") or {}).items()}
+
+        def fill(m):
+            value = values.get(m.group(1))
+            if value is None:
+                return "null"
+            return value if isinstance(value, str) else json.dumps(value)
+
+        return re.sub(r"<([A-Za-z0-9_.-]+)>", fill, t["InputTemplate"])
+    return json.dumps(event)
