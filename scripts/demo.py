@@ -816,8 +816,9 @@ class Demo:
         r, w, lcf = self.report, self.witness, self.lcf
         r.phase("The container's preflight (what a Fargate task would do first)", """The task definition's container Environment and Secrets,
             resolved from the template, are given to target/debug/fargate-smb-mount (the Linux build of the entrypoint):
-            first as ECS gives them (the Secrets' SSM values injected as SMB_USERNAME/SMB_PASSWORD), then as
-            SMB_*_PARAMETER so the entrypoint reads SSM itself; `doctor` runs the preflight, `--plan` prints the Windows
+            first as ECS gives them (the Secrets' SSM values injected as SMB_USERNAME/SMB_PASSWORD), then as the template
+            gives them with CredentialDelivery=task-role (SMB_*_PARAMETER: the entrypoint reads SSM itself, the password
+            never enters the container's environment); `doctor` runs the preflight, `--plan` prints the Windows
             commands a start would run (New-SmbGlobalMapping, the IIS virtual directory).""")
         container = {}
 
@@ -850,10 +851,25 @@ class Demo:
             lines = [ln for ln in out.stdout.splitlines() if ln.strip()][-5:]
             return check(out.returncode == 0 and "every check passed" in out.stdout, "passed", f"exit {out.returncode}", lines)
 
+        def task_role_container() -> dict:
+            # The same template with CredentialDelivery=task-role: its Conditions drop the Secrets
+            # and give the entrypoint the parameters' names instead.
+            saved = dict(self.lcf.stack.parameters)
+            self.lcf.stack.set_parameters({**saved, "CredentialDelivery": "task-role"})
+            try:
+                return self.task_container()
+            finally:
+                self.lcf.stack.set_parameters(saved)
+
         def ssm_parameters():
-            env = {**base, **aws_env}
-            for s in container.get("Secrets", []):
-                env[f"{s['Name']}_PARAMETER"] = ssm_name(s["ValueFrom"])
+            alt = task_role_container()
+            if alt.get("Secrets"):
+                return Result(False, "Secrets", ["CredentialDelivery=task-role still gives the container Secrets"])
+            env = {e["Name"]: str(e["Value"]) for e in alt.get("Environment", [])}
+            env.update(self.settings.get("ContainerEnvironment", {}))
+            env.update(aws_env)
+            if "SMB_PASSWORD_PARAMETER" not in env:
+                return Result(False, "no SMB_PASSWORD_PARAMETER", sorted(env))
             out = run(["doctor"], env)
             lines = [ln for ln in out.stdout.splitlines() if "SSM parameter" in ln or "passed" in ln][:3]
             return check(out.returncode == 0 and "every check passed" in out.stdout, "passed", f"exit {out.returncode}",
@@ -875,7 +891,7 @@ class Demo:
                           f"appcmd {'; '.join(vdirs)}", f"then runs {' '.join(p.get('main_process', []))}"])
 
         r.step("doctor, credential as ECS injects the Secrets (SMB_USERNAME / SMB_PASSWORD)", ecs_secrets)
-        r.step("doctor, credential read from SSM by the entrypoint (SMB_*_PARAMETER = the Secrets' ValueFrom)", ssm_parameters)
+        r.step("doctor, CredentialDelivery=task-role: the entrypoint reads SSM itself (the template's SMB_*_PARAMETER)", ssm_parameters)
         r.step(f"--plan --json {' '.join(container.get('Command', []))}: the Windows commands a task start would run", plan)
 
     # ── content sync ──
