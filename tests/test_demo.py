@@ -46,8 +46,8 @@ def test_the_whole_lifecycle_as_cloudformation_would(moto_url):
         assert phase in out.stdout, f"phase {phase!r} missing:\n{out.stdout}"
     steps = [line for line in out.stdout.splitlines() if line[:3].strip().isdigit() and ". " in line[:6]]
     assert len(steps) >= 40, out.stdout
-    bad = [line for line in steps if not (line.rstrip().endswith(" ok") or line.rstrip().endswith("known issue")
-                                          or "remove it)" in line)]
+    # Every step ok: a step listed under KnownIssues in the parameters file fails this test too.
+    bad = [line for line in steps if not line.rstrip().endswith(" ok")]
     assert not bad, "\n".join(bad)
     for request in ("Create Custom::SsmParameters", "Create Custom::AdServiceAccount", "Create Custom::ShareAcl",
                     "Create Custom::WebContent", "Update Custom::SsmParameters", "Update Custom::AdServiceAccount",
