@@ -55,9 +55,20 @@ impl MappingOutcome {
     }
 }
 
-/// A single-quoted PowerShell string literal: inside one, only `'` is special (doubled).
+/// A single-quoted PowerShell string literal. Inside one, only a single quote is special, and
+/// it is escaped by doubling it. PowerShell also takes the typographic single quotes
+/// (U+2018–U+201B) as single quotes, so they are doubled too.
 pub fn ps_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
 }
 
 /// The script that makes `mapping` exist, idempotently, and prints kept / created / replaced.
@@ -439,6 +450,8 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(ps_quote("a'b"), "'a''b'");
+        assert_eq!(ps_quote("o\u{2019}brien"), "'o\u{2019}\u{2019}brien'");
+        assert_eq!(ps_quote(r"\\fs\share"), r"'\\fs\share'");
         assert_eq!(decode(&encode_command("é'x")), "é'x");
     }
 }
