@@ -3,7 +3,6 @@
 use crate::config::Config;
 use crate::preflight::{self, Attempt, Credential};
 use std::fmt::Write as _;
-use std::time::Duration;
 
 pub fn report(config: &Config, results: &[(String, Attempt)]) -> (String, bool) {
     let mut out = String::new();
@@ -70,9 +69,4 @@ pub async fn run(
         results.push((title, attempt));
     }
     results
-}
-
-/// Milliseconds, for the log lines.
-pub fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

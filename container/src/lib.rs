@@ -17,8 +17,7 @@ pub mod supervise;
 
 use crate::cli::Mode;
 use crate::config::Config;
-use crate::doctor::ms;
-use crate::preflight::Credential;
+use crate::preflight::{Credential, ms};
 use std::time::Instant;
 
 /// Exit codes of the entrypoint itself; any other code is the main process's.

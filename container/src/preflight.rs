@@ -75,13 +75,14 @@ impl Attempt {
             .find_map(|s| s.result.as_ref().err().map(|e| (s.check, e)))
     }
 
-    pub fn ok(&self) -> bool {
-        self.failure().is_none()
-    }
-
     pub fn elapsed(&self) -> Duration {
         self.steps.iter().map(|s| s.elapsed).sum()
     }
+}
+
+/// Milliseconds, for the log lines.
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub struct Credential<'a> {
