@@ -135,15 +135,53 @@ def test_response_put_is_retried(probe, responses):
     assert all(h.get("Content-Type", "") == "" for h in responses.headers)
 
 
-def test_refused_response_is_reported_to_lambda_and_serving_goes_on(probe, runtime, responses):
-    _, cfn = probe
+def test_refused_response_is_not_retried_by_lambda_and_serving_goes_on(probe, runtime, responses):
+    """CloudFormation invokes custom resources asynchronously: an invocation error would make
+    Lambda run the whole request again (twice), perhaps after the stack rolled back. A response
+    that cannot be delivered is logged, and the invocation reported as done."""
+    bootstrap, cfn = probe
     event = cfn.event("Create", {"Name": "refused"})
     responses.fail_first[event["RequestId"]] = [403]
-    kind, body = runtime.invoke(event)
-    assert kind == "error", body
-    assert "HTTP 403" in json.dumps(body)
+    runtime.events.put((event["RequestId"] + "-inv", event, int((time.time() + 300) * 1000)))
+    kind, _ = runtime._result(event["RequestId"] + "-inv").get(timeout=60)
+    assert kind == "response"
     assert responses.attempts[event["RequestId"]] == 1
+    assert "could not deliver the response to CloudFormation" in bootstrap.output()
     ok_next(cfn)
+
+
+def test_a_duplicate_delivery_is_answered_without_redoing_the_work(probe, runtime, responses):
+    bootstrap, cfn = probe
+    event = cfn.event("Create", {"Name": "twice"})
+    first = cfn.send(event)
+    again = cfn.send(event)
+    assert first["Status"] == again["Status"] == "SUCCESS"
+    assert again["PhysicalResourceId"] == first["PhysicalResourceId"] == "probe-twice"
+    assert again["Data"] == first["Data"]
+    acted = [line for line in bootstrap.stdout_lines() if "probe acted" in line and "twice" in line]
+    assert len(acted) == 1, acted
+    assert "already answered" in bootstrap.output()
+
+
+def test_a_deadline_sent_as_a_duration_is_read_from_now(probe, runtime, responses):
+    """cargo lambda watch sends Lambda-Runtime-Deadline-Ms: 600000 (its timeout), not an epoch."""
+    bootstrap, cfn = probe
+    event = cfn.event("Create", {"Name": "watch"})
+    runtime.events.put((event["RequestId"] + "-inv", event, 600000))
+    answer = json.loads(responses.wait(event["RequestId"]))
+    assert answer["Status"] == "SUCCESS", answer
+    assert "not an epoch time" in bootstrap.output()
+
+
+def test_a_delete_with_another_versions_properties_succeeds(probe):
+    bootstrap, cfn = probe
+    answer = cfn.delete("probe-old", {"Name": "old", "AddedInVersion9": {"x": 1}})
+    assert answer["Status"] == "SUCCESS", answer
+    assert "cannot read all the properties" in bootstrap.output()
+    unreadable = cfn.delete("probe-old", {"Name": ["old"]})
+    # The probe cannot recover Name from its id: the reason says how to finish the delete.
+    assert unreadable["Status"] == "FAILED"
+    assert "--retain-resources Probe" in unreadable["Reason"], unreadable
 
 
 def test_event_without_response_url_is_an_invocation_error(probe, runtime):

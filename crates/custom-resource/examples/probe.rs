@@ -29,6 +29,8 @@ struct Probe;
 impl Probe {
     async fn act(&self, p: &Props) -> Result<Outcome, ProbeError> {
         let size = p.size.unwrap_or(5000);
+        // The tests count these lines to see whether work was done (or redone).
+        tracing::info!(name = %p.name, "probe acted");
         match p.mode.as_deref().unwrap_or("ok") {
             "ok" => Ok(Outcome::new().with("Name", p.name.as_str())),
             "fail" => Err(ProbeError("mode=fail".into())),

@@ -51,6 +51,9 @@ pub struct Request<P> {
     pub resource_type: String,
     /// Present on Update and Delete: the id this resource was created with.
     pub physical_resource_id: Option<String>,
+    /// Set when `create` is called for an Update that needs a replacement: the id being
+    /// replaced, whose Delete CloudFormation sends once the update completes.
+    pub replacing: Option<String>,
     pub properties: P,
 }
 

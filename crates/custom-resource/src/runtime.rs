@@ -48,16 +48,30 @@ pub trait CustomResource: Send + Sync + 'static {
         old: &Self::Properties,
     ) -> impl Future<Output = Result<Outcome, Self::Error>> + Send;
 
-    /// Remove the resource. Must succeed if it is already gone.
+    /// Remove the resource. Must succeed if it is already gone, and must remove only what
+    /// `request.physical_resource_id` still owns: after a replacement that CloudFormation
+    /// considers a new resource but the target system considers the same object (a name
+    /// respelled in another case), the old id's Delete must leave the object to the new id.
     fn delete(
         &self,
         request: &Request<Self::Properties>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Called on Delete when this version cannot read the properties (written for another
+    /// version of the function, or missing fields): add, from the physical id, the required
+    /// properties that are missing. Unknown and ill-typed properties are dropped before and after
+    /// this call. The default adds nothing, so the Delete fails saying what to do.
+    fn recover_properties(&self, _physical_id: &str, _properties: &mut Map<String, Value>) {}
 }
 
 /// Run the Lambda event loop for `R`. `init` builds the resource (clients, configuration); if it
 /// fails, every event is answered FAILED with its message and the process keeps serving, so a
 /// misconfigured function never leaves a stack waiting.
+///
+/// Every event is acknowledged to Lambda as a success once CloudFormation has been answered, or
+/// once answering has failed for good: CloudFormation invokes custom resources asynchronously,
+/// and an error would make Lambda run the whole request again, possibly after the stack has moved
+/// on (a retried Create after a rollback makes things nothing will ever delete).
 pub async fn serve<R, F, E>(init: F) -> Result<(), lambda_runtime::Error>
 where
     R: CustomResource,
@@ -75,12 +89,29 @@ where
     };
     let resource = Arc::new(resource);
     let responder = Arc::new(HttpResponder::new(ResponderConfig::default()));
+    let answered = Arc::new(Answered::default());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let resource = resource.clone();
         let responder = responder.clone();
+        let answered = answered.clone();
         async move {
-            let deadline = instant_from_epoch_ms(event.context.deadline);
+            let (deadline, relative) = deadline_from(event.context.deadline);
+            if relative {
+                tracing::warn!(
+                    deadline_ms = event.context.deadline,
+                    "Lambda-Runtime-Deadline-Ms is not an epoch time (a local runner such as cargo lambda watch \
+                     sends the timeout instead): read as milliseconds from now"
+                );
+            }
             let suffix = format!(" [log stream: {}]", event.context.env_config.log_stream);
+            let request_id = text(&event.payload, "RequestId");
+            if let Some((url, body)) = answered.get(&request_id) {
+                // The same request delivered again (an async retry): its work is done; answer
+                // CloudFormation again with the same response instead of redoing it.
+                tracing::warn!(request_id = %request_id, "this request was already answered: sending the same response again");
+                deliver(&responder, &url, body, deadline).await;
+                return Ok::<(), lambda_runtime::Error>(());
+            }
             let (url, response) =
                 answer(&resource, event.payload, deadline)
                     .await
@@ -89,26 +120,79 @@ where
                         lambda_runtime::Error::from(e)
                     })?;
             let status = response.status;
-            responder
-                .send(&url, response.encode(&suffix), deadline)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "could not deliver the response to CloudFormation");
-                    lambda_runtime::Error::from(e.to_string())
-                })?;
-            tracing::info!(?status, "request answered");
+            let body = response.encode(&suffix);
+            answered.put(&request_id, &url, &body);
+            if deliver(&responder, &url, body, deadline).await {
+                tracing::info!(?status, "request answered");
+            }
             Ok::<(), lambda_runtime::Error>(())
         }
     }))
     .await
 }
 
-fn instant_from_epoch_ms(deadline_ms: u64) -> Instant {
+/// PUT the response; on failure log it and give up. CloudFormation then waits for the
+/// resource's ServiceTimeout; re-running the handler would be worse (see [`serve`]).
+async fn deliver(responder: &HttpResponder, url: &str, body: Vec<u8>, deadline: Instant) -> bool {
+    match responder.send(url, body, deadline).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "could not deliver the response to CloudFormation; not retrying the request (CloudFormation will \
+                 time the resource out after its ServiceTimeout)"
+            );
+            false
+        }
+    }
+}
+
+/// The last requests this container answered, so a duplicate delivery gets the same answer.
+#[derive(Default)]
+struct Answered(std::sync::Mutex<std::collections::VecDeque<(String, String, Vec<u8>)>>);
+
+impl Answered {
+    const KEEP: usize = 32;
+
+    fn get(&self, request_id: &str) -> Option<(String, Vec<u8>)> {
+        if request_id.is_empty() {
+            return None;
+        }
+        let list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        list.iter()
+            .find(|(id, _, _)| id == request_id)
+            .map(|(_, url, body)| (url.clone(), body.clone()))
+    }
+
+    fn put(&self, request_id: &str, url: &str, body: &[u8]) {
+        if request_id.is_empty() {
+            return;
+        }
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() == Self::KEEP {
+            list.pop_front();
+        }
+        list.push_back((request_id.to_owned(), url.to_owned(), body.to_vec()));
+    }
+}
+
+/// Epoch milliseconds before 2001-09-09: no real deadline is that old, so such a value is a
+/// duration (what `cargo lambda watch` sends: its timeout, 600000).
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// The deadline as an instant, and whether it was given as a duration rather than epoch ms.
+fn deadline_from(deadline_ms: u64) -> (Instant, bool) {
+    if deadline_ms < EPOCH_MS_FLOOR {
+        return (Instant::now() + Duration::from_millis(deadline_ms), true);
+    }
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    (
+        Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)),
+        false,
+    )
 }
 
 /// Time kept back from the handler to send the response: a fifth of what is left, between
@@ -262,27 +346,37 @@ async fn dispatch<R: CustomResource>(
         tracing::info!("the Create of this resource failed, so there is nothing to delete");
         return Ok((current_id, Outcome::new()));
     }
+    // Every failed Delete says how to finish the stack's delete without this resource.
+    let hint = if kind == RequestType::Delete {
+        retain_hint(&envelope.stack_id, &envelope.logical_resource_id)
+    } else {
+        String::new()
+    };
     let resource = match resource.as_ref() {
         Ok(r) => r.clone(),
         Err(init) => {
             return Err(format!(
-                "{kind} failed: the function could not initialise: {init}"
+                "{kind} failed: the function could not initialise: {init}{hint}"
             ));
         }
     };
-    let request = Request {
+    let props = if kind == RequestType::Delete {
+        delete_properties(resource.as_ref(), &current_id, envelope.resource_properties)
+            .map_err(|reason| format!("{reason}{hint}"))?
+    } else {
+        properties::<R::Properties>("ResourceProperties", envelope.resource_properties)?
+    };
+    let mut request = Request {
         request_type: kind,
         stack_id: envelope.stack_id,
         request_id: envelope.request_id,
         logical_resource_id: envelope.logical_resource_id,
         resource_type: envelope.resource_type,
         physical_resource_id: envelope.physical_resource_id,
-        properties: properties::<R::Properties>(
-            "ResourceProperties",
-            envelope.resource_properties,
-        )?,
+        replacing: None,
+        properties: props,
     };
-    let failed = |e: R::Error| format!("{kind} failed: {}", chain(&e));
+    let failed = |e: R::Error| format!("{kind} failed: {}{hint}", chain(&e));
     match kind {
         RequestType::Create => {
             let id = checked_id(resource.physical_id(&request))?;
@@ -299,7 +393,13 @@ async fn dispatch<R: CustomResource>(
                 let outcome = resource.update(&request, &old).await.map_err(failed)?;
                 Ok((id, outcome))
             } else {
-                tracing::info!(old = %current_id, new = %id, "a property that requires replacement changed");
+                tracing::info!(
+                    old = %current_id,
+                    new = %id,
+                    "a property that requires replacement changed: creating the new resource, which takes over \
+                     what the old one owned; CloudFormation deletes the old id later (or the new one, on rollback)"
+                );
+                request.replacing = Some(current_id);
                 let outcome = resource.create(&request).await.map_err(failed)?;
                 Ok((id, outcome))
             }
@@ -309,6 +409,84 @@ async fn dispatch<R: CustomResource>(
             Ok((current_id, Outcome::new()))
         }
     }
+}
+
+/// How to finish a stack's delete when this resource's Delete cannot succeed.
+fn retain_hint(stack_id: &str, logical_id: &str) -> String {
+    let stack = crate::StackArn::parse(stack_id)
+        .map(|a| a.stack_name.to_owned())
+        .unwrap_or_else(|| "<stack>".to_owned());
+    format!(
+        ". To keep what this resource made and finish the stack's delete without it: aws cloudformation \
+         delete-stack --stack-name {stack} --retain-resources {logical_id}"
+    )
+}
+
+/// The properties of a Delete. A Delete must not fail because this version cannot read what
+/// another version (or an older template) wrote: unknown properties and properties of the wrong
+/// type are left out, and the resource fills required ones from the physical id. What remains
+/// unreadable fails, naming the property.
+fn delete_properties<R: CustomResource>(
+    resource: &R,
+    physical_id: &str,
+    mut map: Map<String, Value>,
+) -> Result<R::Properties, String> {
+    for reserved in RESERVED_PROPERTIES {
+        map.remove(reserved);
+    }
+    let first = match properties::<R::Properties>("ResourceProperties", map.clone()) {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
+    };
+    let mut dropped = Vec::new();
+    let before: Vec<String> = map.keys().cloned().collect();
+    resource.recover_properties(physical_id, &mut map);
+    // Each round removes one property; a map cannot have more rounds than keys.
+    for _ in 0..=map.len() {
+        let error = match serde_path_to_error::deserialize::<_, R::Properties>(Value::Object(
+            map.clone(),
+        )) {
+            Ok(p) => {
+                let filled: Vec<&String> = map.keys().filter(|k| !before.contains(k)).collect();
+                tracing::warn!(
+                    problem = %first,
+                    dropped = ?dropped,
+                    filled_from_physical_id = ?filled,
+                    "Delete: this version cannot read all the properties; going on with what it can read"
+                );
+                return Ok(p);
+            }
+            Err(e) => e,
+        };
+        let key = unknown_field(&error.inner().to_string()).or_else(|| {
+            error
+                .path()
+                .iter()
+                .next()
+                .and_then(|segment| match segment {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    _ => None,
+                })
+        });
+        match key {
+            Some(k) if map.remove(&k).is_some() => {
+                dropped.push(k);
+                resource.recover_properties(physical_id, &mut map);
+            }
+            _ => break,
+        }
+    }
+    Err(format!(
+        "Delete failed: {first}; this version of the function cannot read the properties this resource was \
+         created with, so it cannot tell what to remove under {physical_id:?}: deploy a version that can, and \
+         delete again"
+    ))
+}
+
+/// The name in serde's "unknown field `Name`, expected ..." message.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_owned())
 }
 
 fn checked_id(id: String) -> Result<String, String> {

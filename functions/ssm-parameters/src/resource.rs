@@ -412,6 +412,7 @@ mod tests {
             logical_resource_id: logical.into(),
             resource_type: "Custom::SsmParameters".into(),
             physical_resource_id: None,
+            replacing: None,
             properties: serde_json::from_value(serde_json::json!({
                 "ParameterPrefix": "/a", "Username": "D\\u", "SharePath": "\\\\s\\x",
                 "Tags": [{"Key": "team", "Value": "web"}]

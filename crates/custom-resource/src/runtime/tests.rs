@@ -68,6 +68,14 @@ impl CustomResource for Probe {
     async fn delete(&self, request: &Request<ProbeProps>) -> Result<(), ProbeError> {
         self.act("delete", &request.properties).map(|_| ())
     }
+
+    fn recover_properties(&self, physical_id: &str, properties: &mut Map<String, Value>) {
+        if let Some(name) = physical_id.strip_prefix("probe-") {
+            properties
+                .entry("Name")
+                .or_insert_with(|| Value::String(name.to_owned()));
+        }
+    }
 }
 
 fn event(kind: &str, props: Value) -> Value {
@@ -347,4 +355,136 @@ fn reserve_is_bounded() {
         reserve(Duration::from_millis(100)),
         Duration::from_millis(500)
     );
+}
+
+fn delete_of(id: &str, props: Value) -> Value {
+    with(event("Delete", props), "PhysicalResourceId", json!(id))
+}
+
+#[tokio::test]
+async fn a_delete_with_another_versions_properties_still_deletes() {
+    let (s, probe) = state(Probe::default());
+    // Unknown fields (a newer template), an ill-typed optional field, and a required field of
+    // the wrong type that the physical id can supply.
+    for props in [
+        json!({"Name": "a", "Retention": {"Days": 3}, "ServiceToken": "x"}),
+        json!({"Name": "a", "Size": "many"}),
+        json!({"Name": ["a"], "Extra": 1}),
+        json!({}),
+    ] {
+        let r = run(&s, delete_of("probe-a", props.clone())).await;
+        assert_eq!(r.status, Status::Success, "{props}: {r:?}");
+        assert_eq!(r.physical_resource_id, "probe-a");
+    }
+    assert_eq!(*probe.calls.lock().unwrap(), ["delete a"; 4]);
+}
+
+#[tokio::test]
+async fn a_delete_that_cannot_recover_says_what_to_do() {
+    let (s, probe) = state(Probe::default());
+    let r = run(&s, delete_of("other-id", json!({"Bogus": 1}))).await;
+    assert_eq!(r.status, Status::Failed);
+    let why = reason(&r);
+    assert!(why.contains("cannot read the properties"), "{why}");
+    assert!(why.contains("\"other-id\""), "{why}");
+    assert!(
+        why.contains("delete-stack --stack-name s --retain-resources Probe"),
+        "{why}"
+    );
+    assert!(probe.calls.lock().unwrap().is_empty());
+    // A handler failure on Delete carries the same way out.
+    let r = run(
+        &s,
+        delete_of("probe-a", json!({"Name": "a", "Mode": "fail"})),
+    )
+    .await;
+    assert!(reason(&r).contains("--retain-resources Probe"), "{r:?}");
+    // Create and Update stay strict.
+    let r = run(&s, event("Create", json!({"Name": "a", "Extra": 1}))).await;
+    assert!(reason(&r).contains("unknown field `Extra`"), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_replacement_tells_create_which_id_it_replaces() {
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<Option<String>>>);
+    impl CustomResource for Seen {
+        type Properties = ProbeProps;
+        type Error = ProbeError;
+        fn physical_id(&self, r: &Request<ProbeProps>) -> String {
+            format!("probe-{}", r.properties.name)
+        }
+        async fn create(&self, r: &Request<ProbeProps>) -> Result<Outcome, ProbeError> {
+            self.0.lock().unwrap().push(r.replacing.clone());
+            Ok(Outcome::new())
+        }
+        async fn update(
+            &self,
+            _: &Request<ProbeProps>,
+            _: &ProbeProps,
+        ) -> Result<Outcome, ProbeError> {
+            Ok(Outcome::new())
+        }
+        async fn delete(&self, _: &Request<ProbeProps>) -> Result<(), ProbeError> {
+            Ok(())
+        }
+    }
+    let seen = Arc::new(Seen::default());
+    let s: Arc<Result<Arc<Seen>, String>> = Arc::new(Ok(seen.clone()));
+    answer(&s, event("Create", json!({"Name": "a"})), later())
+        .await
+        .unwrap();
+    let mut e = with(
+        event("Update", json!({"Name": "A"})),
+        "PhysicalResourceId",
+        json!("probe-a"),
+    );
+    e["OldResourceProperties"] = json!({"Name": "a"});
+    let (_, r) = answer(&s, e, later()).await.unwrap();
+    assert_eq!(r.physical_resource_id, "probe-A");
+    assert_eq!(*seen.0.lock().unwrap(), [None, Some("probe-a".to_owned())]);
+}
+
+#[test]
+fn a_deadline_given_as_a_duration_is_read_from_now() {
+    // cargo lambda watch sends its timeout (600000 ms) instead of an epoch time.
+    let (at, relative) = deadline_from(600_000);
+    assert!(relative);
+    let left = at.saturating_duration_since(Instant::now());
+    assert!(
+        left > Duration::from_secs(590) && left <= Duration::from_secs(600),
+        "{left:?}"
+    );
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (at, relative) = deadline_from(now_ms + 30_000);
+    assert!(!relative);
+    let left = at.saturating_duration_since(Instant::now());
+    assert!(
+        left > Duration::from_secs(25) && left <= Duration::from_secs(30),
+        "{left:?}"
+    );
+    assert!(
+        !deadline_from(now_ms - 5).1,
+        "a real deadline just passed is not a duration"
+    );
+}
+
+#[test]
+fn answered_requests_are_remembered_within_a_bound() {
+    let a = Answered::default();
+    assert!(a.get("r1").is_none());
+    a.put("r1", "http://u/1", b"one");
+    assert_eq!(
+        a.get("r1"),
+        Some(("http://u/1".to_owned(), b"one".to_vec()))
+    );
+    for i in 0..Answered::KEEP {
+        a.put(&format!("x{i}"), "u", b"");
+    }
+    assert!(a.get("r1").is_none(), "the oldest is forgotten");
+    a.put("", "u", b"");
+    assert!(a.get("").is_none(), "no id, no memory");
 }
