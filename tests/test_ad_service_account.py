@@ -354,3 +354,96 @@ def test_admin_credential_from_secrets_manager(fn, aws, samba, service_password)
     assert cfn.delete(created["PhysicalResourceId"], p)["Status"] == "SUCCESS"
     missing = cfn.create(dict(p, AdminSecretId="arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf"))
     assert missing["Status"] == "FAILED" and "could not be read: it does not exist" in missing["Reason"], missing["Reason"]
+
+
+def owner_id(description: str) -> str:
+    """The physical id recorded on an object: [fargate-smb-id:<id>] or [fargate-smb-id:<id><<previous>]."""
+    start = description.index("[fargate-smb-id:") + len("[fargate-smb-id:")
+    return description[start:description.index("]", start)]
+
+
+@pytest.mark.parametrize("respell", ["case", "alternating-case"])
+def test_a_replacement_by_respelling_keeps_the_accounts(fn, samba, admin_parameter, service_password, respell):
+    """AccountName svc-web -> SVC-WEB is a new physical id for CloudFormation and the same accounts
+    for AD. CloudFormation's sequence: Update (answered with the new id: a Create for it), then
+    the cleanup's Delete for the OLD id with the OLD properties. The accounts, the group and the
+    logon must survive; the stack's own delete later removes them."""
+    bootstrap, cfn = fn
+    param, password = service_password
+    name, group = account()[:8], "g" + uuid.uuid4().hex[:9]
+    extra = {"Alternating": "true"} if respell == "alternating-case" else {}
+    old = props(samba, admin_parameter, param, name, Group=group, CreateGroup="true", **extra)
+    new = dict(old, AccountName=name.upper())
+    names = [f"{name}-a", f"{name}-b"] if extra else [name]
+
+    created = cfn.create(old)
+    assert created["Status"] == "SUCCESS", created
+    old_id = created["PhysicalResourceId"]
+    sids = {n: samba.user(n)["objectSid"][0] for n in names}
+    assert all(owner_id(samba.user(n)["description"][0]) == old_id for n in names)
+
+    replaced = cfn.update(old_id, new, old)
+    assert replaced["Status"] == "SUCCESS", replaced
+    new_id = replaced["PhysicalResourceId"]
+    assert new_id != old_id and new_id.lower() == old_id.lower()
+    # The new id owns the accounts now; the old one is remembered until CloudFormation deletes one.
+    for n in names:
+        assert owner_id(samba.user(n)["description"][0]) == f"{new_id}<{old_id}"
+
+    cleanup = cfn.delete(old_id, old)
+    assert cleanup["Status"] == "SUCCESS", cleanup
+    for n in names:
+        user = samba.user(n)
+        assert user is not None, f"{n} was deleted by the replaced id's Delete"
+        assert user["objectSid"][0] == sids[n]
+        assert int(user["userAccountControl"][0]) & 0x2 == 0, "disabled"
+        assert owner_id(user["description"][0]) == new_id
+    assert f"CN={names[0]},{samba.ou}" in samba.group(group)["member"]
+    assert samba.smb_logon(names[0], password).returncode == 0
+    assert "owned by the resource that replaced this one" in bootstrap.output()
+
+    # A repeat of the cleanup changes nothing; the stack's delete of the new id removes all.
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert samba.user(names[0]) is not None
+    assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
+    assert all(samba.user(n) is None for n in names) and samba.group(group) is None
+
+
+def test_a_rolled_back_replacement_hands_the_accounts_back(fn, samba, admin_parameter, service_password):
+    """The same replacement, rolled back: CloudFormation deletes the NEW id and keeps the old."""
+    _, cfn = fn
+    param, password = service_password
+    name = account()
+    old = props(samba, admin_parameter, param, name)
+    new = dict(old, AccountName=name.upper())
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    new_id = cfn.update(old_id, new, old)["PhysicalResourceId"]
+    assert new_id != old_id
+    rollback = cfn.delete(new_id, new)
+    assert rollback["Status"] == "SUCCESS", rollback
+    user = samba.user(name)
+    assert user is not None and owner_id(user["description"][0]) == old_id
+    assert samba.smb_logon(name, password).returncode == 0
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert samba.user(name) is None
+
+
+def test_a_delete_with_another_versions_properties_removes_the_account(fn, samba, admin_parameter, service_password):
+    """A Delete must not fail on properties this version cannot read: an unknown property (a newer
+    template) and a required one missing (AccountName, PasswordParameter: recovered from the id)."""
+    bootstrap, cfn = fn
+    param, _ = service_password
+    name = account()[:8]
+    p = props(samba, admin_parameter, param, name, Alternating="true")
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    foreign = {k: v for k, v in p.items() if k not in ("AccountName", "PasswordParameter")}
+    foreign["RotationWindow"] = {"Hours": 4}
+    deleted = cfn.delete(created["PhysicalResourceId"], foreign)
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert samba.user(f"{name}-a") is None and samba.user(f"{name}-b") is None
+    assert "cannot read all the properties" in bootstrap.output()
+    # Without a way to reach the directory the Delete fails, saying how to finish the stack's delete.
+    stuck = cfn.delete(created["PhysicalResourceId"], {"Bogus": 1, "Server": ["x"]})
+    assert stuck["Status"] == "FAILED", stuck
+    assert "--retain-resources ServiceAccount" in stuck["Reason"], stuck

@@ -606,6 +606,17 @@ impl Directory for LdapsDirectory {
             })
     }
 
+    async fn set_group_description(&self, group: &Group, description: &str) -> Result<()> {
+        let dn = group.dn.as_deref().unwrap_or_default();
+        let mods = vec![Mod::Replace(b"description".to_vec(), set(&[description]))];
+        self.handle()
+            .modify(dn, mods)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| self.fail(&format!("describe {dn}"), None, e))?;
+        Ok(())
+    }
+
     async fn delete_group(&self, group: &Group) -> Result<()> {
         let dn = group.dn.as_deref().unwrap_or_default();
         match self.handle().delete(dn).await.and_then(|r| r.success()) {

@@ -128,6 +128,11 @@ pub trait Directory: Send + Sync {
         description: &str,
         client_token: &str,
     ) -> impl Future<Output = Result<Group>> + Send;
+    fn set_group_description(
+        &self,
+        group: &Group,
+        description: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn delete_group(&self, group: &Group) -> impl Future<Output = Result<()>> + Send;
     fn add_member(&self, group: &Group, user: &User) -> impl Future<Output = Result<()>> + Send;
     fn remove_member(&self, group: &Group, user: &User) -> impl Future<Output = Result<()>> + Send;

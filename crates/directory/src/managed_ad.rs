@@ -45,6 +45,7 @@ denied!(
     disable_user::DisableUserError,
     delete_user::DeleteUserError,
     delete_group::DeleteGroupError,
+    update_group::UpdateGroupError,
     create_group::CreateGroupError,
     describe_group::DescribeGroupError,
     add_group_member::AddGroupMemberError,
@@ -404,6 +405,20 @@ impl Directory for ManagedAdDirectory {
                 operation: format!("create the group {sam}"),
                 detail: "the new group cannot be described".into(),
             })
+    }
+
+    async fn set_group_description(&self, group: &Group, description: &str) -> Result<()> {
+        let g = &group.sam_account_name;
+        self.data
+            .update_group()
+            .directory_id(&self.directory_id)
+            .sam_account_name(g)
+            .update_type(UpdateType::Replace)
+            .other_attributes("description", AttributeValue::S(description.to_owned()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(&format!("describe the group {g}"), e))
     }
 
     async fn delete_group(&self, group: &Group) -> Result<()> {

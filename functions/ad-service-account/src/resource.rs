@@ -9,8 +9,10 @@ use directory::{
     ldaps::{LdapsConfig, LdapsDirectory},
     managed_ad::ManagedAdDirectory,
 };
+use ownership::{Ownership, Release};
 use parameter_store::{ParameterStore, StoreError};
 use secrets::PasswordRules;
+use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -147,6 +149,7 @@ impl AdServiceAccount {
         request: &Request<Properties>,
         reset_without_check: bool,
     ) -> Result<Context, Error> {
+        let id = self.physical_id(request);
         let p = &request.properties;
         let names = p.account_names();
         let password = self
@@ -172,6 +175,8 @@ impl AdServiceAccount {
         Ok(Context {
             props: p.clone(),
             marker: marker(&request.owner()),
+            id,
+            replacing: request.replacing.clone(),
             request_id: request.request_id.clone(),
             names,
             active,
@@ -202,6 +207,10 @@ macro_rules! with_dir {
 struct Context {
     props: Properties,
     marker: String,
+    /// The physical id this request is for; recorded on what it creates or adopts.
+    id: String,
+    /// The id being replaced, when this Create is a replacement.
+    replacing: Option<String>,
     request_id: String,
     names: Vec<String>,
     active: String,
@@ -212,13 +221,27 @@ struct Context {
 }
 
 impl Context {
-    fn description(&self) -> String {
+    /// The description of an account of ours: the text, the resource's marker, and the owning
+    /// physical id, claimed from what `existing` records (a replacement keeps the id it took
+    /// the account over from until CloudFormation deletes one of the two).
+    fn description(&self, existing: Option<&str>) -> String {
         let text = self
             .props
             .description
             .clone()
             .unwrap_or_else(|| "fargate-smb service account".into());
-        format!("{text} {}", self.marker)
+        self.claim(existing)
+            .mark(&format!("{text} {}", self.marker))
+    }
+
+    fn group_description(&self, existing: Option<&str>) -> String {
+        self.claim(existing)
+            .mark(&format!("fargate-smb share access group {}", self.marker))
+    }
+
+    fn claim(&self, existing: Option<&str>) -> Ownership {
+        let recorded = existing.and_then(Ownership::from_marker);
+        Ownership::claim(recorded.as_ref(), &self.id, self.replacing.as_deref())
     }
 
     fn ours(&self, description: Option<&str>) -> bool {
@@ -246,6 +269,14 @@ async fn ensure_group<D: Directory>(
         return Ok(None);
     };
     if let Some(g) = d.find_group(name).await? {
+        // A group of ours records its owner like the accounts do; a group someone else made is
+        // only used, never marked.
+        if ctx.ours(g.description.as_deref()) {
+            let wanted = ctx.group_description(g.description.as_deref());
+            if g.description.as_deref() != Some(wanted.as_str()) {
+                d.set_group_description(&g, &wanted).await?;
+            }
+        }
         return Ok(Some(g));
     }
     if !ctx.props.create_group.unwrap_or(false) {
@@ -257,7 +288,7 @@ async fn ensure_group<D: Directory>(
         .clone()
         .or_else(|| ctx.props.organizational_unit.clone())
         .unwrap_or_default();
-    let description = format!("fargate-smb share access group {}", ctx.marker);
+    let description = ctx.group_description(None);
     let token = format!("{}-group-{name}", ctx.request_id);
     let group = d.create_group(name, &ou, &description, &token).await?;
     made.group = Some(group.clone());
@@ -283,7 +314,7 @@ async fn ensure_user<D: Directory>(
             let spec = NewUser {
                 sam_account_name: name.to_owned(),
                 ou: ctx.props.organizational_unit.clone().unwrap_or_default(),
-                description: ctx.description(),
+                description: ctx.description(None),
                 password_never_expires: ctx.props.password_never_expires.unwrap_or(true),
                 client_token: format!("{}-{name}", ctx.request_id),
             };
@@ -299,7 +330,7 @@ async fn ensure_user<D: Directory>(
                     marker: ctx.marker.clone(),
                 });
             }
-            d.set_description(&user, &ctx.description()).await?;
+            d.set_description(&user, &ctx.description(None)).await?;
             d.set_password(&user, &password).await?;
             tracing::warn!(
                 account = name,
@@ -319,8 +350,9 @@ async fn ensure_user<D: Directory>(
                     tracing::info!(account = name, "password set from the SSM parameter");
                 }
             }
-            if user.description.as_deref() != Some(ctx.description().as_str()) {
-                d.set_description(&user, &ctx.description()).await?;
+            let wanted = ctx.description(user.description.as_deref());
+            if user.description.as_deref() != Some(wanted.as_str()) {
+                d.set_description(&user, &wanted).await?;
             }
             Ok(user)
         }
@@ -444,7 +476,48 @@ async fn create_or_update<D: Directory>(
     }
 }
 
-async fn remove<D: Directory>(d: &D, p: &Properties, marker: &str) -> Result<(), Error> {
+/// What a Delete for `id` does with one object of ours, from the owner its description records.
+fn release(description: Option<&str>, id: &str) -> Release {
+    let recorded = description.and_then(Ownership::from_marker);
+    Ownership::release(recorded.as_ref(), id)
+}
+
+/// The object stays: log why and record the owner it now has.
+fn kept(kind: &str, name: &str, release: &Release) -> Option<Ownership> {
+    match release {
+        Release::Remove => None,
+        Release::Superseded { to } => {
+            tracing::info!(
+                kind,
+                name,
+                owner = %to.id,
+                "owned by the resource that replaced this one: left in place"
+            );
+            Some(to.clone())
+        }
+        Release::HandBack { to } => {
+            tracing::info!(
+                kind,
+                name,
+                owner = %to.id,
+                "this resource replaced another that CloudFormation keeps (a rolled-back replacement): \
+                 left in place and handed back"
+            );
+            Some(to.clone())
+        }
+        Release::NotOwned { owner } => {
+            tracing::info!(
+                kind,
+                name,
+                owner = %owner,
+                "owned by another physical id of this resource: left in place"
+            );
+            None
+        }
+    }
+}
+
+async fn remove<D: Directory>(d: &D, p: &Properties, marker: &str, id: &str) -> Result<(), Error> {
     let ours = |desc: Option<&str>| desc.is_some_and(|x| x.contains(marker));
     let group = match p.group_name() {
         Some(name) => d.find_group(name).await?,
@@ -456,27 +529,44 @@ async fn remove<D: Directory>(d: &D, p: &Properties, marker: &str) -> Result<(),
             Some(u) if !ours(u.description.as_deref()) => {
                 tracing::warn!(account = %name, "not created by this resource; left in place")
             }
-            Some(u) => match p.on_delete {
-                OnDelete::Delete => {
-                    d.delete_user(&u).await?;
-                    tracing::info!(account = %name, "deleted");
-                }
-                OnDelete::Disable => {
-                    d.disable(&u).await?;
-                    if let Some(g) = &group {
-                        d.remove_member(g, &u).await?;
+            Some(u) => {
+                let release = release(u.description.as_deref(), id);
+                if release != Release::Remove {
+                    if let Some(to) = kept("account", &name, &release) {
+                        d.set_description(&u, &to.mark(u.description.as_deref().unwrap_or("")))
+                            .await?;
                     }
-                    tracing::info!(account = %name, "disabled");
+                    continue;
                 }
-            },
+                match p.on_delete {
+                    OnDelete::Delete => {
+                        d.delete_user(&u).await?;
+                        tracing::info!(account = %name, "deleted");
+                    }
+                    OnDelete::Disable => {
+                        d.disable(&u).await?;
+                        if let Some(g) = &group {
+                            d.remove_member(g, &u).await?;
+                        }
+                        tracing::info!(account = %name, "disabled");
+                    }
+                }
+            }
         }
     }
     if let Some(g) = group
-        && p.on_delete == OnDelete::Delete
         && ours(g.description.as_deref())
     {
-        d.delete_group(&g).await?;
-        tracing::info!(group = %g.sam_account_name, "deleted");
+        let release = release(g.description.as_deref(), id);
+        if release == Release::Remove {
+            if p.on_delete == OnDelete::Delete {
+                d.delete_group(&g).await?;
+                tracing::info!(group = %g.sam_account_name, "deleted");
+            }
+        } else if let Some(to) = kept("group", &g.sam_account_name, &release) {
+            d.set_group_description(&g, &to.mark(g.description.as_deref().unwrap_or("")))
+                .await?;
+        }
     }
     Ok(())
 }
@@ -515,6 +605,37 @@ impl CustomResource for AdServiceAccount {
         p.validate()?;
         let dir = self.connect(p).await?;
         let marker = marker(&request.owner());
-        with_dir!(&dir, d => remove(d, p, &marker).await)
+        let id = request
+            .physical_resource_id
+            .clone()
+            .unwrap_or_else(|| self.physical_id(request));
+        with_dir!(&dir, d => remove(d, p, &marker, &id).await)
+    }
+
+    /// The id is `<domain>/<account>[+<account>]`: enough to find the accounts. The password
+    /// parameter is not read by Delete.
+    fn recover_properties(&self, physical_id: &str, properties: &mut Map<String, Value>) {
+        let Some((domain, names)) = physical_id.split_once('/') else {
+            return;
+        };
+        let text = |v: &str| Value::String(v.to_owned());
+        properties.entry("Domain").or_insert_with(|| text(domain));
+        if !properties.contains_key("AccountName") {
+            let names: Vec<&str> = names.split('+').collect();
+            match names.as_slice() {
+                [one] => {
+                    properties.insert("AccountName".into(), text(one));
+                    properties.insert("Alternating".into(), Value::Bool(false));
+                }
+                [a, b] if a.len() == b.len() && a.ends_with("-a") && b.ends_with("-b") => {
+                    properties.insert("AccountName".into(), text(&a[..a.len() - 2]));
+                    properties.insert("Alternating".into(), Value::Bool(true));
+                }
+                _ => {}
+            }
+        }
+        properties
+            .entry("PasswordParameter")
+            .or_insert_with(|| text("/not-read-by-delete"));
     }
 }
