@@ -244,3 +244,90 @@ def test_the_sample_events_work_as_shipped(fn, domain, admin_parameter, response
             assert ace_line(sid, READ) in aces and ace_line(sid, MODIFY) not in aces, aces
         if name == "delete":
             assert not any(sid in a for a in aces), aces
+
+
+def record_owner(domain: Domain, tmp_path) -> list[dict]:
+    """The ownership of every ACL record on the share (smbclient as the witness)."""
+    local = tmp_path / "records"
+    local.mkdir(exist_ok=True)
+    out = domain.smbclient('ls ".fargate-smb\\acl\\*.json"', check=False)
+    records = []
+    for line in out.stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.endswith(".json"):
+            domain.smbclient(f'get ".fargate-smb\\acl\\{name}" "{local / name}"')
+            records.append(json.loads((local / name).read_text()))
+    return records
+
+
+@pytest.mark.parametrize("respell", ["folder-case", "server-name"])
+def test_a_replacement_by_respelling_keeps_the_grant(fn, domain, admin_parameter, tmp_path, respell):
+    """Folder web -> WEB, or the server 127.0.0.1 -> localhost: a new physical id for CloudFormation,
+    the same folder for the file server. CloudFormation's sequence: Update (answered with the new
+    id), then Delete of the OLD id with the OLD properties. The grant must stay, enforced."""
+    bootstrap, cfn = fn
+    granted, granted_auth, granted_sid = domain.user()
+    folder = f"acl-{uuid.uuid4().hex[:8]}"
+    grants = [{"Principal": granted_sid, "Rights": "Modify"}]
+    old = props(folder, admin_parameter, grants)
+    new = dict(old, Folder=folder.upper()) if respell == "folder-case" else dict(old, ShareUnc="\\\\localhost\\share")
+
+    created = cfn.create(old)
+    assert created["Status"] == "SUCCESS", created
+    old_id = created["PhysicalResourceId"]
+    _, granted_acl = domain.acl(folder)
+    assert ace_line(granted_sid, MODIFY) in granted_acl
+
+    replaced = cfn.update(old_id, new, old)
+    assert replaced["Status"] == "SUCCESS", replaced
+    new_id = replaced["PhysicalResourceId"]
+    assert new_id != old_id
+    mine = [r for r in record_owner(domain, tmp_path) if r["owner"].endswith("/" + cfn.logical_id)]
+    assert len(mine) == 1 and mine[0]["ownership"] == {"id": new_id, "previous": old_id}, mine
+
+    cleanup = cfn.delete(old_id, old)
+    assert cleanup["Status"] == "SUCCESS", cleanup
+    assert domain.acl(folder)[1] == granted_acl, "the replaced id's Delete stripped the grant"
+    assert can_write(domain, granted_auth, folder, tmp_path)
+    assert "left in place" in bootstrap.output()
+
+    # The stack's delete of the new id undoes the grant.
+    assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
+    assert ace_line(granted_sid, MODIFY) not in domain.acl(folder)[1]
+    assert not can_write(domain, granted_auth, folder, tmp_path)
+
+
+def test_a_rolled_back_replacement_keeps_the_grant_for_the_old_id(fn, domain, admin_parameter, tmp_path):
+    _, cfn = fn
+    granted, granted_auth, granted_sid = domain.user()
+    folder = f"acl-{uuid.uuid4().hex[:8]}"
+    old = props(folder, admin_parameter, [{"Principal": granted_sid, "Rights": "Modify"}])
+    new = dict(old, Folder=folder.upper())
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    new_id = cfn.update(old_id, new, old)["PhysicalResourceId"]
+    # Rollback: CloudFormation deletes the new id and keeps the old.
+    assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
+    assert can_write(domain, granted_auth, folder, tmp_path)
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert not can_write(domain, granted_auth, folder, tmp_path)
+
+
+def test_a_delete_with_another_versions_properties_undoes_the_grant(fn, domain, admin_parameter, tmp_path):
+    """Unknown properties, Grants of a shape this version does not know, ShareUnc/Folder missing
+    (recovered from the id): the Delete still finds its record and undoes exactly its change."""
+    bootstrap, cfn = fn
+    granted, granted_auth, granted_sid = domain.user()
+    folder = f"acl-{uuid.uuid4().hex[:8]}"
+    p = props(folder, admin_parameter, [{"Principal": granted_sid, "Rights": "Modify"}])
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert can_write(domain, granted_auth, folder, tmp_path)
+    other_version = {"AdminUsername": p["AdminUsername"], "AdminPasswordParameter": admin_parameter,
+                     "Grants": {"v2": [{"Sid": granted_sid}]}, "AuditAces": [], "Owner": "S-1-5-32-544"}
+    deleted = cfn.delete(created["PhysicalResourceId"], other_version)
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert not can_write(domain, granted_auth, folder, tmp_path)
+    assert "cannot read all the properties" in bootstrap.output()
+    # No admin credential can be derived: the Delete fails and says how to finish without it.
+    stuck = cfn.delete(created["PhysicalResourceId"], {})
+    assert stuck["Status"] == "FAILED" and "--retain-resources" in stuck["Reason"], stuck

@@ -77,7 +77,12 @@ impl Properties {
     }
 
     pub fn validate(&self) -> Result<Checked, Invalid> {
-        let target = Target::validate(
+        self.validate_with(self.validate_target()?)
+    }
+
+    /// The share, folder and admin credential alone: all a Delete needs.
+    pub fn validate_target(&self) -> Result<Target, Invalid> {
+        Target::validate(
             &TargetProperties {
                 share_unc: &self.share_unc,
                 folder: self.folder.as_deref(),
@@ -88,7 +93,10 @@ impl Properties {
                 require_encryption: self.require_encryption,
             },
             "may change the folder's permissions",
-        )?;
+        )
+    }
+
+    fn validate_with(&self, target: Target) -> Result<Checked, Invalid> {
         let mode = match self
             .mode
             .as_deref()

@@ -63,6 +63,10 @@ pub struct Record {
     pub original: Vec<RecordedAce>,
     /// Merge: the ACEs this resource added (grants that were not there already).
     pub added: Vec<RecordedAce>,
+    /// The physical id that owns the change (absent in records written before it was kept:
+    /// then the record's owner, the logical resource, decides alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<ownership::Ownership>,
 }
 
 impl Record {

@@ -6,6 +6,8 @@ use crate::record::{RECORD_FOLDER, Record, RecordedAce, record_path};
 use admin_credential::AdminCredentials;
 use aws_config::SdkConfig;
 use custom_resource::{CustomResource, Invalid, Outcome, Request};
+use ownership::{Ownership, Release};
+use serde_json::{Map, Value};
 use share_target::TargetError;
 use smb_share::{
     Share, ShareError,
@@ -63,8 +65,9 @@ impl ShareAcl {
     /// recorded original.
     async fn apply(&self, request: &Request<Properties>) -> Result<Outcome, Error> {
         let c = request.properties.validate()?;
+        let id = self.physical_id(request);
         let share = c.target.connect(&self.admin, SMB_TIMEOUT).await?;
-        let result = apply_on(&share, request, &c).await;
+        let result = apply_on(&share, request, &c, &id).await;
         share.close().await;
         result
     }
@@ -101,6 +104,7 @@ async fn apply_on(
     share: &Share,
     request: &Request<Properties>,
     c: &Checked,
+    id: &str,
 ) -> Result<Outcome, Error> {
     let folder = c.target.folder.as_str();
     if !folder.is_empty() {
@@ -149,8 +153,17 @@ async fn apply_on(
             (acl::add_exact(&base, wanted), protected, added)
         }
     };
+    // The record is keyed by the logical resource and the folder as the share compares it, so
+    // a replacement that respells the folder or names the server another way finds this record:
+    // it takes the change over, and the replaced id's Delete will leave it alone.
+    let ownership = Ownership::claim(
+        previous.as_ref().and_then(|r| r.ownership.as_ref()),
+        id,
+        request.replacing.as_deref(),
+    );
     let record = Record {
         version: 1,
+        ownership: Some(ownership),
         owner,
         folder: folder.to_owned(),
         mode: c.mode.as_str().to_owned(),
@@ -243,23 +256,54 @@ impl CustomResource for ShareAcl {
     }
 
     async fn delete(&self, request: &Request<Properties>) -> Result<(), Error> {
-        let c = request.properties.validate()?;
-        let share = match c.target.connect(&self.admin, SMB_TIMEOUT).await {
+        // Only the target matters to Delete: the grants are on record.
+        let target = request.properties.validate_target()?;
+        let share = match target.connect(&self.admin, SMB_TIMEOUT).await {
             Ok(s) => s,
             Err(TargetError::Share(ShareError::ShareNotFound { .. })) => {
-                tracing::info!(share = %c.target.share, "the share no longer exists: nothing to undo");
+                tracing::info!(share = %target.share, "the share no longer exists: nothing to undo");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        let result = undo(&share, request, &c).await;
+        let id = request
+            .physical_resource_id
+            .clone()
+            .unwrap_or_else(|| self.physical_id(request));
+        let result = undo(&share, request, &target.folder, &id).await;
         share.close().await;
         result
     }
+
+    /// The id is `\\server\share[\folder]`: the share and the folder a Delete needs.
+    fn recover_properties(&self, physical_id: &str, properties: &mut Map<String, Value>) {
+        let Some(rest) = physical_id.strip_prefix(r"\\") else {
+            return;
+        };
+        let mut parts = rest.splitn(3, '\\');
+        let (Some(server), Some(share)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        properties
+            .entry("ShareUnc")
+            .or_insert_with(|| Value::String(format!(r"\\{server}\{share}")));
+        if let Some(folder) = parts.next() {
+            properties
+                .entry("Folder")
+                .or_insert_with(|| Value::String(folder.to_owned()));
+        }
+        properties
+            .entry("Grants")
+            .or_insert_with(|| Value::Array(Vec::new()));
+    }
 }
 
-async fn undo(share: &Share, request: &Request<Properties>, c: &Checked) -> Result<(), Error> {
-    let folder = c.target.folder.as_str();
+async fn undo(
+    share: &Share,
+    request: &Request<Properties>,
+    folder: &str,
+    id: &str,
+) -> Result<(), Error> {
     let path = record_path(&request.owner(), folder);
     let Some(record) = read_record(share, &path).await? else {
         tracing::info!(
@@ -268,6 +312,26 @@ async fn undo(share: &Share, request: &Request<Properties>, c: &Checked) -> Resu
         );
         return Ok(());
     };
+    match Ownership::release(record.ownership.as_ref(), id) {
+        Release::Remove => {}
+        Release::Superseded { to } | Release::HandBack { to } => {
+            tracing::info!(
+                folder,
+                owner = %to.id,
+                "the permissions belong to the resource that replaced this one (or that this one replaced, \
+                 on rollback): left in place"
+            );
+            let kept = Record {
+                ownership: Some(to),
+                ..record
+            };
+            return write_record(share, &path, &kept).await;
+        }
+        Release::NotOwned { owner } => {
+            tracing::info!(folder, owner = %owner, "the permissions belong to another physical id: left in place");
+            return Ok(());
+        }
+    }
     match share.security(folder).await {
         Ok(current) => {
             let (dacl, protected) = if record.mode == Mode::Replace.as_str() {
