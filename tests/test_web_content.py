@@ -345,3 +345,80 @@ def test_many_files_in_parallel_with_progress_lines(fn, s3, smb, bucket, folder,
     assert content(smb.tree(folder)) == expected(objects)
     progress = [json.loads(line) for line in bootstrap.stdout_lines() if '"copy progress"' in line]
     assert any(p["done"] == 100 and p["total"] == 150 for p in progress), progress
+
+
+def manifest_of(smb, folder: str) -> dict:
+    return json.loads(smb.tree(folder)[MANIFEST])
+
+
+@pytest.mark.parametrize("respell", ["folder-case", "server-name"])
+def test_a_replacement_by_respelling_keeps_the_content(fn, s3, smb, bucket, folder, admin_parameter, respell):
+    """With RemoveOnDelete, Folder web -> WEB (or the server by another name) is a new physical id
+    that shares the old id's manifest. CloudFormation's sequence: Update (answered with the new
+    id), then Delete of the OLD id with the OLD properties: the content must stay."""
+    bootstrap, cfn = fn
+    upload(s3, bucket, SITE)
+    old = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+    new = dict(old, Folder=folder.upper()) if respell == "folder-case" else dict(old, ShareUnc="\\\\localhost\\share")
+    created = cfn.create(old)
+    assert created["Status"] == "SUCCESS", created
+    old_id = created["PhysicalResourceId"]
+    assert manifest_of(smb, folder)["ownership"] == {"id": old_id}
+
+    replaced = cfn.update(old_id, new, old)
+    assert replaced["Status"] == "SUCCESS", replaced
+    new_id = replaced["PhysicalResourceId"]
+    assert new_id != old_id
+    assert replaced["Data"]["Skipped"] == str(len(expected(SITE))), "the replacement copies incrementally"
+    assert manifest_of(smb, folder)["ownership"] == {"id": new_id, "previous": old_id}
+
+    cleanup = cfn.delete(old_id, old)
+    assert cleanup["Status"] == "SUCCESS", cleanup
+    assert content(smb.tree(folder)) == expected(SITE), "the replaced id's Delete emptied the folder"
+    assert manifest_of(smb, folder)["ownership"] == {"id": new_id}
+    assert "left in place" in bootstrap.output()
+
+    # The stack's delete of the new id removes it.
+    assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
+    assert content(smb.tree(folder)) == {}
+
+
+def test_a_rolled_back_replacement_keeps_the_content_for_the_old_id(fn, s3, smb, bucket, folder, admin_parameter):
+    _, cfn = fn
+    upload(s3, bucket, SITE)
+    old = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+    new = dict(old, Folder=folder.upper())
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    new_id = cfn.update(old_id, new, old)["PhysicalResourceId"]
+    assert cfn.delete(new_id, new)["Status"] == "SUCCESS"  # the rollback's cleanup
+    assert content(smb.tree(folder)) == expected(SITE)
+    assert manifest_of(smb, folder)["ownership"] == {"id": old_id}
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert content(smb.tree(folder)) == {}
+
+
+def test_a_failed_replacement_create_never_removes_the_old_content(fn, s3, smb, bucket, folder, admin_parameter):
+    """A Create that fails cleans up its own partial copy (RemoveOnDelete), but not content that
+    another id of the resource owns: here a Create for a new id over the old id's folder."""
+    _, cfn = fn
+    upload(s3, bucket, SITE)
+    old = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+    assert cfn.create(old)["Status"] == "SUCCESS"
+    s3.put_object(Bucket=bucket, Key="site/bad/../x", Body=b"rejected")
+    failed = cfn.create(dict(old, Folder=folder.upper()))
+    assert failed["Status"] == "FAILED", failed
+    assert content(smb.tree(folder)) == expected(SITE)
+
+
+def test_a_delete_with_another_versions_properties_removes_the_content(fn, s3, smb, bucket, folder, admin_parameter):
+    bootstrap, cfn = fn
+    upload(s3, bucket, {"site/index.html": b"i"})
+    p = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    other_version = {k: v for k, v in p.items() if k not in ("ShareUnc", "Folder", "Bucket")}
+    other_version.update(CacheControl={"MaxAge": 60}, Parallelism="lots")
+    deleted = cfn.delete(created["PhysicalResourceId"], other_version)
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert content(smb.tree(folder)) == {}
+    assert "cannot read all the properties" in bootstrap.output()

@@ -93,6 +93,11 @@ pub struct Options {
     /// Save the manifest this often during a long copy, so a copy cut short (a Lambda timeout)
     /// resumes where it was.
     pub checkpoint_interval: Duration,
+    /// Record this physical id as the owner of the content in the manifest (taking it over
+    /// from another id, which is then kept as the previous owner).
+    pub owner_id: Option<String>,
+    /// The id a replacement replaces, for content whose manifest records no owner yet.
+    pub replacing: Option<String>,
 }
 
 impl Options {
@@ -107,6 +112,8 @@ impl Options {
             progress_every: 100,
             progress_interval: Duration::from_secs(5),
             checkpoint_interval: Duration::from_secs(20),
+            owner_id: None,
+            replacing: None,
         }
     }
 }
@@ -156,6 +163,13 @@ pub async fn copy_prefix(
     }
     let loaded = read_manifest(target).await?;
     let mut manifest = loaded.clone().unwrap_or_default();
+    if let Some(id) = &options.owner_id {
+        manifest.ownership = Some(ownership::Ownership::claim(
+            loaded.as_ref().and_then(|m| m.ownership.as_ref()),
+            id,
+            options.replacing.as_deref(),
+        ));
+    }
     let forced = loaded.is_some() && manifest.content_version != options.content_version;
     let objects = source.list(&options.bucket, &options.prefix).await?;
     let plan = plan::plan(&objects, &options.prefix, &manifest, forced);

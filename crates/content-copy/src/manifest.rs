@@ -38,6 +38,10 @@ pub struct Manifest {
     /// By object key relative to the prefix.
     #[serde(default)]
     pub files: BTreeMap<String, FileRecord>,
+    /// The physical id of the resource whose content this is (absent: written before it was
+    /// kept, or by a copy that does not belong to a custom resource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<ownership::Ownership>,
 }
 
 impl Default for Manifest {
@@ -48,6 +52,7 @@ impl Default for Manifest {
             bucket: String::new(),
             prefix: String::new(),
             files: BTreeMap::new(),
+            ownership: None,
         }
     }
 }

@@ -97,8 +97,13 @@ impl Properties {
         }
     }
 
+    /// The share, folder and admin credential alone: all a Delete needs.
+    pub fn validate_target(&self) -> Result<Target, Invalid> {
+        Target::validate(&self.target_properties(), ADMIN_ROLE)
+    }
+
     pub fn validate(&self) -> Result<Checked, Invalid> {
-        let target = Target::validate(&self.target_properties(), ADMIN_ROLE)?;
+        let target = self.validate_target()?;
         let bucket = self.bucket.trim();
         validate_bucket(bucket)?;
         let prefix = self.prefix.as_deref().unwrap_or_default();

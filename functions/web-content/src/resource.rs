@@ -5,6 +5,8 @@ use admin_credential::AdminCredentials;
 use aws_config::SdkConfig;
 use content_copy::{CopyError, Options, S3Source, Summary, Target};
 use custom_resource::{CustomResource, Invalid, Outcome, Request};
+use ownership::{Ownership, Release};
+use serde_json::{Map, Value};
 use share_target::TargetError;
 use smb_share::{Share, ShareError};
 use std::time::Duration;
@@ -75,7 +77,21 @@ impl WebContent {
             share: &share,
             folder: &c.target.folder,
         };
+        let id = self.physical_id(request);
+        // Whose content the folder held before: a failed Create may clean up only content that
+        // was its own (a replacement's Create must never empty what the old id still serves).
+        let before = content_copy::read_manifest(target).await;
+        let own_before = match &before {
+            Ok(None) => true,
+            Ok(Some(m)) => m
+                .ownership
+                .as_ref()
+                .is_some_and(|o| o.id == id && o.previous.is_none()),
+            Err(_) => false,
+        };
         let mut options = Options::new(&c.bucket, &c.prefix);
+        options.owner_id = Some(id.clone());
+        options.replacing = request.replacing.clone();
         options.content_version = p.content_version.clone();
         options.prune = p.prune();
         options.parallelism = p.parallelism();
@@ -90,6 +106,7 @@ impl WebContent {
         if result.is_err()
             && request.request_type == custom_resource::RequestType::Create
             && p.remove_on_delete()
+            && own_before
         {
             match content_copy::remove_copied(target, p.parallelism()).await {
                 Ok(r) => tracing::info!(
@@ -187,39 +204,97 @@ impl CustomResource for WebContent {
             tracing::info!(target = %p.target(), "RemoveOnDelete is not set: the content stays on the share");
             return Ok(());
         }
-        let c = p.validate()?;
-        let share = match self.connect(&c).await {
+        // Only the target matters to Delete: what to remove is in the manifest.
+        let target = p.validate_target()?;
+        let share = match target.connect(&self.admin, SMB_TIMEOUT).await {
             Ok(s) => s,
             // The share itself is gone: so is everything this resource wrote.
-            Err(Error::Target(TargetError::Share(ShareError::ShareNotFound { .. }))) => {
-                tracing::info!(share = %c.target.share, "the share no longer exists: nothing to remove");
+            Err(TargetError::Share(ShareError::ShareNotFound { .. })) => {
+                tracing::info!(share = %target.share, "the share no longer exists: nothing to remove");
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
-        let target = Target {
+        let id = request
+            .physical_resource_id
+            .clone()
+            .unwrap_or_else(|| self.physical_id(request));
+        let folder = Target {
             share: &share,
-            folder: &c.target.folder,
+            folder: &target.folder,
         };
-        let result = content_copy::remove_copied(target, p.parallelism()).await;
+        let result = remove_owned(folder, &id, p.parallelism()).await;
         share.close().await;
-        let removal = result?;
-        if !removal.failed.is_empty() {
-            return Err(Error::Incomplete(format!(
-                "{} file(s) this resource copied could not be removed ({} were; the manifest lists the rest, so \
-                 deleting again retries them): {}",
-                removal.failed.len(),
-                removal.removed,
-                listing(
-                    removal
-                        .failed
-                        .iter()
-                        .map(|f| format!("{:?}: {}", f.key, f.error))
-                )
-            )));
-        }
-        Ok(())
+        result
     }
+
+    /// The id is `\\server\share[\folder]`: the share and the folder a Delete needs.
+    fn recover_properties(&self, physical_id: &str, properties: &mut Map<String, Value>) {
+        let Some(rest) = physical_id.strip_prefix(r"\\") else {
+            return;
+        };
+        let mut parts = rest.splitn(3, '\\');
+        let (Some(server), Some(share)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        properties
+            .entry("ShareUnc")
+            .or_insert_with(|| Value::String(format!(r"\\{server}\{share}")));
+        if let Some(folder) = parts.next() {
+            properties
+                .entry("Folder")
+                .or_insert_with(|| Value::String(folder.to_owned()));
+        }
+        // Not read by Delete.
+        properties
+            .entry("Bucket")
+            .or_insert_with(|| Value::String(String::new()));
+    }
+}
+
+/// RemoveOnDelete: remove the files the manifest lists, if this id still owns them.
+async fn remove_owned(target: Target<'_>, id: &str, parallelism: usize) -> Result<(), Error> {
+    let Some(manifest) = content_copy::read_manifest(target).await? else {
+        tracing::info!(folder = %target.folder, "no manifest: nothing of ours to remove");
+        return Ok(());
+    };
+    match Ownership::release(manifest.ownership.as_ref(), id) {
+        Release::Remove => {}
+        Release::Superseded { to } | Release::HandBack { to } => {
+            tracing::info!(
+                folder = %target.folder,
+                owner = %to.id,
+                "the content belongs to the resource that replaced this one (or that this one replaced, on \
+                 rollback): left in place"
+            );
+            let kept = content_copy::Manifest {
+                ownership: Some(to),
+                ..manifest
+            };
+            content_copy::write_manifest(target, &kept).await?;
+            return Ok(());
+        }
+        Release::NotOwned { owner } => {
+            tracing::info!(folder = %target.folder, owner = %owner, "the content belongs to another physical id: left in place");
+            return Ok(());
+        }
+    }
+    let removal = content_copy::remove_copied(target, parallelism).await?;
+    if !removal.failed.is_empty() {
+        return Err(Error::Incomplete(format!(
+            "{} file(s) this resource copied could not be removed ({} were; the manifest lists the rest, so \
+             deleting again retries them): {}",
+            removal.failed.len(),
+            removal.removed,
+            listing(
+                removal
+                    .failed
+                    .iter()
+                    .map(|f| format!("{:?}: {}", f.key, f.error))
+            )
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
