@@ -357,3 +357,36 @@ def test_delete_removes_the_rotation_record_it_owns_and_nothing_foreign(fn, aws)
     assert cfn.delete(p2, props(p2))["Status"] == "SUCCESS"
     assert read(aws, f"{p2}/rotation") is not None
     assert read(aws, f"{p2}/username") is None
+
+
+def test_a_prefix_respelled_in_case_is_a_real_replacement(fn, aws):
+    """SSM parameter names are case-sensitive: /App and /app are different parameters, so unlike
+    AD or NTFS names a respelled prefix is a genuine replacement and the old Delete removes only
+    the old parameters."""
+    _, cfn = fn
+    base = prefix()
+    old_p, new_p = f"{base}/svc", f"{base}/SVC"
+    assert cfn.create(props(old_p))["Status"] == "SUCCESS"
+    replaced = cfn.update(old_p, props(new_p), props(old_p))
+    assert replaced["PhysicalResourceId"] == new_p
+    assert cfn.delete(old_p, props(old_p))["Status"] == "SUCCESS"
+    assert read(aws, f"{old_p}/password") is None
+    assert read(aws, f"{new_p}/password") is not None
+    assert cfn.delete(new_p, props(new_p))["Status"] == "SUCCESS"
+
+
+def test_a_delete_with_another_versions_properties_removes_the_parameters(fn, aws):
+    bootstrap, cfn = fn
+    p = prefix()
+    assert cfn.create(props(p))["Status"] == "SUCCESS"
+    deleted = cfn.delete(p, {"Username": ["EXAMPLE\\svc-web"], "Tier": "Advanced", "Policies": [{"Type": "Expiration"}]})
+    assert deleted["Status"] == "SUCCESS", deleted
+    for slot in ("username", "password", "share"):
+        assert read(aws, f"{p}/{slot}") is None
+    assert "cannot read all the properties" in bootstrap.output()
+    # RetainOnDelete is still honoured when the rest is unreadable.
+    assert cfn.create(props(p))["Status"] == "SUCCESS"
+    kept = cfn.delete(p, {"RetainOnDelete": "true", "Extra": 1})
+    assert kept["Status"] == "SUCCESS", kept
+    assert read(aws, f"{p}/password") is not None
+    assert cfn.delete(p, props(p))["Status"] == "SUCCESS"

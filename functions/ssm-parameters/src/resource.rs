@@ -268,6 +268,21 @@ impl CustomResource for SsmParameters {
         request.properties.prefix().to_owned()
     }
 
+    /// The id is the prefix, which names all three parameters; Delete reads nothing else but
+    /// RetainOnDelete. (SSM names are case-sensitive, so two ids never name one parameter.)
+    fn recover_properties(
+        &self,
+        physical_id: &str,
+        properties: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        let text = |v: &str| serde_json::Value::String(v.to_owned());
+        properties
+            .entry("ParameterPrefix")
+            .or_insert_with(|| text(physical_id));
+        properties.entry("Username").or_insert_with(|| text(""));
+        properties.entry("SharePath").or_insert_with(|| text(""));
+    }
+
     async fn create(&self, request: &Request<Properties>) -> Result<Outcome, Error> {
         let p = &request.properties;
         self.validate(p)?;
