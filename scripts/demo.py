@@ -3,10 +3,12 @@ drive it, with every custom resource's properties, every function's environment 
 definition's container environment taken from cloudformation/template.yaml, resolved against
 scripts/demo-parameters.json (scripts/cfn_local.py does the template work).
 
-Usage: demo.py [MOTO_URL] [--template PATH] [--parameters PATH] [--plan-only | --binaries]
+Usage: demo.py [MOTO_URL] [--template PATH] [--parameters PATH] [--scenario all|create-delete]
+               [--fail-create LOGICAL_ID] [--plan-only | --binaries]
 
---plan-only loads and checks the template and prints the plan (what each resource resolves to
-and in which order), touching nothing: the quick drift check.
+--plan-only loads and checks the template and prints the plan (every resource in its creation
+wave), touching nothing: the quick drift check. --fail-create plays only a create that fails at
+that resource and CloudFormation's rollback (the default run plays one at the ECS service too).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import boto3  # noqa: E402
 import botocore.config  # noqa: E402
 
 import cfn_local as cfn  # noqa: E402
+import local_network as net  # noqa: E402
 from lambda_harness import Bootstrap, ResponseUrl, RuntimeApi, binary, samba_env  # noqa: E402
 
 TTY = sys.stdout.isatty()
@@ -52,6 +55,9 @@ STAND_INS = {
     "AWS::Logs::LogGroup": ["LogGroupName"],
 }
 FUNCTION_PARTS = ["FunctionName", "Environment", "LoggingConfig", "Timeout", "MemorySize", "Events"]
+# Security groups and their rules: stand-ins that open and close the loopback forwarders
+# (scripts/local_network.py) the functions reach the share and the DC through.
+NETWORK = ("AWS::EC2::SecurityGroup", "AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
 
 
 def leaf_diff(old, new, path: str = "") -> list[str]:
@@ -158,7 +164,7 @@ def placeholders(value, values: dict):
             return Path(values["env"][key[5:]]).read_text()
         return values[key]
 
-    return re.sub(r"\{(run|moto|env:[A-Z0-9_]+|file:[A-Z0-9_]+)\}", one, value)
+    return re.sub(r"\{(run|moto|net:[a-z]+|env:[A-Z0-9_]+|file:[A-Z0-9_]+)\}", one, value)
 
 
 class Tee:
@@ -192,11 +198,15 @@ class Function:
         lambda_env = {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory, **log, **env}
         self.bootstrap = Bootstrap(binary(binary_name), self.runtime, lambda_env, name=name)
         self.outputs: list[str] = []
+        self.stopped = False
 
     def invoke(self, payload, timeout: float | None = None):
         return self.runtime.invoke(payload, timeout=timeout or self.timeout + 5, deadline_s=self.timeout)
 
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         self.bootstrap.stop()
         self.outputs.append(self.bootstrap.stdout_path.read_text(errors="replace") +
                             self.bootstrap.stderr_path.read_text(errors="replace"))
@@ -205,16 +215,19 @@ class Function:
         self.runtime.close()
 
     def output(self) -> str:
-        return "".join(self.outputs) + (self.bootstrap.output() if self.bootstrap.alive() else "")
+        return "".join(self.outputs) + ("" if self.stopped else self.bootstrap.output())
 
 
 class LocalCloudFormation:
-    """Creates, updates and deletes the template's resources the demo can run locally: custom
-    resources through their functions' real bootstraps, functions as local bootstraps, and the
-    AWS resources they reference as stand-ins in moto."""
+    """Creates, updates and deletes every resource of the template, in CloudFormation's dependency
+    waves: custom resources through their functions' real bootstraps, functions as local
+    bootstraps, the AWS resources they use as stand-ins in moto, the security groups and their
+    rules as the loopback forwarders they open (local_network), and the rest (roles, policies,
+    rules, the load balancer...) recorded with a made-up physical id."""
 
-    def __init__(self, template_path: Path, settings: dict, moto_url: str, report: Report):
+    def __init__(self, template_path: Path, settings: dict, moto_url: str, report: Report, network: net.Network | None = None):
         self.settings, self.moto_url, self.report = settings, moto_url, report
+        self.template_path = template_path
         self.template = cfn.load_template(template_path)
         self.stack = cfn.Stack(self.template, settings["Parameters"], settings["StackName"], REGION, ACCOUNT,
                                settings.get("Imports"))
@@ -222,11 +235,13 @@ class LocalCloudFormation:
         self.aws = {s: boto3.client(s, **creds) for s in ("ssm", "kms", "dynamodb", "sqs", "ecs")}
         self.aws["s3"] = boto3.client("s3", config=botocore.config.Config(s3={"addressing_style": "path"}), **creds)
         self.responses = ResponseUrl()
+        self.network = network or net.Network()
         self.functions: dict[str, Function] = {}
         self.sent: list[dict] = []          # every request CloudFormation sent
-        self.answers: dict[str, dict] = {}  # logical id -> last SUCCESS answer
+        self.answers: dict[str, dict] = {}  # logical id -> last answer (SUCCESS, or a failed Create's)
         self.properties: dict[str, dict] = {}  # logical id -> the properties last applied
         self.stand_ins: dict[str, str] = {}  # logical id -> what it is in moto
+        self.exists: list[str] = []          # what the stack holds now, in creation order
         self.suffix = uuid.uuid4().hex[:8]
 
     # ── the plan ──
@@ -238,47 +253,36 @@ class LocalCloudFormation:
             return "function"
         if t in STAND_INS:
             return "stand-in"
-        return "unsupported"
+        if t in NETWORK:
+            return "network"
+        return "recorded"
 
     def used_part(self, logical_id: str) -> dict:
         r = self.stack.resource(logical_id)
         props = r.get("Properties") or {}
         kind = self.kind(logical_id)
-        if kind == "custom":
+        if kind in ("custom", "network"):
             return props
         if kind == "function":
             return {k: props[k] for k in FUNCTION_PARTS if k in props}
         if kind == "stand-in":
             return {k: props[k] for k in STAND_INS[r["Type"]] if k in props}
-        return props
+        return {}
 
-    def plan(self) -> list[str]:
-        """Every resource the demo drives (the custom resources, the functions, the task
-        definition) and what they reference, in dependency order."""
-        roots = [lid for lid in self.template["Resources"] if self.stack.included(lid)
-                 and (self.kind(lid) in ("custom", "function") or self.stack.resource(lid)["Type"] == "AWS::ECS::TaskDefinition")]
-        nodes, deps, queue = [], {}, list(roots)
-        referenced_by: dict[str, str] = {}
-        while queue:
-            lid = queue.pop(0)
-            if lid in nodes:
-                continue
-            if self.kind(lid) == "unsupported":
-                raise cfn.Unresolved(f"{lid} ({self.stack.resource(lid)['Type']}) is referenced by {referenced_by.get(lid)} "
-                                     f"but the local stack has no stand-in for that type")
-            nodes.append(lid)
-            deps[lid] = {d for d in self.stack.depends_on(lid, self.used_part(lid)) if d in self.template["Resources"]}
-            for d in deps[lid]:
-                # A DependsOn on something the demo does not run (a listener) only orders it.
-                explicit = self.stack.resource(lid).get("DependsOn") or []
-                explicit = [explicit] if isinstance(explicit, str) else explicit
-                if self.kind(d) == "unsupported" and d in explicit and d not in cfn.references(self.used_part(lid), self.stack.conditions):
-                    continue
-                referenced_by.setdefault(d, lid)
-                queue.append(d)
-        order = list(self.template["Resources"])
-        nodes.sort(key=order.index)
-        return cfn.topological(nodes, deps)
+    def plan(self) -> list[list[str]]:
+        """Every resource the Conditions include, in CloudFormation's creation waves, ordered by
+        cfn-lint's template graph (cfn_local.dependency_graph)."""
+        self.deps = cfn.dependency_graph(self.template, self.stack.conditions, str(self.template_path))
+        self.waves = cfn.creation_waves(self.deps, list(self.template["Resources"]))
+        self.function_groups = set()
+        for lid in self.deps:
+            if self.kind(lid) == "function":
+                vpc = (self.stack.resource(lid).get("Properties") or {}).get("VpcConfig") or {}
+                self.function_groups |= cfn.references(vpc.get("SecurityGroupIds") or [], self.stack.conditions)
+        return self.waves
+
+    def deletion_waves(self, logical_ids: list[str]) -> list[list[str]]:
+        return cfn.deletion_waves({lid: self.deps.get(lid, set()) for lid in logical_ids}, list(self.template["Resources"]))
 
     # ── resolution helpers ──
     def resolve_props(self, logical_id: str) -> dict:
@@ -373,6 +377,55 @@ class LocalCloudFormation:
         self.stand_ins[logical_id] = what
         return what
 
+    def create_network(self, logical_id: str) -> tuple[str, list]:
+        """A security group or a rule: recorded with its resolved rules; the forwarders open for
+        the paths the rules now allow. Returns what it is and the paths that changed."""
+        t = self.stack.resource(logical_id)["Type"]
+        props = self.stack.resolve(self.stack.resource(logical_id).get("Properties") or {}, f"{logical_id}.Properties")
+        if t == "AWS::EC2::SecurityGroup":
+            ref = "sg-" + hashlib.sha256(f"{self.stack.stack_name}/{logical_id}/{self.suffix}".encode()).hexdigest()[:17]
+            res = cfn.Resolved(ref, {"GroupId": ref, "VpcId": props.get("VpcId", "")}, "network")
+            if logical_id in self.function_groups:
+                self.network.source_groups.add(ref)
+        else:
+            ref = f"sgr-{uuid.uuid4().hex[:17]}"
+            res = cfn.Resolved(ref, {"Id": ref}, "network")
+        rules = net.rules_of(logical_id, t, props, res.ref)
+        self.stack.resources[logical_id] = res
+        self.network.add(self.stack.stack_name, logical_id, rules)
+        what = ", ".join(f"{r.direction} {r.protocol} {r.from_port}" + (f"-{r.to_port}" if r.to_port != r.from_port else "") +
+                         f" {'from' if r.direction == 'ingress' else 'to'} {r.cidr or r.peer_group}" for r in rules)
+        return f"{ref}: {what or 'no rules'}", self.network.evaluate()
+
+    def record(self, logical_id: str) -> None:
+        """A resource the local stack has nothing to run for (a role, a policy, a rule, the load
+        balancer): it exists with a made-up id, so that references to it resolve."""
+        t = self.stack.resource(logical_id)["Type"]
+        service = t.split("::")[1].lower() if t.count("::") >= 2 else "cloudformation"
+        name = f"{self.stack.stack_name}-{logical_id}-{self.suffix}"
+        self.stack.resources[logical_id] = cfn.Resolved(name, _RecordedAttrs(f"arn:aws:{service}:{REGION}:{ACCOUNT}:{name}"), "recorded")
+
+    def delete_resource(self, logical_id: str) -> tuple[str, list]:
+        """Delete one resource that is not a custom resource. Returns what happened and the
+        network paths that changed."""
+        kind, changed = self.kind(logical_id), []
+        what = "deleted"
+        if kind == "function":
+            f = self.functions[logical_id]
+            if f.bootstrap.alive():
+                f.bootstrap.process.terminate()
+                f.bootstrap.process.wait(timeout=10)
+            what = f"bootstrap {f.name} stopped"
+        elif kind == "stand-in":
+            what = self.remove_stand_in(logical_id)
+        elif kind == "network":
+            ref = self.stack.resources[logical_id].ref
+            self.network.remove(self.stack.stack_name, logical_id)
+            self.network.source_groups.discard(ref)
+            changed = self.network.evaluate()
+        self.exists.remove(logical_id)
+        return what, changed
+
     def send(self, logical_id: str, request_type: str, props: dict, physical_id: str | None = None,
              old_props: dict | None = None) -> dict:
         """One custom resource request, as CloudFormation sends it; returns the response document."""
@@ -412,9 +465,10 @@ class LocalCloudFormation:
         """Stop every bootstrap and Runtime API at once (each server takes up to 0.5 s to stop)."""
         import threading
 
-        live = [f for f in self.functions.values() if f.bootstrap.alive()]
+        live = [f for f in self.functions.values() if not f.stopped]
         for f in live:
-            f.bootstrap.process.terminate()
+            if f.bootstrap.alive():
+                f.bootstrap.process.terminate()
         threads = [threading.Thread(target=f.stop) for f in live] + [threading.Thread(target=self.responses.close)]
         for t in threads:
             t.start()
@@ -424,38 +478,63 @@ class LocalCloudFormation:
     def all_output(self) -> str:
         return "".join(f.output() for f in self.functions.values())
 
+    def remove_stand_in(self, lid: str) -> str:
+        """Remove one stand-in from moto; says what was done."""
+        t = self.stack.resource(lid)["Type"]
+        res = self.stack.resources[lid]
+        what = self.stand_ins.pop(lid, lid)
+        if t == "AWS::S3::Bucket":
+            s3 = self.aws["s3"]
+            versions = s3.list_object_versions(Bucket=res.ref)
+            for v in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
+                s3.delete_object(Bucket=res.ref, Key=v["Key"], VersionId=v["VersionId"])
+            # Emptied, not deleted: moto keeps every object it ever made, and its
+            # /moto-api/data.json (the stack's readiness probe) fails on an object whose
+            # bucket is gone.
+            return "emptied (moto keeps its buckets)"
+        if t == "AWS::DynamoDB::Table":
+            self.aws["dynamodb"].delete_table(TableName=res.ref)
+        elif t == "AWS::SQS::Queue":
+            self.aws["sqs"].delete_queue(QueueUrl=res.ref)
+        elif t == "AWS::ECS::Service":
+            cluster = res.ref.split("/")[-2]
+            self.aws["ecs"].delete_service(cluster=cluster, service=res.ref, force=True)
+        elif t == "AWS::ECS::Cluster":
+            self.aws["ecs"].delete_cluster(cluster=res.ref)
+        elif t == "AWS::ECS::TaskDefinition":
+            self.aws["ecs"].deregister_task_definition(taskDefinition=res.ref)
+        elif t == "AWS::KMS::Key":
+            self.aws["kms"].schedule_key_deletion(KeyId=res.ref, PendingWindowInDays=7)
+        return "removed from moto"
+
     def remove_stand_ins(self) -> list[str]:
+        """What is left in moto (a retained or never deleted stand-in), removed so that runs do
+        not pile up."""
         gone = []
         for lid in reversed(list(self.stand_ins)):
-            t = self.stack.resource(lid)["Type"]
-            res = self.stack.resources[lid]
             try:
-                if t == "AWS::S3::Bucket":
-                    s3 = self.aws["s3"]
-                    versions = s3.list_object_versions(Bucket=res.ref)
-                    for v in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
-                        s3.delete_object(Bucket=res.ref, Key=v["Key"], VersionId=v["VersionId"])
-                    # Emptied, not deleted: moto keeps every object it ever made, and its
-                    # /moto-api/data.json (the stack's readiness probe) fails on an object whose
-                    # bucket is gone.
-                    lid = f"{lid} (emptied)"
-                elif t == "AWS::DynamoDB::Table":
-                    self.aws["dynamodb"].delete_table(TableName=res.ref)
-                elif t == "AWS::SQS::Queue":
-                    self.aws["sqs"].delete_queue(QueueUrl=res.ref)
-                elif t == "AWS::ECS::Service":
-                    cluster = res.ref.split("/")[-2]
-                    self.aws["ecs"].delete_service(cluster=cluster, service=res.ref, force=True)
-                elif t == "AWS::ECS::Cluster":
-                    self.aws["ecs"].delete_cluster(cluster=res.ref)
-                elif t == "AWS::ECS::TaskDefinition":
-                    self.aws["ecs"].deregister_task_definition(taskDefinition=res.ref)
-                elif t == "AWS::KMS::Key":
-                    self.aws["kms"].schedule_key_deletion(KeyId=res.ref, PendingWindowInDays=7)
+                self.remove_stand_in(lid)
                 gone.append(lid)
             except Exception as e:  # noqa: BLE001
                 gone.append(f"{lid} (not removed: {e})")
         return gone
+
+
+class _RecordedAttrs(dict):
+    """GetAtt on a recorded resource: any attribute, an ARN-shaped made-up value."""
+
+    def __init__(self, arn: str):
+        super().__init__()
+        self.arn = arn
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return self.arn if key.endswith("Arn") or key == "Arn" else f"{self.arn}/{key}"
+
+    def get(self, key, default=None):
+        return self[key]
 
 
 class Witness:
@@ -522,6 +601,21 @@ class Witness:
         local.unlink()
         return data
 
+    def smbcacls(self, folder: str) -> list[str]:
+        """The folder's ACEs as smbcacls shows them (numeric SIDs), as Administrator; on an error
+        its one line (which names no SID)."""
+        auth = self.tmp / f"{uuid.uuid4().hex}.auth"
+        auth.write_text(f"username = Administrator\npassword = {self.admin_password.strip()}\ndomain = EXAMPLE\n")
+        auth.chmod(0o600)
+        try:
+            out = subprocess.run(["smbcacls", "//127.0.0.1/share", folder, "-A", str(auth), "--numeric",
+                                  "-s", self.samba["FARGATE_SMB_SMB_CONF"], "-m", "SMB3", "--client-protection=encrypt"],
+                                 capture_output=True, text=True, timeout=60, cwd=self.tmp)
+        finally:
+            auth.unlink()
+        aces = [ln.strip() for ln in out.stdout.splitlines() if ln.startswith("ACL:")]
+        return aces if out.returncode == 0 else [(out.stdout + out.stderr).strip().splitlines()[-1:] or ["smbcacls failed"]][0]
+
     def ldap(self, ou: str, names: list[str]) -> list[str]:
         """sAMAccountNames found under `ou` among `names` (ldapsearch over verified LDAPS)."""
         flt = "(|" + "".join(f"(sAMAccountName={n})" for n in names) + ")"
@@ -539,13 +633,28 @@ class Demo:
         self.args = args
         self.samba = samba_env() if not args.plan_only else {}
         self.run_tag = uuid.uuid4().hex[:6]
-        raw = json.loads(Path(args.parameters).read_text())
-        env = dict(self.samba) or {k: f"<{k}>" for k in ("FARGATE_SMB_OU",)}
-        values = {"run": self.run_tag, "moto": args.moto or "http://127.0.0.1:5055", "env": env}
+        self.raw = json.loads(Path(args.parameters).read_text())
+        self.network = net.Network()
         if args.plan_only:
-            values["env"] = _PlanOnlyEnv()
-        self.settings = placeholders(raw, values)
+            self.net_values = {"net:share": "127.0.0.2", "net:ldaps": "127.0.0.1:1636"}
+        else:
+            # Reserved now (bound, refusing), opened when the template's rules allow the path.
+            self.share_forwarder = net.Forwarder.reserve("share", [f"127.0.0.{i}" for i in range(2, 255)], 445, ("127.0.0.1", 445))
+            self.ldaps_forwarder = net.Forwarder.reserve("ldaps", ["127.0.0.1"], 0, ("127.0.0.1", 636))
+            self.net_values = {"net:share": self.share_forwarder.host, "net:ldaps": self.ldaps_forwarder.address}
+        self.tags = [self.run_tag]
+        self.settings = self.fill(self.run_tag)
         self.report = Report(self.settings.get("KnownIssues", {}))
+        self.stacks: list[LocalCloudFormation] = []
+        self.failed: str | None = None
+        self.failed_stack: LocalCloudFormation | None = None
+
+    def fill(self, run_tag: str) -> dict:
+        env = dict(self.samba) or {k: f"<{k}>" for k in ("FARGATE_SMB_OU",)}
+        values = {"run": run_tag, "moto": self.args.moto or "http://127.0.0.1:5055", "env": env, **self.net_values}
+        if self.args.plan_only:
+            values["env"] = _PlanOnlyEnv()
+        return placeholders(self.raw, values)
 
     # ── the phases ──
     def run(self) -> int:
@@ -553,7 +662,7 @@ class Demo:
         print(f"{BOLD}fargate-smb local demo{RESET}: cloudformation/template.yaml's stack lifecycle, driven as CloudFormation would")
         print(f"{DIM}parameters: {os.path.relpath(self.args.parameters, ROOT)}; the real Lambda bootstraps (target/debug/*) behind "
               f"local Runtime APIs;\nAWS = moto; Active Directory and the SMB share = a Samba AD DC (EXAMPLE / example.test, "
-              f"\\\\127.0.0.1\\share); witnesses: boto3, smbclient, ldapsearch{RESET}")
+              f"\\\\127.0.0.1\\share); witnesses: boto3, smbclient, smbcacls, ldapsearch{RESET}")
         self.lcf = None
         try:
             self.lifecycle()
@@ -565,39 +674,75 @@ class Demo:
         r = self.report
         r.phase("Template", """The template is read with CloudFormation's short-form tags, SAM's Globals applied to the
             functions, the parameters checked against AllowedPattern/AllowedValues/Rules and the Conditions
-            evaluated; then the resources the demo runs are put in dependency order (DependsOn, Ref, GetAtt).""")
+            evaluated; then every resource the Conditions include is put in CloudFormation's creation waves, from
+            cfn-lint's template graph (Ref, GetAtt, Sub, DependsOn; edges in untaken Fn::If branches dropped).""")
         if not r.step("load cloudformation/template.yaml with the parameters file", self.load).ok:
             return
-        plan = r.step("plan: the custom resources, their functions and what they reference, in order", self.make_plan)
+        plan = r.step("plan: every resource in creation waves (a resource starts when what it references exists)", self.make_plan)
         if not plan.ok:
             return
         if self.args.plan_only:
             r.step("resolve each custom resource's properties (references to earlier answers stubbed)", self.dry_resolve)
             return
         self.witness = Witness(self.lcf, self.samba)
+        self.define_paths()
+        if self.args.fail_create:
+            self.rollback_scenario(self.args.fail_create, fresh=False)
+            self.leak_check()
+            return
         if not self.create():
             self.rollback()
             return
-        self.preflight()
-        self.sync()
-        self.rotate()
-        self.update()
+        full = self.args.scenario == "all"
+        if full:
+            self.preflight()
+            self.sync()
+            self.rotate()
+            self.update("Update", "Stack update (UPDATE_IN_PROGRESS)")
+            self.replacement()
+            self.other_version_deletes()
         self.delete()
+        if full:
+            self.rollback_scenario("WebService", fresh=True)
         self.leak_check()
+
+    def define_paths(self) -> None:
+        """The network paths the functions need, gated by the template's rules (local_network)."""
+        p = self.lcf.stack.parameters
+        self.network.paths = [
+            net.Path("functions -> file server", 445, self.share_forwarder, peer_group=p["FileServerSecurityGroupId"]),
+            net.Path("functions -> domain controller", 636, self.ldaps_forwarder, peer_ip=self.first_dc(p["DomainControllerIps"])),
+        ]
+
+    @staticmethod
+    def first_dc(value) -> str:
+        """DomainControllerIps: a CommaDelimitedList or a comma-separated String, by template version."""
+        return (value if isinstance(value, list) else str(value).split(","))[0].strip()
 
     def cleanup(self) -> None:
         r = self.report
-        if not self.lcf:
+        if not self.stacks:
             return
         if self.args.plan_only:
-            self.lcf.stop()
+            for lcf in self.stacks:
+                lcf.stop()
             return
-        r.phase("Cleanup", """The bootstraps are stopped, the stand-ins removed from moto, the admin parameter
-            deleted and this run's folder removed from the share.""")
-        self.lcf.stop()
-        gone = self.lcf.remove_stand_ins()
+        r.phase("Cleanup", """What a failed delete or rollback left is deleted as an operator would after fixing it (the
+            network rules put back, each custom resource deleted again); the bootstraps are stopped, the stand-ins
+            removed from moto, the admin parameter deleted and this run's folders removed from the share.""")
+        for lcf in self.stacks:
+            left = [lid for lid in reversed(lcf.exists) if lcf.kind(lid) == "custom"]
+            if left:
+                self.network.open_all()
+                for lid in left:
+                    answer = lcf.send(lid, "Delete", lcf.properties[lid], lcf.answers[lid]["PhysicalResourceId"])
+                    r.info(f"{lcf.stack.stack_name}: {lid} left by the failed delete: Delete again -> {answer.get('Status')}")
+            lcf.stop()
+            gone = lcf.remove_stand_ins()
+            if gone:
+                r.info(f"{lcf.stack.stack_name}: stand-ins still in moto removed: {', '.join(gone)}")
+        self.network.shutdown()
         self.admin_cleanup()
-        r.info(f"stand-ins removed from moto: {', '.join(gone) or 'none'}")
         self.share_cleanup()
         if hasattr(self, "witness"):
             import shutil
@@ -620,7 +765,9 @@ class Demo:
 
     # ── Template ──
     def load(self) -> Result:
-        self.lcf = LocalCloudFormation(Path(self.args.template), self.settings, self.args.moto or "http://127.0.0.1:9", self.report)
+        self.lcf = LocalCloudFormation(Path(self.args.template), self.settings, self.args.moto or "http://127.0.0.1:9", self.report,
+                                       self.network)
+        self.stacks.append(self.lcf)
         s = self.lcf.stack
         resources = s.template["Resources"]
         customs = [lid for lid in resources if self.lcf.kind(lid) == "custom"]
@@ -631,16 +778,24 @@ class Demo:
             f"{len(s.parameters)} parameters",
             f"conditions true: {', '.join(true) or 'none'}"])
 
-    def make_plan(self) -> Result:
-        self.order = self.lcf.plan()
-        kinds = {lid: self.lcf.kind(lid) for lid in self.order}
+    def wave_lines(self, waves: list[list[str]], lcf: LocalCloudFormation | None = None) -> list[str]:
+        lcf = lcf or self.lcf
         lines = []
+        for n, wave in enumerate(waves, 1):
+            text = f"wave {n}: " + ", ".join(f"{lid}" + ("" if lcf.kind(lid) == "recorded" else f" ({lcf.kind(lid)})") for lid in wave)
+            lines += textwrap.wrap(text, 150, subsequent_indent="        ")
+        return lines
+
+    def make_plan(self) -> Result:
+        waves = self.lcf.plan()
+        self.order = [lid for wave in waves for lid in wave]
+        kinds: dict[str, int] = {}
         for lid in self.order:
-            t = self.lcf.stack.resource(lid)["Type"]
-            deps = sorted(d for d in self.lcf.stack.depends_on(lid, self.lcf.used_part(lid)) if d in self.order)
-            after = f"  after {', '.join(deps)}" if deps else ""
-            lines.append(f"{kinds[lid]:<9} {lid} ({t}){after}")
-        return Result(True, f"{len(self.order)} res", lines)
+            kinds[self.lcf.kind(lid)] = kinds.get(self.lcf.kind(lid), 0) + 1
+        left_out = [lid for lid in self.lcf.template["Resources"] if lid not in self.lcf.deps]
+        return Result(True, f"{len(waves)} waves", [
+            f"{len(self.order)} resources: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) +
+            (f"; left out by their Condition: {', '.join(left_out)}" if left_out else "")] + self.wave_lines(waves))
 
     def dry_resolve(self) -> Result:
         """--plan-only: resolve every custom resource's properties and every function's
@@ -653,53 +808,97 @@ class Demo:
                 name = self.lcf.stack.resolve(r["Properties"].get("FunctionName", lid))
                 s.resources[lid] = cfn.Resolved(name, {"Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"})
                 continue
-            attrs = _AnyAttrs(lid)
-            s.resources[lid] = cfn.Resolved(f"<{lid}>", attrs)
             if self.lcf.kind(lid) == "custom":
                 self.lcf.resolve_props(lid)
+            s.resources[lid] = cfn.Resolved(f"<{lid}>", _AnyAttrs(lid))
         task = self.task_container()
         return Result(True, details=[f"task definition container {task['Name']}: environment "
                                      f"{', '.join(e['Name'] for e in task.get('Environment', []))}; secrets "
                                      f"{', '.join(e['Name'] for e in task.get('Secrets', []))}"])
 
     # ── Create ──
-    def create(self) -> bool:
+    def create(self, fail: str | None = None) -> bool:
         r, lcf = self.report, self.lcf
-        r.phase("Create (CREATE_IN_PROGRESS)", """In the plan's order: stand-ins for the AWS resources the functions and custom resources
-            reference are made in moto; each function starts as its real bootstrap with the environment the template
-            gives it; each custom resource gets a Create request with its resolved properties, and its answer (physical
-            id, Data) is what later !Ref / !GetAtt resolve to. Each step is then checked from outside.""")
+        r.phase(f"Create {lcf.stack.stack_name} (CREATE_IN_PROGRESS)", """Wave by wave: stand-ins for the AWS resources are
+            made in moto; each security group or rule is recorded and opens the loopback forwarder of every path it
+            completes (the functions reach the share at the forwarder's address only); each function starts as its real
+            bootstrap with the environment the template gives it; each custom resource gets a Create request with its
+            resolved properties, and its answer (physical id, Data) is what later !Ref / !GetAtt resolve to. Each step is
+            then checked from outside.""")
         params = lcf.stack.parameters
         admin_param = params.get("AdminPasswordParameterName")
         if admin_param:
             lcf.aws["ssm"].put_parameter(Name=admin_param, Value=self.witness.admin_password, Type="SecureString", Overwrite=True)
             r.info(f"prerequisite: the Samba admin password put into moto SSM as {admin_param} (SecureString)")
-        for lid in self.order:
-            kind = lcf.kind(lid)
+        for n, wave in enumerate(lcf.waves, 1):
+            for line in textwrap.wrap(f"wave {n}: {', '.join(wave)}", 140, subsequent_indent="        "):
+                r.info(line)
+            for lid in wave:
+                if not self.create_one(lid, fail):
+                    self.failed, self.failed_stack = lid, lcf
+                    return False
+        return True
+
+    def create_one(self, lid: str, fail: str | None) -> bool:
+        r, lcf = self.report, self.lcf
+        kind, t = lcf.kind(lid), lcf.stack.resource(lid)["Type"]
+        if kind == "custom":
+            return self.create_custom(lid, inject=lid == fail)
+        if lid == fail:
+            r.step(f"Create {t} {lid}: a failure is injected here (e.g. the ECS deployment circuit breaker)",
+                   lambda: Result(True, "CREATE_FAILED", ["injected by --fail-create: nothing was made"]))
+            return False
+        try:
             if kind == "stand-in":
                 what = lcf.create_stand_in(lid)
-                if lcf.stack.resource(lid)["Type"] != "AWS::Logs::LogGroup":  # shown with its function
+                if t != "AWS::Logs::LogGroup":  # shown with its function
                     r.info(f"stand-in  {lid:<26} {what}")
-                if lcf.stack.resource(lid)["Type"] == "AWS::S3::Bucket":
-                    self.upload_site(lcf.stack.resources[lid].ref, params.get("ContentPrefix", "site"))
+                if t == "AWS::S3::Bucket":
+                    self.upload_site(lcf.stack.resources[lid].ref, lcf.stack.parameters.get("ContentPrefix", "site"))
             elif kind == "function":
                 f = lcf.start_function(lid)
                 r.info(f"function  {lid:<26} target/debug/{f.binary_name} as {f.name} (timeout {f.timeout:.0f} s); environment: "
                        f"{', '.join(sorted(k for k in f.env if k != 'AWS_ENDPOINT_URL')) or '(none)'}")
-            elif kind == "custom":
-                if not self.create_custom(lid):
-                    return False
+            elif kind == "network":
+                what, changed = lcf.create_network(lid)
+                r.info(f"network   {lid:<26} {what}")
+                self.paths_changed(changed)
+            else:
+                lcf.record(lid)
+        except Exception as e:  # noqa: BLE001 - reported as CloudFormation would: CREATE_FAILED
+            r.step(f"Create {t} {lid}", lambda: Result(False, "CREATE_FAILED", [f"{type(e).__name__}: {e}"]))
+            return False
+        lcf.exists.append(lid)
         return True
 
-    def rollback(self) -> None:
-        """A failed Create: CloudFormation stops and deletes what it made, in reverse order."""
+    def paths_changed(self, changed: list) -> None:
+        for path, opened in changed:
+            rules = f"allowed by {', '.join(path.rules)}" if opened else "no rule allows it now"
+            title = f"  network: {path.name} {'open' if opened else 'closed'}; witness (TCP connect {path.forwarder.address})"
+            self.report.step(title, lambda p=path, o=opened, why=rules: check(
+                p.forwarder.accepts() == o, "accepts" if o else "refused", "refused" if o else "ACCEPTS", [f"{p.describe()}: {why}"]))
+
+    def rollback(self) -> bool:
+        """A failed Create: CloudFormation deletes what it made (the failed resource too), in
+        deletion waves; a custom resource whose Create failed gets a Delete with the physical id
+        its FAILED answer gave."""
         r, lcf = self.report, self.lcf
-        r.phase("Rollback (ROLLBACK_IN_PROGRESS)", """A resource failed to create: nothing after it is created, and the
-            custom resources created so far get a Delete request in reverse order.""")
-        for lid in reversed([x for x in self.order if lcf.kind(x) == "custom" and x in lcf.answers]):
-            props, physical = lcf.properties[lid], lcf.answers[lid]["PhysicalResourceId"]
-            r.step(f"Delete {lcf.stack.resource(lid)['Type']} {lid} (rollback)",
-                   lambda: check(lcf.send(lid, "Delete", props, physical).get("Status") == "SUCCESS", "SUCCESS", "FAILED"))
+        r.phase(f"Rollback {lcf.stack.stack_name} (ROLLBACK_IN_PROGRESS)", f"""{self.failed} failed to create: nothing after it
+            is started, and everything made so far is deleted in CloudFormation's deletion waves (a resource goes when
+            nothing that depends on it is left), the failed custom resource included (CloudFormation sends it a Delete
+            with the physical id of its FAILED answer).""")
+        try:
+            self.delete_credential = self.active()
+        except Exception:  # noqa: BLE001 - the parameters were not made
+            self.delete_credential = (None, None)
+        existing = list(lcf.exists)
+        if self.failed and lcf.kind(self.failed) == "custom" and self.failed in lcf.answers:
+            existing.append(self.failed)
+            lcf.exists.append(self.failed)
+        ok = self.delete_waves(lcf.deletion_waves(existing))
+        r.step("stack status after the rollback", lambda: check(ok, "ROLLBACK_COMPLETE", "ROLLBACK_FAILED",
+                                                                 [] if ok else [f"left: {', '.join(lcf.exists)}"]))
+        return ok
 
     def upload_site(self, bucket: str, prefix: str) -> None:
         site = ROOT / "container" / "site" / "content"
@@ -709,26 +908,36 @@ class Demo:
         self.lcf.aws["s3"].put_object(Bucket=bucket, Key=f"{prefix}/index.html", Body=b"<html><body><img src='fargate-smb.svg'></body></html>\n")
         self.report.info(f"content: container/site/content/ + index.html uploaded to s3://{bucket}/{prefix}/ (what the operator uploads)")
 
-    def create_custom(self, lid: str) -> None:
+    def create_custom(self, lid: str, inject: bool = False) -> bool:
         lcf, r = self.lcf, self.report
         t = lcf.stack.resource(lid)["Type"]
-        answer = {}
+        answer, sent = {}, {}
 
         def go() -> Result:
             props = lcf.resolve_props(lid)
+            if inject:  # the injected failure: a Create the function must reject (no properties but the token)
+                props = {k: props[k] for k in ("ServiceToken", "ServiceTimeout") if k in props}
+            sent.update(props)
             answer.update(lcf.send(lid, "Create", props))
             ok = answer.get("Status") == "SUCCESS"
+            lcf.properties[lid] = props
+            lcf.answers[lid] = answer
             if ok:
-                lcf.properties[lid] = props
-                lcf.answers[lid] = answer
                 lcf.stack.resources[lid] = cfn.Resolved(answer["PhysicalResourceId"], answer.get("Data") or {}, "custom")
             details = [f"reason: {answer.get('Reason')}"] if not ok else [f"PhysicalResourceId {answer['PhysicalResourceId']}"]
+            if inject:
+                failed_id = str(answer.get("PhysicalResourceId", ""))
+                return Result(not ok and failed_id.startswith("create-failed:"), "CREATE_FAILED" if not ok else "SUCCESS",
+                              ["injected: sent with only its ServiceToken"] + details + [f"PhysicalResourceId {failed_id}"])
             return Result(ok, answer.get("Status"), details)
 
-        res = r.step(f"Create {t} {lid}", go)
-        if res.ok:
+        title = f"Create {t} {lid}" + (": a failure is injected here (its properties left out)" if inject else "")
+        res = r.step(title, go)
+        if res.ok and not inject:
+            lcf.exists.append(lid)
             self.after(lid, "Create")
-        return res.ok
+            return True
+        return False
 
     # witnesses after a custom resource's Create or Update, by type
     def after(self, lid: str, request: str) -> None:
@@ -1071,14 +1280,16 @@ class Demo:
                    lambda: check(deployment() != deployment_before, "forced", "no deployment"))
 
     # ── update ──
-    def update(self) -> None:
+    def update(self, key: str, title: str, explanation: str = "") -> list:
+        """A stack update with the parameters file's `key` values; returns the replaced resources
+        [(logical id, old physical id, new physical id)]."""
         r, lcf = self.report, self.lcf
-        changes = self.settings.get("Update", {})
-        r.phase("Stack update (UPDATE_IN_PROGRESS)", f"""The parameters file's Update values are applied: {', '.join(f'{k}={v}' for k, v in changes.items())}.
-            As CloudFormation does, every resource is resolved again in order; a function whose environment changed is
-            restarted (a configuration update), and a custom resource whose resolved properties changed gets an Update
-            request with OldResourceProperties - the others get nothing. A new physical id would be a replacement: the
-            old one is deleted at the end (cleanup).""")
+        changes = self.settings.get(key, {})
+        r.phase(title, explanation or f"""The parameters file's {key} values are applied: {', '.join(f'{k}={v}' for k, v in changes.items())}.
+            As CloudFormation does, every resource is resolved again in creation order; a function whose environment
+            changed is restarted (a configuration update), and a custom resource whose resolved properties changed gets
+            an Update request with OldResourceProperties - the others get nothing. A new physical id is a replacement:
+            the old one is deleted at the end (UPDATE_COMPLETE_CLEANUP_IN_PROGRESS) with its old properties.""")
         prefix = lcf.stack.parameters.get("ContentPrefix", "site")
         new_prefix = changes.get("ContentPrefix", prefix)
         if new_prefix != prefix:
@@ -1099,13 +1310,16 @@ class Demo:
             lcf.stack.set_parameters(old_params)
             return Result(False, "accepted")
 
-        r.step("an invalid parameter (ServiceAccountName bad*name) is refused before any request is sent", refused)
-        if not r.step("apply the Update parameters (AllowedPattern, Rules, Conditions checked again)",
+        if key == "Update":
+            r.step("an invalid parameter (ServiceAccountName bad*name) is refused before any request is sent", refused)
+        if not r.step(f"apply the {key} parameters (AllowedPattern, Rules, Conditions checked again)",
                       lambda: (lcf.stack.set_parameters({**old_params, **changes}), Result(True))[1]).ok:
-            return
+            return []
         self.settings["Parameters"] = {**old_params, **changes}
         replaced = []
         for lid in self.order:
+            if lid not in lcf.exists:
+                continue
             kind = lcf.kind(lid)
             if kind == "function":
                 changed = lcf.restart_if_changed(lid)
@@ -1114,9 +1328,20 @@ class Demo:
                     r.info(f"function  {lid}: environment changed ({', '.join(f'{k}={f.env[k]}' for k in changed if k in f.env)}): restarted")
             elif kind == "custom":
                 replaced += self.update_custom(lid)
-        for lid, physical, props in replaced:
-            r.step(f"cleanup: Delete the replaced {lid} {physical}",
-                   lambda: check(lcf.send(lid, "Delete", props, physical).get("Status") == "SUCCESS", "SUCCESS", "FAILED"))
+        if replaced:
+            r.info("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS: the replaced resources' old physical ids are deleted, in deletion waves")
+        olds = {lid: (physical, props) for lid, physical, props in replaced}
+        for wave in lcf.deletion_waves(list(olds)):
+            for lid in wave:
+                physical, props = olds[lid]
+                r.step(f"cleanup: Delete the replaced {lid} {physical} (its old properties)",
+                       lambda lid=lid, physical=physical, props=props: self.sent_ok(lid, "Delete", props, physical))
+        return [(lid, physical, lcf.answers[lid]["PhysicalResourceId"]) for lid, physical, _ in replaced]
+
+    def sent_ok(self, lid: str, request: str, props: dict, physical: str) -> Result:
+        answer = self.lcf.send(lid, request, props, physical)
+        ok = answer.get("Status") == "SUCCESS"
+        return Result(ok, answer.get("Status"), [] if ok else [f"reason: {answer.get('Reason')}"])
 
     def update_custom(self, lid: str) -> list:
         lcf, r = self.lcf, self.report
@@ -1140,6 +1365,8 @@ class Demo:
                 lcf.properties[lid] = new
                 lcf.answers[lid] = answer
                 lcf.stack.resources[lid] = cfn.Resolved(answer["PhysicalResourceId"], answer.get("Data") or {}, "custom")
+                if answer["PhysicalResourceId"] != physical:
+                    details.append(f"replacement: new physical id {answer['PhysicalResourceId']} (was {physical})")
             else:
                 details.append(f"reason: {answer.get('Reason')}")
             return Result(ok, answer.get("Status"), details)
@@ -1152,62 +1379,232 @@ class Demo:
             return [(lid, physical, old)]
         return []
 
-    # ── delete ──
-    def delete(self) -> None:
+    # ── replacement by spelling ──
+    def replacement(self) -> None:
         r, lcf, w = self.report, self.lcf, self.witness
-        r.phase("Stack delete (DELETE_IN_PROGRESS)", """Delete requests in the reverse of the creation order, each with the
-            resource's last properties and physical id; then the witnesses: the content stays (RemoveOnDelete false), the
-            grant is gone, the accounts are gone (logon refused, ldapsearch finds nothing), the parameters are gone.""")
-        customs = [lid for lid in self.order if lcf.kind(lid) == "custom" and lid in lcf.answers]
-        user, password = self.active()
-        account_data = {}
-        for lid in reversed(customs):
-            t = lcf.stack.resource(lid)["Type"]
-            props, physical = lcf.properties[lid], lcf.answers[lid]["PhysicalResourceId"]
-            if t == "Custom::AdServiceAccount":
-                account_data = dict(lcf.answers[lid].get("Data") or {}, ou=props.get("OrganizationalUnit") or self.samba["FARGATE_SMB_OU"])
-            res = r.step(f"Delete {t} {lid}", lambda: check(lcf.send(lid, "Delete", props, physical).get("Status") == "SUCCESS", "SUCCESS", "FAILED"))
-            if not res.ok:
-                continue
-            if t == "Custom::WebContent":
-                r.step("  witness (smbclient): the copied content stays on the share (RemoveOnDelete: false)",
-                       lambda: check(w.download(user, password, props["Folder"], "fargate-smb.svg") is not None, "stays", "gone"))
-            elif t == "Custom::ShareAcl":
-                probe = w.tmp / "after-delete.txt"
-                probe.write_text("x")
-                r.step(f"  witness (smbclient): {user} may no longer write in {props['Folder']}",
-                       lambda: check(not w.smb_ok(w.smbclient(user, password, f'put "{probe}" after-delete.txt', directory=props["Folder"])),
-                                     "refused", "WROTE"))
-            elif t == "Custom::AdServiceAccount":
-                names = account_data.get("SamAccountNames", "").split(",") + [account_data.get("GroupName", "")]
-                r.step(f"  witness (smbclient + ldapsearch): {user} is refused, {', '.join(names)} are gone",
-                       lambda: check(not w.smb_ok(w.smbclient(user, password, "ls")) and w.ldap(account_data["ou"], names) == [],
-                                     "gone", "still there"))
-            elif t == "Custom::SsmParameters":
-                lines = w.show_parameters(props["ParameterPrefix"])
-                r.step("  witness (boto3): the parameters are gone",
-                       lambda: check(all("(absent)" in ln for ln in lines), "gone", "still there", lines))
-                r.step("Delete Custom::SsmParameters again (CloudFormation may repeat a Delete): still SUCCESS",
-                       lambda: check(lcf.send(lid, "Delete", props, physical).get("Status") == "SUCCESS", "SUCCESS", "FAILED"))
+        changes = self.settings.get("Replace", {})
+        if not changes:
+            return
+        replaced = self.update("Replace", "Stack update: a replacement by spelling only (UPDATE_IN_PROGRESS)", f"""Only the spelling
+            of names that Active Directory and NTFS compare case-insensitively changes ({', '.join(f'{k}={v}' for k, v in changes.items())}):
+            the runtime answers new physical ids, so CloudFormation replaces those resources. Its exact sequence follows:
+            each Update answered with a new id, then, in the cleanup phase, a Delete for the OLD id with the OLD
+            properties. That Delete must not remove what the new id now owns: the witnesses then check that the
+            accounts still exist and log on, the grant is still on the folder and the content is still there.""")
+        r.step("the spelling change made CloudFormation replace resources (new physical ids)",
+               lambda: check(bool(replaced), f"{len(replaced)} replaced", "no replacement",
+                             [f"{lid}: {old} -> {new}" for lid, old, new in replaced]))
+        acc = next((x for x in self.order if lcf.stack.resource(x)["Type"] == "Custom::AdServiceAccount" and x in lcf.exists), None)
+        acl = next((x for x in self.order if lcf.stack.resource(x)["Type"] == "Custom::ShareAcl" and x in lcf.exists), None)
+        content = next((x for x in self.order if lcf.stack.resource(x)["Type"] == "Custom::WebContent" and x in lcf.exists), None)
+        if acc:
+            data, props = lcf.answers[acc].get("Data") or {}, lcf.properties[acc]
+            names = data.get("SamAccountNames", "").split(",") + [data.get("GroupName", "")]
+            ou = props.get("OrganizationalUnit") or self.samba["FARGATE_SMB_OU"]
+            r.step(f"  witness (ldapsearch): {', '.join(names)} still exist after the old id's Delete",
+                   lambda: check([n.lower() for n in w.ldap(ou, names)] == sorted(n.lower() for n in names), "found", "GONE",
+                                 [f"found: {w.ldap(ou, names)}"]))
+            r.step("  witness (smbclient): the active account still logs on with the password from SSM", lambda: self.logon_ok())
+        if acl:
+            props, sid = lcf.properties[acl], lcf.properties[acl]["Grants"][0]["Principal"]
+            r.step(f"  witness (smbcacls): the grant for {sid} is still on {props['Folder']}",
+                   lambda: check(any(sid in ace for ace in w.smbcacls(props["Folder"])), "granted", "GONE",
+                                 w.smbcacls(props["Folder"])[-4:]))
+        if content:
+            props = lcf.properties[content]
+            r.step(f"  witness (smbclient): the content is still in {props['Folder']} (fargate-smb.svg == s3)",
+                   lambda: self.content_ok(props, "fargate-smb.svg"))
+
+    # ── Deletes with another version's properties ──
+    def other_version_deletes(self) -> None:
+        r, lcf, w = self.report, self.lcf, self.witness
+        r.phase("Deletes carrying another version's properties", """CloudFormation sends a Delete with the properties the resource
+            was last given, which another version of the function may have written (an update rolled back, a newer
+            template): here the grant's Delete carries a property this version does not know, and the accounts' Delete
+            lacks a required one. Each must still succeed and remove what its physical id owns; the stack delete that
+            follows sends the normal Deletes again (already gone: SUCCESS).""")
+        acl = next((x for x in self.order if lcf.stack.resource(x)["Type"] == "Custom::ShareAcl" and x in lcf.exists), None)
+        acc = next((x for x in self.order if lcf.stack.resource(x)["Type"] == "Custom::AdServiceAccount" and x in lcf.exists), None)
+        if acl:
+            props = {**lcf.properties[acl], "GrantExpiry": "2031-01-01"}
+            sid, folder = props["Grants"][0]["Principal"], props["Folder"]
+            res = r.step(f"Delete Custom::ShareAcl {acl} with an unknown extra property (GrantExpiry)",
+                         lambda: self.sent_ok(acl, "Delete", props, lcf.answers[acl]["PhysicalResourceId"]))
+            if res.ok:
+                r.step(f"  witness (smbcacls): no ACE for {sid} is left on {folder}",
+                       lambda: check(not any(sid in ace for ace in w.smbcacls(folder)), "removed", "STILL THERE", w.smbcacls(folder)[-4:]))
+        if acc:
+            props = {k: v for k, v in lcf.properties[acc].items() if k != "AccountName"}
+            data = lcf.answers[acc].get("Data") or {}
+            names = data.get("SamAccountNames", "").split(",") + [data.get("GroupName", "")]
+            ou = lcf.properties[acc].get("OrganizationalUnit") or self.samba["FARGATE_SMB_OU"]
+            res = r.step(f"Delete Custom::AdServiceAccount {acc} without its required AccountName",
+                         lambda: self.sent_ok(acc, "Delete", props, lcf.answers[acc]["PhysicalResourceId"]))
+            if res.ok:
+                r.step(f"  witness (ldapsearch): {', '.join(names)} are gone",
+                       lambda: check(w.ldap(ou, names) == [], "gone", "STILL THERE", [f"found: {w.ldap(ou, names)}"]))
+
+    # ── delete ──
+    def delete(self) -> bool:
+        r, lcf = self.report, self.lcf
+        r.phase(f"Stack delete {lcf.stack.stack_name} (DELETE_IN_PROGRESS)", """Every resource, in CloudFormation's deletion waves
+            (a resource is deleted when nothing that depends on it is left; DeletionPolicy Retain keeps it), each custom
+            resource with its last properties and physical id. A security group or rule that goes closes the forwarders
+            of the paths it opened, so a custom resource deleted after the rule it needs fails here as on AWS. Witnesses:
+            the content stays (RemoveOnDelete false), the grant and the accounts are gone, the parameters are gone.""")
+        self.delete_credential = self.active()
+        ok = self.delete_waves(lcf.deletion_waves(list(lcf.exists)))
+        r.step("stack status after the delete", lambda: check(ok, "DELETE_COMPLETE", "DELETE_FAILED",
+                                                               [] if ok else [f"left: {', '.join(lcf.exists)}"]))
+        return ok
+
+    def delete_waves(self, waves: list[list[str]]) -> bool:
+        """Delete wave by wave; a failed Delete ends the operation after its wave (the stack is
+        then DELETE_FAILED / ROLLBACK_FAILED with the rest left)."""
+        r = self.report
+        for n, wave in enumerate(waves, 1):
+            for line in textwrap.wrap(f"wave {n}: {', '.join(wave)}", 140, subsequent_indent="        "):
+                r.info(line)
+            failed = [lid for lid in wave if not self.delete_one(lid)]
+            if failed:
+                r.info(f"{RED}{', '.join(failed)} failed to delete: CloudFormation stops here{RESET}")
+                return False
+        return True
+
+    def delete_one(self, lid: str) -> bool:
+        r, lcf = self.report, self.lcf
+        res, kind = lcf.stack.resource(lid), lcf.kind(lid)
+        policy = res.get("DeletionPolicy", "Delete")
+        rolling_back_create = self.failed is not None and lcf is self.failed_stack
+        if policy == "Retain" or (policy == "RetainExceptOnCreate" and not rolling_back_create):
+            r.info(f"retained  {lid:<26} DeletionPolicy: {policy} (left in the account, by design)")
+            lcf.exists.remove(lid)
+            return True
+        if kind != "custom":
+            try:
+                what, changed = lcf.delete_resource(lid)
+            except Exception as e:  # noqa: BLE001
+                return r.step(f"Delete {res['Type']} {lid}", lambda: Result(False, "DELETE_FAILED", [f"{type(e).__name__}: {e}"])).ok
+            if kind in ("stand-in", "network", "function"):
+                r.info(f"deleted   {lid:<26} {what}")
+            self.paths_changed(changed)
+            return True
+        props, physical = lcf.properties[lid], lcf.answers[lid]["PhysicalResourceId"]
+        step = r.step(f"Delete {res['Type']} {lid} ({physical})", lambda: self.sent_ok(lid, "Delete", props, physical))
+        if not step.ok:
+            return False
+        lcf.exists.remove(lid)
+        if not str(physical).startswith("create-failed:"):
+            self.after_delete(lid)
+        return True
+
+    def after_delete(self, lid: str) -> None:
+        """The witnesses after a custom resource's Delete."""
+        r, lcf, w = self.report, self.lcf, self.witness
+        t, props = lcf.stack.resource(lid)["Type"], lcf.properties[lid]
+        data = lcf.answers[lid].get("Data") or {}
+        if t == "Custom::WebContent":
+            r.step(f"  witness (smbclient as Administrator): the copied content stays in {props['Folder']} (RemoveOnDelete: false)",
+                   lambda: check(w.download("Administrator", w.admin_password, props["Folder"], "fargate-smb.svg") is not None,
+                                 "stays", "gone"))
+        elif t == "Custom::ShareAcl":
+            sid = props["Grants"][0]["Principal"]
+            r.step(f"  witness (smbcacls): no ACE for {sid} is left on {props['Folder']}",
+                   lambda: check(not any(sid in ace for ace in w.smbcacls(props["Folder"])), "removed", "STILL THERE",
+                                 w.smbcacls(props["Folder"])[-4:]))
+        elif t == "Custom::AdServiceAccount":
+            user, password = getattr(self, "delete_credential", (None, None))
+            names = data.get("SamAccountNames", "").split(",") + [data.get("GroupName", "")]
+            ou = props.get("OrganizationalUnit") or self.samba["FARGATE_SMB_OU"]
+            if user:
+                r.step(f"  witness (smbclient): {user} is refused", lambda: check(not w.smb_ok(w.smbclient(user, password, "ls")),
+                                                                                 "refused", "LOGS ON"))
+            r.step(f"  witness (ldapsearch): {', '.join(names)} are gone",
+                   lambda: check(w.ldap(ou, names) == [], "gone", "STILL THERE", [f"found: {w.ldap(ou, names)}"]))
+        elif t == "Custom::SsmParameters":
+            lines = w.show_parameters(props["ParameterPrefix"])
+            r.step("  witness (boto3): the parameters are gone",
+                   lambda: check(all("(absent)" in ln for ln in lines), "gone", "still there", lines))
+            physical = lcf.answers[lid]["PhysicalResourceId"]
+            r.step("Delete Custom::SsmParameters again (CloudFormation may repeat a Delete): still SUCCESS",
+                   lambda: self.sent_ok(lid, "Delete", props, physical))
+
+    # ── rollback ──
+    def rollback_scenario(self, fail: str, fresh: bool) -> None:
+        """A stack whose `fail` resource fails to create: CloudFormation rolls back to
+        ROLLBACK_COMPLETE; the witnesses then find nothing of ours left."""
+        r = self.report
+        if fresh:  # a second stack, with names of its own
+            self.tags.append(uuid.uuid4().hex[:6])
+            self.settings = self.fill(self.tags[-1])
+            self.settings["StackName"] += "-rollback"
+            self.lcf = LocalCloudFormation(Path(self.args.template), self.settings, self.args.moto, self.report, self.network)
+            self.stacks.append(self.lcf)
+            self.lcf.plan()
+        lcf = self.lcf
+        if fail not in lcf.deps:
+            r.step(f"--fail-create {fail}: a resource of the template", lambda: Result(False, "unknown", [
+                f"{fail} is not a resource the Conditions include: {', '.join(lcf.deps)}"]))
+            return
+        self.failed_stack, self.failed = lcf, None
+        self.order = [lid for wave in lcf.waves for lid in wave]
+        if self.create(fail=fail):
+            r.step(f"the injected failure at {fail} stopped the create", lambda: Result(False, "created"))
+            return
+        made = list(lcf.exists)
+        data = {lid: dict(lcf.answers[lid].get("Data") or {}) for lid in made if lcf.kind(lid) == "custom"}
+        props = {lid: lcf.properties[lid] for lid in made if lcf.kind(lid) == "custom"}
+        if not self.rollback():
+            return
+        self.nothing_left(made, data, props)
+
+    def nothing_left(self, made: list[str], data: dict, props: dict) -> None:
+        r, lcf, w = self.report, self.lcf, self.witness
+        params = lcf.stack.parameters
+        base = params["ServiceAccountName"]
+        names = [f"{base}-a", f"{base}-b", params["ServiceGroupName"]]
+        ou = params.get("OrganizationalUnit") or self.samba["FARGATE_SMB_OU"]
+        r.step(f"  witness (ldapsearch): no account or group of ours ({', '.join(names)})",
+               lambda: check(w.ldap(ou, names) == [], "none", "LEFT", [f"found: {w.ldap(ou, names)}"]))
+        lines = w.show_parameters(params["ParameterPrefix"])
+        r.step(f"  witness (boto3): no SSM parameter under {params['ParameterPrefix']}",
+               lambda: check(all("(absent)" in ln for ln in lines), "none", "LEFT", lines))
+        folder = params["ContentFolder"]
+        sids = [p["Grants"][0]["Principal"] for lid, p in props.items() if lcf.stack.resource(lid)["Type"] == "Custom::ShareAcl"]
+        sids += [d.get("PrincipalSid") for d in data.values() if d.get("PrincipalSid")]
+        r.step(f"  witness (smbcacls): no ACE of ours on {folder}",
+               lambda: check(not any(s in ace for s in set(sids) for ace in w.smbcacls(folder)), "none", "LEFT",
+                             w.smbcacls(folder)[-4:]))
+        copied = any(lcf.stack.resource(lid)["Type"] == "Custom::WebContent" for lid in props)
+        listing = w.smbclient("Administrator", w.admin_password, "ls", directory=folder)
+        files = [ln.split()[0] for ln in listing.stdout.splitlines() if ln.strip() and not ln.strip().startswith(".")
+                 and " blocks " not in ln] if w.smb_ok(listing) else []
+        r.step(f"  witness (smbclient as Administrator): {folder}: " +
+               ("the copied content stays (RemoveOnDelete: false), nothing else" if copied else "nothing was copied"),
+               lambda: check(bool(files) == copied and all(not f.startswith("probe-") for f in files),
+                             f"{len(files)} entries", "unexpected", files[:6]))
 
     def share_cleanup(self) -> None:
-        """The content stays after Delete (RemoveOnDelete: false); this run's folder is removed
+        """The content stays after Delete (RemoveOnDelete: false); each run's folder is removed
         afterwards so that runs do not pile up on the share."""
-        top = self.lcf.stack.parameters.get("ContentFolder", "").split("\\")[0]
-        if self.run_tag in top and hasattr(self, "witness"):
+        for lcf in self.stacks:
+            top = lcf.stack.parameters.get("ContentFolder", "").split("\\")[0]
+            if not any(tag in top for tag in self.tags) or not hasattr(self, "witness"):
+                continue
             out = self.witness.smbclient("Administrator", self.witness.admin_password, f'deltree "{top}"')
             if self.witness.smb_ok(out):
-                self.report.info(f"share: this run's folder {top} removed")
+                self.report.info(f"share: the folder {top} removed")
             elif "NO_SUCH_FILE" not in out.stdout + out.stderr:
                 self.report.info(f"share: could not remove {top}: {out.stdout.strip()[-200:]}")
 
     def admin_cleanup(self) -> None:
-        name = self.lcf.stack.parameters.get("AdminPasswordParameterName") if self.lcf else None
-        if name:
-            try:
-                self.lcf.aws["ssm"].delete_parameter(Name=name)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+        for lcf in self.stacks:
+            name = lcf.stack.parameters.get("AdminPasswordParameterName")
+            if name:
+                try:
+                    lcf.aws["ssm"].delete_parameter(Name=name)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
 
     def leak_check(self) -> None:
         r, lcf, w = self.report, self.lcf, self.witness
@@ -1216,9 +1613,9 @@ class Demo:
             responses). Only fingerprints are ever printed.""")
 
         def search() -> Result:
-            traffic = json.dumps(lcf.sent) + "".join(b.decode(errors="replace") for b in lcf.responses.raw)
+            traffic = "".join(json.dumps(x.sent) + "".join(b.decode(errors="replace") for b in x.responses.raw) for x in self.stacks)
             printed = sys.stdout.text() if isinstance(sys.stdout, Tee) else ""
-            text = lcf.all_output() + traffic + "".join(getattr(self, "preflight_outputs", [])) + printed
+            text = "".join(x.all_output() for x in self.stacks) + traffic + "".join(getattr(self, "preflight_outputs", [])) + printed
             secrets = w.passwords | {w.admin_password, w.admin_password.strip()}
             leaked = [fingerprint(p) for p in secrets if p and p in text]
             return check(not leaked, "not found", "FOUND",
@@ -1259,6 +1656,11 @@ def main() -> int:
     parser.add_argument("--parameters", default=str(ROOT / "scripts" / "demo-parameters.json"))
     parser.add_argument("--plan-only", action="store_true", help="resolve and order the template; run nothing")
     parser.add_argument("--binaries", action="store_true", help="print the binaries the demo runs (for cargo build --bin)")
+    parser.add_argument("--scenario", choices=["all", "create-delete"], default="all",
+                        help="all (default): the whole lifecycle, the replacement, the other-version Deletes and a rollback; "
+                             "create-delete: only the create and the delete waves")
+    parser.add_argument("--fail-create", metavar="LOGICAL_ID",
+                        help="only a create that fails at this resource, and CloudFormation's rollback")
     args = parser.parse_args()
     if args.binaries:
         template = cfn.load_template(Path(args.template))

@@ -1,8 +1,11 @@
 """The local demo against the current template: scripts/demo.py resolves cloudformation/template.yaml
-with scripts/demo-parameters.json and runs the whole lifecycle (create, the container's preflight,
-content sync, rotation, update, delete, leak check) on the local stack. A template change the demo
-cannot follow (a parameter without a value, a reference with no local stand-in, a property a
-function rejects) fails here. Also the template reader alone (scripts/cfn_local.py), no stack."""
+with scripts/demo-parameters.json and runs the whole lifecycle on the local stack, in
+CloudFormation's dependency waves (from cfn-lint's template graph): create, the container's
+preflight, content sync, rotation, update, a replacement by spelling only, Deletes carrying another
+version's properties, the stack delete, a second stack whose create fails and rolls back, and the
+leak check. The security-group rules gate the functions' paths to the share and the DC (loopback
+forwarders), so a template that lets a rule go before the resource that needs it fails here, as
+the stack would fail on AWS. Also the template reader alone (scripts/cfn_local.py), no stack."""
 
 import json
 import subprocess
@@ -21,31 +24,47 @@ import cfn_local  # noqa: E402
 DEMO = ROOT / "scripts" / "demo.py"
 TEMPLATE = ROOT / "cloudformation" / "template.yaml"
 PHASES = ["── Template", "── Create", "── The container's preflight", "── Content sync", "── Password rotation",
-          "── Stack update", "── Stack delete", "── Leak check"]
+          "── Stack update (", "── Stack update: a replacement by spelling only", "── Deletes carrying another version's properties",
+          "── Stack delete", "── Rollback", "── Leak check"]
 
 
-def run_demo(*args, timeout=90) -> subprocess.CompletedProcess:
+def run_demo(*args, timeout=150) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(DEMO), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def test_plan_only_resolves_the_template():
     out = run_demo("--plan-only", timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
+    waves = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("wave ")]
+    assert waves and waves[0].startswith("wave 1: "), out.stdout
     for resource in ("ServiceAccountParameters", "ServiceAccount", "WebFolderAcl", "WebContent"):
-        assert f"custom    {resource} " in out.stdout, out.stdout
+        assert f"{resource} (custom)" in out.stdout, out.stdout
+    assert "FileServerIngressFromFunctions (network)" in out.stdout
     assert "demo passed" in out.stdout
 
 
-def test_the_whole_lifecycle_as_cloudformation_would(moto_url):
+def steps_of(out: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in out.stdout.splitlines() if line[:3].strip().isdigit() and ". " in line[:6]]
+
+
+def ok_step(steps: list[str], text: str) -> bool:
+    return any(text in line and line.rstrip().endswith(" ok") for line in steps)
+
+
+def built():
     for name in subprocess.run([sys.executable, str(DEMO), "--binaries"], capture_output=True, text=True,
                                check=True).stdout.split():
         binary(name)  # built (scripts/test builds everything first)
+
+
+def test_the_whole_lifecycle_as_cloudformation_would(moto_url):
+    built()
     out = run_demo(moto_url)
     assert out.returncode == 0, out.stdout + out.stderr
     for phase in PHASES:
         assert phase in out.stdout, f"phase {phase!r} missing:\n{out.stdout}"
-    steps = [line for line in out.stdout.splitlines() if line[:3].strip().isdigit() and ". " in line[:6]]
-    assert len(steps) >= 40, out.stdout
+    steps = steps_of(out)
+    assert len(steps) >= 90, out.stdout
     # Every step ok: a step listed under KnownIssues in the parameters file fails this test too.
     bad = [line for line in steps if not line.rstrip().endswith(" ok")]
     assert not bad, "\n".join(bad)
@@ -53,9 +72,73 @@ def test_the_whole_lifecycle_as_cloudformation_would(moto_url):
                     "Create Custom::WebContent", "Update Custom::SsmParameters", "Update Custom::AdServiceAccount",
                     "Update Custom::ShareAcl", "Update Custom::WebContent", "Delete Custom::WebContent",
                     "Delete Custom::ShareAcl", "Delete Custom::AdServiceAccount", "Delete Custom::SsmParameters"):
-        assert any(request in line and line.rstrip().endswith(" ok") for line in steps), f"{request} not ok:\n{out.stdout}"
+        assert ok_step(steps, request), f"{request} not ok:\n{out.stdout}"
+    # The network rules gate the functions' paths: opened in the create waves, closed in the delete waves.
+    for path in ("functions -> file server", "functions -> domain controller"):
+        assert ok_step(steps, f"network: {path} open; witness"), out.stdout
+        assert ok_step(steps, f"network: {path} closed; witness"), out.stdout
+    # The replacement (issue 13 section 1): Update answered with new ids, the old ids' Deletes in the
+    # cleanup phase, and the objects the new ids own intact afterwards.
+    for text in ("the spelling change made CloudFormation replace resources", "cleanup: Delete the replaced ServiceAccount",
+                 "cleanup: Delete the replaced WebFolderAcl", "cleanup: Delete the replaced WebContent",
+                 "still exist after the old id's Delete", "the active account still logs on", "witness (smbcacls): the grant for",
+                 "witness (smbclient): the content is still in"):
+        assert ok_step(steps, text), f"{text} not ok:\n{out.stdout}"
+    # Deletes with another version's properties (section 2) succeed and remove what the id owns.
+    for text in ("with an unknown extra property", "without its required AccountName"):
+        assert ok_step(steps, text), f"{text} not ok:\n{out.stdout}"
+    assert ok_step(steps, "stack status after the delete") and "DELETE_COMPLETE" in out.stdout
+    # The rollback: a failure injected at the ECS service, everything deleted in waves, nothing left.
+    assert ok_step(steps, "Create AWS::ECS::Service WebService: a failure is injected here")
+    assert ok_step(steps, "stack status after the rollback") and "ROLLBACK_COMPLETE" in out.stdout
+    for text in ("no account or group of ours", "no SSM parameter under", "no ACE of ours on"):
+        assert ok_step(steps, text), f"{text} not ok:\n{out.stdout}"
     assert "no password in any log line or CloudFormation message" in out.stdout
     assert "demo passed" in out.stdout
+
+
+def test_a_failed_custom_resource_create_rolls_back_with_its_create_failed_id(moto_url):
+    built()
+    out = run_demo(moto_url, "--fail-create", "WebFolderAcl")
+    assert out.returncode == 0, out.stdout + out.stderr
+    steps = steps_of(out)
+    assert ok_step(steps, "Create Custom::ShareAcl WebFolderAcl: a failure is injected here"), out.stdout
+    assert ok_step(steps, "Delete Custom::ShareAcl WebFolderAcl (create-failed:"), out.stdout
+    assert not any("Create Custom::WebContent" in line for line in steps), "nothing after the failure is created"
+    assert ok_step(steps, "stack status after the rollback") and "ROLLBACK_COMPLETE" in out.stdout
+    for text in ("no account or group of ours", "no SSM parameter under", "no ACE of ours on"):
+        assert ok_step(steps, text), f"{text} not ok:\n{out.stdout}"
+    assert "demo passed" in out.stdout
+
+
+def test_a_rule_deleted_before_the_resource_that_needs_it_fails_the_delete(moto_url, tmp_path):
+    """The gate works: with the DependsOn on the functions' ingress rule removed (the template before
+    issue 13 section 4), CloudFormation deletes the rule in the first waves and the share ACL's
+    Delete can no longer reach port 445: DELETE_FAILED, as on AWS."""
+    built()
+    template = __import__("yaml").load(TEMPLATE.read_text(), Loader=cfn_local.TemplateLoader)
+    rules = {lid for lid, r in template["Resources"].items()
+             if r.get("Type") in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")}
+    for r in template["Resources"].values():
+        deps = r.get("DependsOn")
+        if deps is not None:
+            kept = [d for d in ([deps] if isinstance(deps, str) else deps) if d not in rules]
+            if kept:
+                r["DependsOn"] = kept
+            else:
+                del r["DependsOn"]
+    broken = tmp_path / "template-without-rule-dependencies.json"
+    broken.write_text(json.dumps(template))
+    out = run_demo(moto_url, "--template", str(broken), "--scenario", "create-delete")
+    assert out.returncode == 1, out.stdout + out.stderr
+    steps = steps_of(out)
+    closed = next(i for i, line in enumerate(steps) if "network: functions -> file server closed" in line)
+    failed = [line for line in steps if line.rstrip().endswith("FAILED")]
+    assert any("Delete Custom::" in line for line in failed), out.stdout
+    assert all(steps.index(line) > closed for line in failed), "the Delete fails after the rule went"
+    assert "DELETE_FAILED" in out.stdout
+    # The demo then deletes what is left as an operator would (rules back, Delete again): no litter.
+    assert "left by the failed delete: Delete again -> SUCCESS" in out.stdout, out.stdout
 
 
 # ── the template reader alone ────────────────────────────────────────────────────────────────
@@ -127,6 +210,7 @@ def demo_parameters() -> dict:
     """The parameters file with its placeholders filled as a run fills them."""
     text = (ROOT / "scripts" / "demo-parameters.json").read_text().replace("{run}", "abc123")
     text = text.replace("{file:FARGATE_SMB_CA}", "").replace("{env:FARGATE_SMB_OU}", "OU=fargate-smb,DC=example,DC=test")
+    text = text.replace("{net:share}", "127.0.0.2").replace("{net:ldaps}", "127.0.0.1:1636")
     return json.loads(text)["Parameters"]
 
 
@@ -155,3 +239,28 @@ def test_event_patterns_and_ordering():
     assert cfn_local.topological(["c", "b", "a"], {"c": {"b"}, "b": {"a"}}) == ["a", "b", "c"]
     with pytest.raises(cfn_local.Unresolved, match="circular"):
         cfn_local.topological(["a", "b"], {"a": {"b"}, "b": {"a"}})
+
+
+def test_waves_follow_cloudformation_and_cfn_lint_s_graph():
+    template = load("""
+        Conditions:
+          Never: !Equals [a, b]
+        Resources:
+          Group: {Type: AWS::EC2::SecurityGroup, Properties: {GroupDescription: g}}
+          Rule: {Type: AWS::EC2::SecurityGroupIngress, Properties: {GroupId: !Ref Group, IpProtocol: tcp, FromPort: 445, ToPort: 445}}
+          Fn: {Type: AWS::Serverless::Function, Properties: {VpcConfig: {SecurityGroupIds: [!Ref Group]}}}
+          Acl: {Type: Custom::ShareAcl, DependsOn: Rule, Properties: {ServiceToken: !GetAtt Fn.Arn}}
+          Other: {Type: AWS::SQS::Queue, Properties: {QueueName: !If [Never, !GetAtt Acl.Arn, plain]}}
+          Off: {Type: AWS::SQS::Queue, Condition: Never}
+    """)
+    deps = cfn_local.dependency_graph(template, {"Never": False})
+    assert "Off" not in deps, "a resource whose Condition is false is left out"
+    assert deps["Other"] == set(), "an edge in an untaken Fn::If branch is dropped"
+    assert deps["Acl"] == {"Rule", "Fn"}
+    order = list(template["Resources"])
+    assert cfn_local.creation_waves(deps, order) == [["Group", "Other"], ["Rule", "Fn"], ["Acl"]]
+    assert cfn_local.deletion_waves(deps, order) == [["Acl", "Other"], ["Rule", "Fn"], ["Group"]]
+    # Without the DependsOn, the rule is among the first to go, beside the resource that needs it.
+    del deps["Acl"]
+    deps["Acl"] = {"Fn"}
+    assert cfn_local.deletion_waves(deps, order)[0] == ["Rule", "Acl", "Other"]

@@ -1,0 +1,462 @@
+"""cloudformation/template.yaml past the happy path, as CloudFormation drives it.
+
+The delete (and rollback) order comes from cfn-lint's own dependency graph of the template
+(`cfnlint.template.Template(...).graph`: Ref, GetAtt, Sub and DependsOn edges), not from a graph
+computed here. CloudFormation deletes a resource once nothing that depends on it is left, so a
+resource is guaranteed to go before another only when it depends on it, directly or through
+others: that is what these tests assert (the waves are shown in the messages). What cfn-lint does
+not do, the small resolver below does: parameters, conditions, the untaken branch of an Fn::If.
+
+cfn-lint is in .venv (moto[server] requires it) and in .venv-template/sam.
+"""
+
+import ipaddress
+import re
+from pathlib import Path
+
+import networkx
+import pytest
+
+try:
+    import cfnlint.decode
+    import cfnlint.template
+except ImportError:  # pragma: no cover - an environment problem, not a template one
+    pytest.fail("cfn-lint is not importable: run scripts/install (moto[server] brings it)", pytrace=False)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "cloudformation" / "template.yaml"
+
+# What `sam deploy --parameter-overrides` would give, beyond the template's defaults.
+REQUIRED = {
+    "VpcId": "vpc-0123456789abcdef0",
+    "PrivateSubnetIds": ["subnet-0a", "subnet-0b"],
+    "PublicSubnetIds": ["subnet-1a", "subnet-1b"],
+    "DirectoryId": "d-0123456789",
+    "DomainName": "corp.example.com",
+    "NetbiosName": "CORP",
+    "DomainControllerIps": "10.40.32.10,10.40.48.10",
+    "FileServerDnsName": "amznfsxabc.corp.example.com",
+    "FileServerSecurityGroupId": "sg-0123456789abcdef0",
+    "AdminSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:admin-AbCdEf",
+    "ContainerImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/fargate-smb-web:1",
+}
+# Parameter sets that switch the conditional parts on and off.
+SCENARIOS = {
+    "defaults (managed-ad, HTTP only)": {},
+    "ldaps, HTTPS, no reconcile, task-role": {
+        "DirectoryBackend": "ldaps", "LdapsUrl": "ldaps://dc1.corp.example.com",
+        "CertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
+        "ReconcileScheduleExpression": "", "CredentialDelivery": "task-role",
+    },
+}
+SG_RULE_TYPES = ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    tpl, matches = cfnlint.decode.decode(str(TEMPLATE))
+    assert not matches, f"cfn-lint cannot read the template: {matches}"
+    return tpl
+
+
+@pytest.fixture(scope="module")
+def graph(template) -> networkx.MultiDiGraph:
+    return cfnlint.template.Template(str(TEMPLATE), template).graph.graph
+
+
+# ── a small resolver: parameters, conditions, intrinsic values ──────────────────────────────────
+class Rejected(Exception):
+    """CloudFormation would refuse these parameters before creating anything."""
+
+
+NO_VALUE = object()
+
+
+class Stack:
+    def __init__(self, template: dict, **overrides):
+        self.template = template
+        given = {**REQUIRED, **overrides}
+        self.params = {}
+        for name, spec in template["Parameters"].items():
+            if name not in given and "Default" not in spec:
+                raise AssertionError(f"the tests give no value for the required parameter {name}: add it to REQUIRED")
+            value = given.get(name, spec.get("Default"))
+            is_list = spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<")
+            if is_list and isinstance(value, str):
+                value = [v.strip() for v in value.split(",")]
+            for member in value if is_list else [value]:
+                pattern = spec.get("AllowedPattern")
+                if pattern is not None and not re.fullmatch(pattern, str(member)):
+                    raise Rejected(f"{name}: {member!r}: {spec.get('ConstraintDescription', 'does not match ' + pattern)}")
+                if "AllowedValues" in spec and str(member) not in [str(a) for a in spec["AllowedValues"]]:
+                    raise Rejected(f"{name}: {member!r} is not one of {spec['AllowedValues']}")
+            self.params[name] = value if is_list else str(value)
+        self.conditions: dict[str, bool] = {}
+        for name in template.get("Conditions", {}):
+            self.condition(name)
+        for name, rule in template.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self.resolve(rule["RuleCondition"]):
+                continue
+            for a in rule["Assertions"]:
+                if not self.resolve(a["Assert"]):
+                    raise Rejected(f"Rules.{name}: {a['AssertDescription']}")
+
+    def condition(self, name: str) -> bool:
+        if name not in self.conditions:
+            self.conditions[name] = bool(self.resolve(self.template["Conditions"][name]))
+        return self.conditions[name]
+
+    def included(self, logical_id: str) -> bool:
+        cond = self.template["Resources"][logical_id].get("Condition")
+        return cond is None or self.condition(cond)
+
+    def ref(self, name: str):
+        pseudo = {"AWS::StackName": "stack", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
+                  "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": NO_VALUE}
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.params:
+            return self.params[name]
+        return f"<{name}>"  # a resource's physical id: only its identity matters here
+
+    def resolve(self, v):
+        if isinstance(v, list):
+            return [x for x in (self.resolve(i) for i in v) if x is not NO_VALUE]
+        if not isinstance(v, dict):
+            return v
+        if len(v) == 1:
+            (k, arg), = v.items()
+            if k == "Ref":
+                return self.ref(arg)
+            if k == "Condition":
+                return self.condition(arg)
+            if k.startswith("Fn::"):
+                return self.fn(k[4:], arg)
+        out = {k: self.resolve(x) for k, x in v.items()}
+        return {k: x for k, x in out.items() if x is not NO_VALUE}
+
+    def fn(self, name: str, arg):
+        r = self.resolve
+        if name == "If":
+            return r(arg[1]) if self.condition(arg[0]) else r(arg[2])
+        if name == "Equals":
+            return r(arg[0]) == r(arg[1])
+        if name == "Not":
+            return not r(arg[0])
+        if name == "And":
+            return all(r(a) for a in arg)
+        if name == "Or":
+            return any(r(a) for a in arg)
+        if name == "Select":
+            items = r(arg[1])
+            index = int(r(arg[0]))
+            if not 0 <= index < len(items):
+                raise AssertionError(f"Fn::Select [{index}, {items}] is out of range: CloudFormation fails the stack")
+            return items[index]
+        if name == "Split":
+            return str(r(arg[1])).split(r(arg[0]))
+        if name == "Join":
+            return r(arg[0]).join(str(i) for i in r(arg[1]))
+        if name == "GetAtt":
+            target = arg if isinstance(arg, str) else ".".join(arg)
+            return f"<{target}>"
+        if name == "Sub":
+            text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], {k: r(x) for k, x in arg[1].items()})
+            return re.sub(r"\$\{([^}!]+)\}",
+                          lambda m: str(variables[m.group(1)] if m.group(1) in variables else
+                                        f"<{m.group(1)}>" if "." in m.group(1) else self.ref(m.group(1))), text)
+        raise AssertionError(f"the tests' resolver has no Fn::{name}: add it")
+
+
+# ── the dependency graph as CloudFormation uses it for one parameter set ────────────────────────
+def branch_taken(stack: Stack, resource: dict, path: list) -> bool:
+    """Whether a reference at `path` in a resource is live: not under an untaken Fn::If branch."""
+    node = resource
+    for i, key in enumerate(path):
+        if key == "Fn::If" and i + 1 < len(path) and isinstance(node, dict):
+            cond = node["Fn::If"][0]
+            if path[i + 1] != (1 if stack.condition(cond) else 2):
+                return False
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return True
+    return True
+
+
+def dependencies(stack: Stack, graph: networkx.MultiDiGraph) -> networkx.DiGraph:
+    """cfn-lint's graph restricted to the resources that exist under the parameters; an edge
+    u -> v means u depends on v (CloudFormation creates v first and deletes it last)."""
+    resources = stack.template["Resources"]
+    deps = networkx.DiGraph()
+    deps.add_nodes_from(r for r in resources if stack.included(r))
+    for u, v, data in graph.edges(data=True):
+        if u in deps and v in deps and u != v and branch_taken(stack, resources[u], data.get("source_paths", [])):
+            deps.add_edge(u, v)
+    return deps
+
+
+def delete_waves(deps: networkx.DiGraph) -> dict[str, int]:
+    """CloudFormation's stack delete (and rollback): each wave deletes what nothing left depends on."""
+    left, wave, n = set(deps), {}, 0
+    while left:
+        now = {r for r in left if not any(p in left for p in deps.predecessors(r))}
+        assert now, f"a dependency cycle among {sorted(left)}"
+        wave.update(dict.fromkeys(now, n))
+        left -= now
+        n += 1
+    return wave
+
+
+def refs(value) -> set[str]:
+    """The logical ids a property tree refers to with Ref."""
+    if isinstance(value, list):
+        return set().union(*map(refs, value)) if value else set()
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return {value["Ref"]}
+        return set().union(*map(refs, value.values())) if value else set()
+    return set()
+
+
+def service_token_function(resource: dict) -> str:
+    token = resource["Properties"]["ServiceToken"]
+    target = token.get("Fn::GetAtt") if isinstance(token, dict) else None
+    assert target, f"ServiceToken {token} is not the GetAtt of a function of this template"
+    return target.split(".")[0] if isinstance(target, str) else target[0]
+
+
+def custom_resources(stack: Stack) -> list[str]:
+    return [lid for lid, r in stack.template["Resources"].items() if stack.included(lid) and
+            (r["Type"].startswith("Custom::") or r["Type"] == "AWS::CloudFormation::CustomResource")]
+
+
+def security_groups_of(resource: dict) -> set[str]:
+    """The template's security groups a function or an ECS service runs in."""
+    props = resource.get("Properties", {})
+    if resource["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+        return refs(props.get("VpcConfig", {}).get("SecurityGroupIds", []))
+    if resource["Type"] == "AWS::ECS::Service":
+        return refs(props.get("NetworkConfiguration", {}).get("AwsvpcConfiguration", {}).get("SecurityGroups", []))
+    return set()
+
+
+def network_rules_of(stack: Stack, groups: set[str]) -> set[str]:
+    """Every resource that holds a rule of those groups or a rule naming them: standalone
+    ingress/egress, a peer group's inline rules, the groups themselves (their inline rules)."""
+    found = set(groups)
+    for lid, r in stack.template["Resources"].items():
+        if not stack.included(lid):
+            continue
+        props = r.get("Properties", {})
+        if r["Type"] in SG_RULE_TYPES and refs(props) & groups:
+            found.add(lid)
+        elif r["Type"] == "AWS::EC2::SecurityGroup" and \
+                refs([props.get("SecurityGroupIngress", []), props.get("SecurityGroupEgress", [])]) & groups:
+            found.add(lid)
+    return found
+
+
+def network_users(stack: Stack) -> dict[str, set[str]]:
+    """What must be gone before a network rule goes: each VPC function, each ECS service, and each
+    custom resource (whose Create, Update and Delete run in its function) -> the rules it needs."""
+    resources = stack.template["Resources"]
+    users = {}
+    for lid, r in resources.items():
+        if stack.included(lid) and security_groups_of(r):
+            users[lid] = network_rules_of(stack, security_groups_of(r))
+    for lid in custom_resources(stack):
+        fn = service_token_function(resources[lid])
+        if fn in users:
+            users[lid] = users[fn]
+    return users
+
+
+@pytest.fixture(params=list(SCENARIOS), scope="module")
+def scenario(request, template, graph):
+    stack = Stack(template, **SCENARIOS[request.param])
+    deps = dependencies(stack, graph)
+    return stack, deps, delete_waves(deps)
+
+
+# ── delete and rollback order ────────────────────────────────────────────────────────────────
+def test_nothing_is_deleted_before_a_network_rule_that_something_left_still_needs(scenario):
+    stack, deps, wave = scenario
+    users = network_users(stack)
+    # The derivation must find the rules the issue names, or it proves nothing.
+    assert "FileServerIngressFromFunctions" in users["WebFolderAcl"]
+    assert "FileServerIngressFromFunctions" in users["WebContent"]
+    assert {"FileServerIngressFromTasks", "TaskIngressFromLoadBalancer"} <= users["WebService"]
+    early = [f"{user} (wave {wave[user]}) needs {rule} (wave {wave[rule]}) but does not depend on it"
+             for user, rules in sorted(users.items()) for rule in sorted(rules) if not networkx.has_path(deps, user, rule)]
+    assert not early, "a stack delete or rollback removes a network rule while something still uses it:\n  " + "\n  ".join(early)
+
+
+def test_custom_resources_are_deleted_before_their_functions_and_in_reverse_order(scenario):
+    stack, deps, wave = scenario
+    resources = stack.template["Resources"]
+    for lid in custom_resources(stack):
+        assert networkx.has_path(deps, lid, service_token_function(resources[lid])), lid
+    # parameters -> account -> ACL -> content: each is deleted before what it was built on.
+    chain = ["WebContent", "WebFolderAcl", "ServiceAccount", "ServiceAccountParameters"]
+    for later, earlier in zip(chain, chain[1:]):
+        assert networkx.has_path(deps, later, earlier), f"{later} (wave {wave[later]}) must go before {earlier} (wave {wave[earlier]})"
+
+
+def test_the_service_keeps_its_listeners_until_it_is_gone(scenario):
+    stack, deps, wave = scenario
+    for listener in ("HttpListener", "HttpsListener"):
+        if listener in deps:
+            assert networkx.has_path(deps, "WebService", listener), \
+                f"WebService (wave {wave['WebService']}) must depend on {listener} (wave {wave[listener]})"
+    # The service's tasks map the share: the content is in place before it and stays until it is gone.
+    assert networkx.has_path(deps, "WebService", "WebContent")
+
+
+def test_the_https_listener_dependency_follows_the_certificate(template, graph):
+    with_cert = Stack(template, **SCENARIOS["ldaps, HTTPS, no reconcile, task-role"])
+    without = Stack(template)
+    assert "HttpsListener" in dependencies(with_cert, graph) and "HttpsListener" not in dependencies(without, graph)
+    assert networkx.has_path(dependencies(with_cert, graph), "WebService", "HttpsListener")
+
+
+# ── no async retries of a custom resource's invocation ───────────────────────────────────────
+def test_custom_resource_functions_are_never_retried_by_lambda(scenario):
+    stack, deps, _ = scenario
+    resources = stack.template["Resources"]
+    for lid in custom_resources(stack):
+        fn = service_token_function(resources[lid])
+        sam = resources[fn].get("Properties", {}).get("EventInvokeConfig")
+        if sam is not None:
+            assert sam.get("MaximumRetryAttempts") == 0, f"{fn}: EventInvokeConfig.MaximumRetryAttempts must be 0"
+            continue
+        configs = [c for c, r in resources.items() if r["Type"] == "AWS::Lambda::EventInvokeConfig"
+                   and refs(r["Properties"].get("FunctionName")) == {fn}]
+        assert configs, f"{fn} (the function of {lid}) has no AWS::Lambda::EventInvokeConfig: Lambda retries it twice"
+        for c in configs:
+            props = resources[c]["Properties"]
+            assert props.get("MaximumRetryAttempts") == 0, f"{c}: MaximumRetryAttempts must be 0"
+            assert props.get("Qualifier") == "$LATEST", f"{c}: the ServiceToken is the unqualified ARN, so $LATEST"
+            # In force for the custom resource's Create, and still there for its Delete.
+            assert networkx.has_path(deps, lid, c), f"{lid} must depend on {c}"
+
+
+# ── what a stack delete keeps ─────────────────────────────────────────────────────────────────
+def test_the_content_bucket_and_its_key_are_retained(template):
+    resources = template["Resources"]
+    kept = [lid for lid, r in resources.items() if r["Type"] in ("AWS::S3::Bucket", "AWS::KMS::Key")]
+    assert {"ContentBucket", "SecretsKey"} <= set(kept)
+    for lid in kept:
+        r = resources[lid]
+        assert r.get("DeletionPolicy") == "Retain" and r.get("UpdateReplacePolicy") == "Retain", \
+            f"{lid}: a versioned bucket never deletes; a deleted key makes what it encrypts unreadable"
+
+
+def test_nothing_retained_has_a_fixed_name(template):
+    # A retained resource with a name of its own would make the next stack of that name fail.
+    names = ("BucketName", "AliasName", "QueueName", "TableName", "LogGroupName", "PolicyName", "FunctionName")
+    for lid, r in template["Resources"].items():
+        if r.get("DeletionPolicy") == "Retain":
+            fixed = [n for n in names if n in r.get("Properties", {})]
+            assert not fixed, f"{lid} is retained but has {fixed}"
+
+
+# ── failed deliveries are visible ─────────────────────────────────────────────────────────────
+def getatt_target(value) -> str:
+    assert isinstance(value, dict) and "Fn::GetAtt" in value, f"{value} is not a GetAtt of a queue of this template"
+    target = value["Fn::GetAtt"]
+    return target.split(".")[0] if isinstance(target, str) else target[0]
+
+
+def allowed_statements(policy_document: dict) -> list[dict]:
+    return [s for s in policy_document.get("Statement", []) if isinstance(s, dict) and s.get("Effect") == "Allow"]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_every_event_rule_target_has_a_retry_policy_and_a_dead_letter_queue(template):
+    resources = template["Resources"]
+    rules = [lid for lid, r in resources.items() if r["Type"] == "AWS::Events::Rule"]
+    assert rules
+    for rule in rules:
+        for target in resources[rule]["Properties"]["Targets"]:
+            where = f"{rule} target {target.get('Id')}"
+            retry = target.get("RetryPolicy", {})
+            assert {"MaximumRetryAttempts", "MaximumEventAgeInSeconds"} <= set(retry), f"{where}: RetryPolicy"
+            queue = getatt_target(target.get("DeadLetterConfig", {}).get("Arn"))
+            assert resources[queue]["Type"] == "AWS::SQS::Queue", where
+            assert queue != getatt_target(target["Arn"]), f"{where}: the dead-letter queue is the target itself"
+            # EventBridge needs the queue's resource policy, limited to this rule.
+            grants = [s for lid, r in resources.items() if r["Type"] == "AWS::SQS::QueuePolicy"
+                      and queue in refs(r["Properties"]["Queues"])
+                      for s in allowed_statements(r["Properties"]["PolicyDocument"])
+                      if "events.amazonaws.com" in as_list(s.get("Principal", {}).get("Service"))
+                      and "sqs:SendMessage" in as_list(s["Action"])]
+            assert grants, f"{where}: no queue policy lets events.amazonaws.com send to {queue}"
+            sources = [a for s in grants for a in as_list(s.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn", []))]
+            assert any(getatt_target(a) == rule for a in sources), f"{where}: the grant on {queue} is not limited to the rule (aws:SourceArn)"
+
+
+def test_every_schedule_has_a_retry_policy_and_a_dead_letter_queue_its_role_may_send_to(template):
+    resources = template["Resources"]
+    schedules = [lid for lid, r in resources.items() if r["Type"] == "AWS::Scheduler::Schedule"]
+    assert schedules
+    for lid in schedules:
+        target = resources[lid]["Properties"]["Target"]
+        assert {"MaximumRetryAttempts", "MaximumEventAgeInSeconds"} <= set(target.get("RetryPolicy", {})), lid
+        queue = getatt_target(target.get("DeadLetterConfig", {}).get("Arn"))
+        assert resources[queue]["Type"] == "AWS::SQS::Queue", lid
+        # Scheduler sends dead letters with the schedule's execution role.
+        role = getatt_target(target["RoleArn"])
+        statements = [s for p in resources[role]["Properties"].get("Policies", [])
+                      for s in allowed_statements(p["PolicyDocument"])]
+        assert any("sqs:SendMessage" in as_list(s["Action"]) and
+                   any(isinstance(x, dict) and getatt_target(x) == queue for x in as_list(s["Resource"]))
+                   for s in statements), f"{lid}: {role} may not send to {queue}"
+
+
+# ── domain controllers: one to four, DNS included ─────────────────────────────────────────────
+FUNCTION_PORTS = [("tcp", 636), ("udp", 53), ("tcp", 53)]
+TASK_PORTS = [("tcp", 88), ("udp", 88), ("udp", 53), ("tcp", 53)]
+
+
+def egress(stack: Stack, group: str) -> list[dict]:
+    return stack.resolve(stack.template["Resources"][group]["Properties"]["SecurityGroupEgress"])
+
+
+@pytest.mark.parametrize("ips", [
+    "10.40.32.10",
+    "10.40.32.10,10.40.48.10",
+    "10.40.32.10,10.40.48.10,10.40.64.10",
+    "10.40.32.10,10.40.48.10,10.40.64.10,10.40.80.10",
+    "10.40.32.10,10.40.32.10",  # the same address twice: EC2 rejects a duplicate rule
+    "10.40.32.10,10.40.48.10,10.40.32.10,10.40.48.10",
+])
+@pytest.mark.parametrize("group, ports", [("FunctionSecurityGroup", FUNCTION_PORTS), ("TaskSecurityGroup", TASK_PORTS)])
+def test_each_domain_controller_gets_its_rules_dns_included(template, ips, group, ports):
+    stack = Stack(template, DomainControllerIps=ips)
+    rules = egress(stack, group)
+    for rule in rules:
+        assert rule.get("Description"), f"{group}: a rule without a Description: {rule}"
+        if "CidrIp" in rule:
+            ipaddress.ip_network(rule["CidrIp"])  # a malformed CIDR fails the stack
+    keys = [(r["IpProtocol"], r["FromPort"], r["ToPort"], r.get("CidrIp") or r.get("DestinationSecurityGroupId")) for r in rules]
+    assert len(keys) == len(set(keys)), f"{group}: duplicate rules, which EC2 rejects: {keys}"
+    to_dcs = {(p, f, c) for p, f, t, c in keys if str(c).endswith("/32")}
+    want = {(proto, port, f"{ip}/32") for ip in dict.fromkeys(ips.split(",")) for proto, port in ports}
+    assert to_dcs == want, f"{group} with DomainControllerIps={ips}"
+
+
+@pytest.mark.parametrize("ips", [
+    "",
+    "10.40.32.10,10.40.48.10,10.40.64.10,10.40.80.10,10.40.96.10",  # five: more than the rules cover
+    "10.40.32.10, 10.40.48.10",  # a String keeps the space, and " 10.40.48.10/32" is no CIDR
+    "10.40.32.10,,10.40.48.10",
+    "10.40.32.10,",
+    "dc1.corp.example.com",
+])
+def test_domain_controller_ips_that_the_rules_cannot_use_are_rejected_up_front(template, ips):
+    with pytest.raises(Rejected, match="DomainControllerIps: .*one to four IPv4 addresses"):
+        Stack(template, DomainControllerIps=ips)
