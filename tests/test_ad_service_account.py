@@ -447,3 +447,38 @@ def test_a_delete_with_another_versions_properties_removes_the_account(fn, samba
     stuck = cfn.delete(created["PhysicalResourceId"], {"Bogus": 1, "Server": ["x"]})
     assert stuck["Status"] == "FAILED", stuck
     assert "--retain-resources ServiceAccount" in stuck["Reason"], stuck
+
+
+def test_a_replacement_whose_cleanup_never_came_is_settled_by_the_next_update(fn, samba, admin_parameter, service_password):
+    """The cleanup Delete of the replaced id can fail (the DC unreachable at that moment);
+    CloudFormation then finishes the update anyway. The next in-place Update must forget the
+    stale previous id, or the stack's delete would take its Delete for a rollback and orphan the
+    accounts."""
+    _, cfn = fn
+    param, _ = service_password
+    name = account()
+    old = props(samba, admin_parameter, param, name)
+    new = dict(old, AccountName=name.upper())
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    new_id = cfn.update(old_id, new, old)["PhysicalResourceId"]
+    assert owner_id(samba.user(name)["description"][0]) == f"{new_id}<{old_id}"
+    # (no cleanup Delete for old_id)
+    newer = dict(new, Description="web tier")
+    assert cfn.update(new_id, newer, new)["Status"] == "SUCCESS"
+    assert owner_id(samba.user(name)["description"][0]) == new_id
+    assert cfn.delete(new_id, newer)["Status"] == "SUCCESS"
+    assert samba.user(name) is None, "orphaned"
+
+
+def test_an_unreadable_on_delete_disables_rather_than_deletes(fn, samba, admin_parameter, service_password):
+    _, cfn = fn
+    param, _ = service_password
+    name = account()
+    p = props(samba, admin_parameter, param, name, OnDelete="disable")
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    deleted = cfn.delete(created["PhysicalResourceId"], dict(p, OnDelete="archive-and-disable"))
+    assert deleted["Status"] == "SUCCESS", deleted
+    user = samba.user(name)
+    assert user is not None and int(user["userAccountControl"][0]) & 0x2, "deleted instead of disabled"
+    subprocess.run(["samba-tool", "user", "delete", name, "-s", samba.conf], capture_output=True, timeout=60)

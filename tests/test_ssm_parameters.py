@@ -390,3 +390,13 @@ def test_a_delete_with_another_versions_properties_removes_the_parameters(fn, aw
     assert kept["Status"] == "SUCCESS", kept
     assert read(aws, f"{p}/password") is not None
     assert cfn.delete(p, props(p))["Status"] == "SUCCESS"
+
+
+def test_an_unreadable_retain_on_delete_keeps_the_parameters(fn, aws):
+    _, cfn = fn
+    p = prefix()
+    assert cfn.create(props(p))["Status"] == "SUCCESS"
+    kept = cfn.delete(p, props(p, RetainOnDelete="only-in-prod"))
+    assert kept["Status"] == "SUCCESS", kept
+    assert read(aws, f"{p}/password") is not None, "an unreadable RetainOnDelete deleted the parameters"
+    assert cfn.delete(p, props(p))["Status"] == "SUCCESS"

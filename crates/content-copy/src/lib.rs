@@ -98,6 +98,9 @@ pub struct Options {
     pub owner_id: Option<String>,
     /// The id a replacement replaces, for content whose manifest records no owner yet.
     pub replacing: Option<String>,
+    /// An in-place Update: a previous owner still on record is stale and forgotten
+    /// ([`ownership::Ownership::settled`]).
+    pub in_place: bool,
 }
 
 impl Options {
@@ -114,6 +117,7 @@ impl Options {
             checkpoint_interval: Duration::from_secs(20),
             owner_id: None,
             replacing: None,
+            in_place: false,
         }
     }
 }
@@ -164,11 +168,12 @@ pub async fn copy_prefix(
     let loaded = read_manifest(target).await?;
     let mut manifest = loaded.clone().unwrap_or_default();
     if let Some(id) = &options.owner_id {
-        manifest.ownership = Some(ownership::Ownership::claim(
-            loaded.as_ref().and_then(|m| m.ownership.as_ref()),
-            id,
-            options.replacing.as_deref(),
-        ));
+        let recorded = loaded.as_ref().and_then(|m| m.ownership.as_ref());
+        manifest.ownership = Some(if options.in_place {
+            ownership::Ownership::settled(recorded, id)
+        } else {
+            ownership::Ownership::claim(recorded, id, options.replacing.as_deref())
+        });
     }
     let forced = loaded.is_some() && manifest.content_version != options.content_version;
     let objects = source.list(&options.bucket, &options.prefix).await?;

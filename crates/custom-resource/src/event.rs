@@ -64,6 +64,21 @@ impl<P> Request<P> {
         StackArn::parse(&self.stack_id)
     }
 
+    /// Whether this is an Update applied in place (not a replacement's Create).
+    pub fn in_place_update(&self) -> bool {
+        self.request_type == RequestType::Update && self.replacing.is_none()
+    }
+
+    /// Ownership of an object this request creates or changes, from what the object records:
+    /// an in-place Update settles it, a Create (or a replacement's) claims it.
+    pub fn claim(&self, recorded: Option<&ownership::Ownership>, id: &str) -> ownership::Ownership {
+        if self.in_place_update() {
+            ownership::Ownership::settled(recorded, id)
+        } else {
+            ownership::Ownership::claim(recorded, id, self.replacing.as_deref())
+        }
+    }
+
     /// A value that identifies this resource in this stack, for ownership tags and markers.
     pub fn owner(&self) -> String {
         format!("{}/{}", self.stack_id, self.logical_resource_id)

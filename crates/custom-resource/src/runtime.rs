@@ -62,6 +62,13 @@ pub trait CustomResource: Send + Sync + 'static {
     /// properties that are missing. Unknown and ill-typed properties are dropped before and after
     /// this call. The default adds nothing, so the Delete fails saying what to do.
     fn recover_properties(&self, _physical_id: &str, _properties: &mut Map<String, Value>) {}
+
+    /// On Delete, the value to use for `property` when this version cannot read the one given,
+    /// where leaving it out would fall back to a default that destroys more (`RetainOnDelete`:
+    /// true; `OnDelete`: disable). The default: none, the property is left out.
+    fn cautious_value(&self, _property: &str) -> Option<Value> {
+        None
+    }
 }
 
 /// Run the Lambda event loop for `R`. `init` builds the resource (clients, configuration); if it
@@ -469,7 +476,16 @@ fn delete_properties<R: CustomResource>(
                 })
         });
         match key {
-            Some(k) if map.remove(&k).is_some() => {
+            Some(k) if map.contains_key(&k) => {
+                match resource.cautious_value(&k) {
+                    Some(v) if map.get(&k) != Some(&v) => {
+                        tracing::warn!(property = %k, value = %v, "Delete: unreadable; the cautious value is used instead");
+                        map.insert(k.clone(), v);
+                    }
+                    _ => {
+                        map.remove(&k);
+                    }
+                }
                 dropped.push(k);
                 resource.recover_properties(physical_id, &mut map);
             }

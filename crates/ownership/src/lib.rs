@@ -71,6 +71,17 @@ impl Ownership {
         }
     }
 
+    /// The ownership after an in-place Update for `id`. CloudFormation updates a resource in
+    /// place only once an earlier replacement has been cleaned up, so a previous id still on
+    /// record belongs to a cleanup Delete that failed or never came: forget it, or the stack's
+    /// own Delete of `id` would take it for a rollback and leave the object behind.
+    pub fn settled(recorded: Option<&Ownership>, id: &str) -> Ownership {
+        match recorded {
+            Some(r) if r.id == id => Ownership::new(id),
+            other => Ownership::claim(other, id, None),
+        }
+    }
+
     /// What a Delete for `id` must do with an object that carries `recorded`.
     pub fn release(recorded: Option<&Ownership>, id: &str) -> Release {
         let Some(r) = recorded else {
@@ -212,6 +223,21 @@ mod tests {
             Ownership::release(Some(&back), NEW),
             Release::Superseded { .. }
         ));
+    }
+
+    #[test]
+    fn an_in_place_update_forgets_a_replacement_whose_cleanup_never_came() {
+        let stale = Ownership::claim(Some(&Ownership::new(OLD)), NEW, Some(OLD));
+        let settled = Ownership::settled(Some(&stale), NEW);
+        assert_eq!(settled, Ownership::new(NEW));
+        assert_eq!(Ownership::release(Some(&settled), NEW), Release::Remove);
+        assert_eq!(Ownership::settled(None, NEW), Ownership::new(NEW));
+        assert_eq!(
+            Ownership::settled(Some(&Ownership::new(OLD)), NEW)
+                .previous
+                .as_deref(),
+            Some(OLD)
+        );
     }
 
     #[test]

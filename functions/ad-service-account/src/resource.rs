@@ -177,6 +177,7 @@ impl AdServiceAccount {
             marker: marker(&request.owner()),
             id,
             replacing: request.replacing.clone(),
+            in_place: request.in_place_update(),
             request_id: request.request_id.clone(),
             names,
             active,
@@ -211,6 +212,8 @@ struct Context {
     id: String,
     /// The id being replaced, when this Create is a replacement.
     replacing: Option<String>,
+    /// An Update applied in place (see `Ownership::settled`).
+    in_place: bool,
     request_id: String,
     names: Vec<String>,
     active: String,
@@ -241,7 +244,11 @@ impl Context {
 
     fn claim(&self, existing: Option<&str>) -> Ownership {
         let recorded = existing.and_then(Ownership::from_marker);
-        Ownership::claim(recorded.as_ref(), &self.id, self.replacing.as_deref())
+        if self.in_place {
+            Ownership::settled(recorded.as_ref(), &self.id)
+        } else {
+            Ownership::claim(recorded.as_ref(), &self.id, self.replacing.as_deref())
+        }
     }
 
     fn ours(&self, description: Option<&str>) -> bool {
@@ -610,6 +617,11 @@ impl CustomResource for AdServiceAccount {
             .clone()
             .unwrap_or_else(|| self.physical_id(request));
         with_dir!(&dir, d => remove(d, p, &marker, &id).await)
+    }
+
+    /// An OnDelete this version cannot read disables rather than deletes.
+    fn cautious_value(&self, property: &str) -> Option<Value> {
+        (property == "OnDelete").then(|| Value::String("disable".into()))
     }
 
     /// The id is `<domain>/<account>[+<account>]`: enough to find the accounts. The password

@@ -156,11 +156,7 @@ async fn apply_on(
     // The record is keyed by the logical resource and the folder as the share compares it, so
     // a replacement that respells the folder or names the server another way finds this record:
     // it takes the change over, and the replaced id's Delete will leave it alone.
-    let ownership = Ownership::claim(
-        previous.as_ref().and_then(|r| r.ownership.as_ref()),
-        id,
-        request.replacing.as_deref(),
-    );
+    let ownership = request.claim(previous.as_ref().and_then(|r| r.ownership.as_ref()), id);
     let record = Record {
         version: 1,
         ownership: Some(ownership),

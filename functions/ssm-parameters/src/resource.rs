@@ -268,6 +268,11 @@ impl CustomResource for SsmParameters {
         request.properties.prefix().to_owned()
     }
 
+    /// A RetainOnDelete this version cannot read keeps the parameters.
+    fn cautious_value(&self, property: &str) -> Option<serde_json::Value> {
+        (property == "RetainOnDelete").then_some(serde_json::Value::Bool(true))
+    }
+
     /// The id is the prefix, which names all three parameters; Delete reads nothing else but
     /// RetainOnDelete. (SSM names are case-sensitive, so two ids never name one parameter.)
     fn recover_properties(

@@ -92,6 +92,7 @@ impl WebContent {
         let mut options = Options::new(&c.bucket, &c.prefix);
         options.owner_id = Some(id.clone());
         options.replacing = request.replacing.clone();
+        options.in_place = request.in_place_update();
         options.content_version = p.content_version.clone();
         options.prune = p.prune();
         options.parallelism = p.parallelism();

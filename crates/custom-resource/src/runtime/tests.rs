@@ -7,6 +7,7 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct Probe {
     calls: Mutex<Vec<String>>,
+    modes: Mutex<Vec<Option<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,7 +67,15 @@ impl CustomResource for Probe {
     }
 
     async fn delete(&self, request: &Request<ProbeProps>) -> Result<(), ProbeError> {
+        self.modes
+            .lock()
+            .unwrap()
+            .push(request.properties.mode.clone());
         self.act("delete", &request.properties).map(|_| ())
+    }
+
+    fn cautious_value(&self, property: &str) -> Option<Value> {
+        (property == "Mode").then(|| json!("careful"))
     }
 
     fn recover_properties(&self, physical_id: &str, properties: &mut Map<String, Value>) {
@@ -487,4 +496,19 @@ fn answered_requests_are_remembered_within_a_bound() {
     assert!(a.get("r1").is_none(), "the oldest is forgotten");
     a.put("", "u", b"");
     assert!(a.get("").is_none(), "no id, no memory");
+}
+
+#[tokio::test]
+async fn an_unreadable_safety_property_takes_its_cautious_value_not_the_default() {
+    let (s, probe) = state(Probe::default());
+    let r = run(
+        &s,
+        delete_of("probe-a", json!({"Name": "a", "Mode": {"v2": "keep"}})),
+    )
+    .await;
+    assert_eq!(r.status, Status::Success, "{r:?}");
+    assert_eq!(*probe.calls.lock().unwrap(), ["delete a"]);
+    // The probe's act() answers an unknown mode with Ok; what matters is what it was given.
+    let seen = probe.modes.lock().unwrap().clone();
+    assert_eq!(seen, [Some("careful".to_owned())]);
 }
