@@ -9,9 +9,11 @@ those tools do. Everything else is real: the SMB session, the child processes, t
 
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -349,30 +351,132 @@ def test_plan_shows_the_exact_commands_and_no_secret(build, user):
 
 
 # ── stop signals (Linux build: Windows console events are not deliverable under Wine) ─────────
+#
+# No sleep races the spawn here: each test waits for a fact (a log line, a marker file the main
+# process writes once its trap is set, the fake PowerShell's own record of its call) before it
+# signals, and the entrypoint installs its handlers before it starts anything.
+
+class Entrypoint:
+    """A running entrypoint whose stdout (its JSON log) is read line by line as it comes."""
+
+    def __init__(self, build: Build, args: list[str], env: dict):
+        full = {**build.base_env, "SMB_POWERSHELL": build.fake_tool, "SMB_APPCMD": build.fake_tool,
+                "FAKE_TOOL_LOG": build.log_arg, **env}
+        # A session of its own: at the end the whole group (the main process too) is ended by
+        # its id, and a signal the test sends reaches the entrypoint alone.
+        self.proc = subprocess.Popen([*build.argv, *args], env=full, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self.seen: list[str] = []
+        self.stderr = ""
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read_stderr(self):
+        self.stderr = self.proc.stderr.read()
+
+    def wait_for(self, message: str, timeout: float = 60) -> dict:
+        """The first log entry whose message starts with `message`, waiting for it."""
+        for entry in json_lines("".join(self.seen)):
+            if entry["message"].startswith(message):
+                return entry
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no log line {message!r} within {timeout} s:\n{''.join(self.seen)}{self.stderr}"
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            assert line is not None, f"the entrypoint ended before {message!r}:\n{''.join(self.seen)}{self.stderr}"
+            self.seen.append(line)
+            entry = next(iter(json_lines(line)), None)
+            if entry and entry["message"].startswith(message):
+                return entry
+
+    def finish(self, timeout: float = 60) -> tuple[int, list[dict]]:
+        """Wait for the entrypoint to exit; its exit code and its whole log."""
+        code = self.proc.wait(timeout=timeout)
+        while (line := self.lines.get(timeout=timeout)) is not None:
+            self.seen.append(line)
+        return code, json_lines("".join(self.seen))
+
+    def messages(self) -> list[str]:
+        return [e["message"] for e in json_lines("".join(self.seen))]
+
+    def close(self):
+        # Only what this test started: the entrypoint's own session, by its id.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text().strip():
+        assert proc.poll() is None, f"the entrypoint exited before {what}"
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.02)
+
+
+def index(messages: list[str], prefix: str) -> int:
+    return next(i for i, m in enumerate(messages) if m.startswith(prefix))
+
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_stop_signals_are_forwarded_to_the_main_process(tmp_path, user, sig):
     build = Build("linux", tmp_path)
     ready = tmp_path / "ready"
-    script = f"trap 'exit 42' TERM INT; touch {ready}; while :; do sleep 0.05; done"
-    env = {**build.base_env, "SMB_POWERSHELL": build.fake_tool, "SMB_APPCMD": build.fake_tool, **share_env(user)}
-    proc = subprocess.Popen([*build.argv, "--", "sh", "-c", script], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # The marker is written after the trap is set: from then on the trap, not sh's default
+    # disposition, answers a forwarded signal.
+    script = f"trap 'exit 42' TERM INT; echo up > {ready}; while :; do sleep 0.05; done"
+    entry = Entrypoint(build, ["--", "sh", "-c", script], share_env(user))
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the main process did not start"
-            time.sleep(0.05)
+        entry.wait_for("stop signal handlers installed")
+        wait_for_file(ready, entry.proc, "the main process's trap")
         # Only the entrypoint is signalled (not its process group): the trap fires only if it forwards.
-        proc.send_signal(sig)
-        stdout, _ = proc.communicate(timeout=30)
+        entry.proc.send_signal(sig)
+        code, logs = entry.finish(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 42, stdout
-    forwarded = [e for e in json_lines(stdout) if e["message"].startswith("forwarding")]
+        entry.close()
+    assert code == 42, (code, logs, entry.stderr)
+    forwarded = [e for e in logs if e["message"].startswith("forwarding")]
     assert forwarded and forwarded[0]["signal"] == sig.name
+    messages = [e["message"] for e in logs]
+    assert index(messages, "stop signal handlers installed") < index(messages, "main process started")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_before_the_main_process_exists_stops_the_task_without_starting_it(tmp_path, user, sig):
+    """The signal arrives while the share is being mapped (the fake PowerShell holds the start
+    until the test lets it go), so the main process provably does not exist yet. ECS is stopping
+    the task: the entrypoint must neither die of the signal nor lose it, and must not start the
+    main process only to stop it; it abandons the mapping and exits with 128 + the signal."""
+    build = Build("linux", tmp_path)
+    release = tmp_path / "release-the-mapping"
+    entry = Entrypoint(build, ["--", "sleep", "600"], share_env(user, FAKE_TOOL_MAP_WAIT_FOR=str(release)))
+    try:
+        entry.wait_for("stop signal handlers installed")
+        wait_for_file(build.log, entry.proc, "the mapping")  # the fake PowerShell records its call first
+        assert "main process started" not in entry.messages()
+        entry.proc.send_signal(sig)
+        code, logs = entry.finish(timeout=30)
+    finally:
+        release.write_text("go")
+        entry.close()
+    assert code == 128 + sig, (code, logs, entry.stderr)
+    messages = [e["message"] for e in logs]
+    assert "main process started" not in messages, messages
+    stopped = next(e for e in logs if e["message"].startswith("stop requested before the main process started"))
+    assert stopped["signal"] == sig.name and stopped["exit_code"] == 128 + sig, stopped
+    assert index(messages, "stop signal handlers installed") < index(messages, "stop signal received before"), messages
 
 
 def test_console_ctrl_c_does_not_cut_the_main_process_short_windows(tmp_path, user):
@@ -380,24 +484,40 @@ def test_console_ctrl_c_does_not_cut_the_main_process_short_windows(tmp_path, us
     handler must keep the entrypoint alive until the main process exits, and the exit code must
     still be the main process's."""
     build = Build("windows", tmp_path)
-    env = {**build.base_env, "SMB_POWERSHELL": build.fake_tool, "SMB_APPCMD": build.fake_tool, **share_env(user)}
-    proc = subprocess.Popen([*build.argv, "--", "cmd", "/c", "ping -n 4 127.0.0.1 >nul & exit 9"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
+    entry = Entrypoint(build, ["--", "cmd", "/c", "ping -n 4 127.0.0.1 >nul & exit 9"], share_env(user))
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if '"main process started"' in line:
-                break
-        assert any('"main process started"' in line for line in lines), "".join(lines)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        entry.wait_for("stop signal handlers installed")
+        entry.wait_for("main process started")
+        entry.proc.send_signal(signal.SIGINT)
+        code, logs = entry.finish(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    logs = json_lines("".join(lines) + rest)
+        entry.close()
     events = [e for e in logs if e["message"].startswith("console control event")]
     assert events and events[0]["event"] == "ctrl_c", logs
     exited = next(e for e in logs if e["message"] == "main process exited")
-    assert proc.returncode == exited["exit_code"], (proc.returncode, exited)
+    assert code == exited["exit_code"], (code, exited)
+
+
+def test_a_console_event_before_the_main_process_exists_stops_the_task_windows(tmp_path, user):
+    """The handler is installed before anything starts: a Ctrl+C during the mapping neither ends
+    the entrypoint abruptly nor is forgotten; the main process is not started and the exit code
+    says why (130, as for Ctrl+C)."""
+    build = Build("windows", tmp_path)
+    release = tmp_path / "release-the-mapping"
+    entry = Entrypoint(build, ["--", "cmd", "/c", "ping -n 4 127.0.0.1 >nul & exit 9"],
+                       share_env(user, FAKE_TOOL_MAP_WAIT_FOR=win_path(release)))
+    try:
+        entry.wait_for("stop signal handlers installed")
+        wait_for_file(build.log, entry.proc, "the mapping")
+        entry.proc.send_signal(signal.SIGINT)
+        queued = entry.wait_for("console control event before the main process started")
+        assert queued["event"] == "ctrl_c"
+        code, logs = entry.finish(timeout=60)
+    finally:
+        release.write_text("go")
+        entry.close()
+    messages = [e["message"] for e in logs]
+    assert "main process started" not in messages, messages
+    stopped = next(e for e in logs if e["message"].startswith("stop requested before the main process started"))
+    assert stopped["signal"] == "ctrl_c" and code == 130, (code, stopped)
+

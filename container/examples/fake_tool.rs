@@ -6,6 +6,10 @@
 //!   $FAKE_TOOL_MAP_EXIT (default 0); it fails like the script would if no password arrived.
 //! - `appcmd list vdir`: prints $FAKE_TOOL_VDIR_PATH and exits 0, or exits 1 when it is unset.
 //! - `appcmd add|set vdir`: exits 0.
+//!
+//! With $FAKE_TOOL_MAP_WAIT_FOR set, PowerShell first waits (at most two minutes) until that file
+//! exists: a mapping that takes as long as the test wants, so a test can act while the
+//! entrypoint is provably past its start and before its main process exists.
 
 use std::io::Write as _;
 
@@ -23,6 +27,12 @@ fn main() {
         }
     }
     if argv.iter().any(|a| a == "-EncodedCommand") {
+        if let Ok(path) = std::env::var("FAKE_TOOL_MAP_WAIT_FOR") {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !std::path::Path::new(&path).exists() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         if std::env::var("FARGATE_SMB_PASSWORD").map_or(true, |p| p.is_empty()) {
             eprintln!(
                 "ConvertTo-SecureString : Cannot bind argument to parameter 'String' because it is null."

@@ -131,11 +131,82 @@ async fn doctor(wait: bool) -> i32 {
 
 async fn start(main: &[String], started: Instant) -> i32 {
     init_logging(tracing::Level::INFO, true);
+    // First of all, so that a stop at any moment from here on is neither lost nor the end of
+    // the entrypoint half-way through a mapping.
+    let mut stops = match supervise::StopSignals::install() {
+        Ok(stops) => stops,
+        Err(e) => {
+            tracing::error!(
+                code = "signals",
+                error = %e,
+                "could not install the stop signal handlers; without them a stop would orphan the main process, so the task stops"
+            );
+            return exit::MAIN_PROCESS_START;
+        }
+    };
+    // A stop before the main process exists means ECS is stopping the task: starting IIS only
+    // to stop it would hold the stop up (a preflight may retry for minutes), so the preparation
+    // is abandoned (its tool processes are killed) and the main process never starts.
+    let env = tokio::select! {
+        biased;
+        stop = stops.requested() => return stopped_before_start(stop),
+        prepared = prepare() => match prepared {
+            Ok(env) => env,
+            Err(code) => return code,
+        },
+    };
+    if main.is_empty() {
+        tracing::info!("no main process after --: mapped, exiting");
+        return 0;
+    }
+    // The last moment a stop can keep the main process from starting; after the spawn it is
+    // forwarded to it.
+    if let Some(stop) = stops.pending() {
+        return stopped_before_start(stop);
+    }
+    let child = match supervise::spawn_main(main, &env) {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::error!(code = "main_process", error = %e, "the task stops");
+            return exit::MAIN_PROCESS_START;
+        }
+    };
+    tracing::info!(
+        pid = child.id(),
+        program = %main[0],
+        since_start_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "main process started"
+    );
+    match supervise::wait_main(child, stops).await {
+        Ok(code) => {
+            tracing::info!(exit_code = code, "main process exited");
+            code
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "lost the main process");
+            1
+        }
+    }
+}
+
+fn stopped_before_start(stop: supervise::Stop) -> i32 {
+    tracing::warn!(
+        signal = stop.name,
+        exit_code = stop.exit_code,
+        "stop requested before the main process started: not starting it; the task stops"
+    );
+    stop.exit_code
+}
+
+/// Everything before the main process: configuration, credential, preflight, mappings and
+/// virtual directories. Returns the main process's environment (without the credential), or
+/// the exit code to stop with.
+async fn prepare() -> Result<Vec<(std::ffi::OsString, std::ffi::OsString)>, i32> {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(code = "config", error = %e, "configuration error; the task stops");
-            return exit::USAGE_OR_CONFIG;
+            return Err(exit::USAGE_OR_CONFIG);
         }
     };
     let deadline = Instant::now() + config.deadline;
@@ -150,7 +221,7 @@ async fn start(main: &[String], started: Instant) -> i32 {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(code = "credential", error = %e, "could not read the credential; the task stops");
-            return exit::PREFLIGHT;
+            return Err(exit::PREFLIGHT);
         }
     };
     let check = Credential {
@@ -176,7 +247,7 @@ async fn start(main: &[String], started: Instant) -> i32 {
                         "preflight failed until the deadline; the task stops"
                     );
                 }
-                return exit::PREFLIGHT;
+                return Err(exit::PREFLIGHT);
             }
         }
     }
@@ -190,39 +261,12 @@ async fn start(main: &[String], started: Instant) -> i32 {
     if let Err(e) = mount::map_all(&config, &credential.username, &credential.password, &env).await
     {
         tracing::error!(code = "mapping", error = %e, "the task stops");
-        return exit::MOUNT;
+        return Err(exit::MOUNT);
     }
     if let Err(e) = mount::virtual_directories(&config, &credential.password, &env).await {
         tracing::error!(code = "virtual_directory", error = %e, "the task stops");
-        return exit::MOUNT;
+        return Err(exit::MOUNT);
     }
     drop(credential);
-
-    if main.is_empty() {
-        tracing::info!("no main process after --: mapped, exiting");
-        return 0;
-    }
-    let child = match supervise::spawn_main(main, &env) {
-        Ok(child) => child,
-        Err(e) => {
-            tracing::error!(code = "main_process", error = %e, "the task stops");
-            return exit::MAIN_PROCESS_START;
-        }
-    };
-    tracing::info!(
-        pid = child.id(),
-        program = %main[0],
-        since_start_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "main process started"
-    );
-    match supervise::wait_main(child).await {
-        Ok(code) => {
-            tracing::info!(exit_code = code, "main process exited");
-            code
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "lost the main process");
-            1
-        }
-    }
+    Ok(env)
 }

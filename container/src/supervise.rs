@@ -132,8 +132,8 @@ pub async fn run(
     })
 }
 
-/// Start the main process and wait for it, passing stop requests on; returns the exit code the
-/// entrypoint should exit with.
+/// Start the main process with `env` as its whole environment. Install [`StopSignals`] first:
+/// a stop that arrives while the process is being created must not be lost.
 pub fn spawn_main(
     argv: &[String],
     env: &[(OsString, OsString)],
@@ -153,32 +153,146 @@ pub fn spawn_main(
         })
 }
 
+/// A stop request that arrived before the main process existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    /// The signal or console event, as logged.
+    pub name: &'static str,
+    /// What the entrypoint exits with: 128 + the signal, as a shell reports a process it ended.
+    pub exit_code: i32,
+}
+
 #[cfg(unix)]
-pub use unix::wait_main;
+pub use unix::{StopSignals, wait_main};
 #[cfg(windows)]
-pub use windows::wait_main;
+pub use windows::{StopSignals, wait_main};
 
 #[cfg(unix)]
 mod unix {
+    //! The entrypoint is PID 1's only child that ECS signals: `docker stop` sends SIGTERM to the
+    //! entrypoint alone, so the main process stops gracefully only if we pass it on. The
+    //! handlers are installed when a run begins, long before the main process exists: with the
+    //! default disposition a SIGTERM in between would kill the entrypoint and orphan the main
+    //! process (the container then never stops by itself), and a handler installed after the
+    //! spawn has exactly that window.
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     use std::os::unix::process::ExitStatusExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::signal::unix::{SignalKind, signal};
+    use tokio::sync::mpsc;
 
-    /// Forward SIGTERM, SIGINT, SIGHUP and SIGQUIT to the child until it exits. A child killed
-    /// by a signal exits us with 128 + the signal, as a shell reports it.
-    pub async fn wait_main(child: std::process::Child) -> std::io::Result<i32> {
+    const FORWARDED: [Signal; 4] = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ];
+
+    /// The stop signals taken over from their default disposition, and every one received so
+    /// far that has not been forwarded yet, in arrival order.
+    #[derive(Debug)]
+    pub struct StopSignals {
+        received: mpsc::UnboundedReceiver<Signal>,
+        main_running: Arc<AtomicBool>,
+    }
+
+    impl StopSignals {
+        /// Take over SIGTERM, SIGINT, SIGHUP and SIGQUIT. From here on a stop signal neither
+        /// kills the entrypoint nor is lost: it is queued until [`wait_main`] forwards it.
+        pub fn install() -> std::io::Result<Self> {
+            let mut streams = Vec::with_capacity(FORWARDED.len());
+            for sig in FORWARDED {
+                // Creating the stream is what installs tokio's process-wide handler, so it
+                // happens here, synchronously, not later in the task.
+                streams.push((sig, signal(SignalKind::from_raw(sig as i32))?));
+            }
+            let (tx, received) = mpsc::unbounded_channel();
+            let main_running = Arc::new(AtomicBool::new(false));
+            let running = Arc::clone(&main_running);
+            tokio::spawn(async move {
+                loop {
+                    let next = next_signal(&mut streams).await;
+                    let Some(sig) = next else { return };
+                    if running.load(Ordering::SeqCst) {
+                        tracing::info!(signal = %sig, "stop signal received");
+                    } else {
+                        tracing::info!(
+                            signal = %sig,
+                            "stop signal received before the main process started"
+                        );
+                    }
+                    if tx.send(sig).is_err() {
+                        return;
+                    }
+                }
+            });
+            tracing::info!(
+                signals = ?FORWARDED.map(|s| s.as_str()),
+                "stop signal handlers installed"
+            );
+            Ok(Self {
+                received,
+                main_running,
+            })
+        }
+    }
+
+    impl StopSignals {
+        /// The first stop signal not yet forwarded; pending forever if none comes.
+        pub async fn requested(&mut self) -> super::Stop {
+            match self.received.recv().await {
+                Some(sig) => stop(sig),
+                None => std::future::pending().await,
+            }
+        }
+
+        /// A stop signal already received and not yet forwarded, if any.
+        pub fn pending(&mut self) -> Option<super::Stop> {
+            self.received.try_recv().ok().map(stop)
+        }
+    }
+
+    fn stop(sig: Signal) -> super::Stop {
+        super::Stop {
+            name: sig.as_str(),
+            exit_code: 128 + sig as i32,
+        }
+    }
+
+    /// The next signal on any of the streams; `None` once the signal driver is gone.
+    async fn next_signal(streams: &mut [(Signal, tokio::signal::unix::Signal)]) -> Option<Signal> {
+        std::future::poll_fn(|cx| {
+            for (sig, stream) in streams.iter_mut() {
+                match stream.poll_recv(cx) {
+                    std::task::Poll::Ready(Some(())) => return std::task::Poll::Ready(Some(*sig)),
+                    std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+                    std::task::Poll::Pending => {}
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Forward every stop signal — those queued before the main process existed first — to the
+    /// child until it exits. A child killed by a signal exits us with 128 + the signal, as a
+    /// shell reports it.
+    pub async fn wait_main(
+        child: std::process::Child,
+        mut stops: StopSignals,
+    ) -> std::io::Result<i32> {
         let pid = Pid::from_raw(i32::try_from(child.id()).map_err(std::io::Error::other)?);
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut quit = signal(SignalKind::quit())?;
+        stops.main_running.store(true, Ordering::SeqCst);
         let mut waiter = tokio::task::spawn_blocking(move || {
             let mut child = child;
             child.wait()
         });
         loop {
-            let forward = tokio::select! {
+            tokio::select! {
+                // Exit status first: once the child is gone there is nobody to forward to.
+                biased;
                 status = &mut waiter => {
                     let status = status.map_err(std::io::Error::other)??;
                     return Ok(status
@@ -186,14 +300,12 @@ mod unix {
                         .or_else(|| status.signal().map(|s| 128 + s))
                         .unwrap_or(1));
                 }
-                _ = term.recv() => Signal::SIGTERM,
-                _ = int.recv() => Signal::SIGINT,
-                _ = hup.recv() => Signal::SIGHUP,
-                _ = quit.recv() => Signal::SIGQUIT,
-            };
-            tracing::info!(signal = %forward, "forwarding the stop signal to the main process");
-            // The child may have exited between the signal and here; that is fine.
-            let _ = kill(pid, forward);
+                Some(forward) = stops.received.recv() => {
+                    tracing::info!(signal = %forward, "forwarding the stop signal to the main process");
+                    // The child may have exited between the signal and here; that is fine.
+                    let _ = kill(pid, forward);
+                }
+            }
         }
     }
 }
@@ -202,23 +314,35 @@ mod unix {
 #[allow(unsafe_code)]
 mod windows {
     //! Every process attached to the container's console receives its control events (Ctrl+C,
-    //! Ctrl+Break, close, shutdown) itself, the main process included, so there is nothing to
-    //! re-send. What the entrypoint must do is stay alive until the main process has stopped:
-    //! Windows ends a process as soon as its handler returns from a close or shutdown event,
-    //! and the container ends with the entrypoint, cutting IIS's shutdown short.
+    //! Ctrl+Break, close, shutdown) itself, the main process included, so once it runs there is
+    //! nothing to re-send. What the entrypoint must do is stay alive until the main process has
+    //! stopped: Windows ends a process as soon as its handler returns from a close or shutdown
+    //! event, and the container ends with the entrypoint, cutting IIS's shutdown short.
+    //!
+    //! An event that arrives before the main process exists reached only us; the handler is
+    //! installed when a run begins so that such an event is remembered (not lost, and not the
+    //! end of the entrypoint half-way through a mapping) and re-sent to the console once the
+    //! main process is attached to it.
     use std::os::windows::io::AsRawHandle;
-    use std::sync::atomic::{AtomicIsize, Ordering};
+    use std::sync::atomic::{AtomicIsize, AtomicU32, Ordering};
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
     use windows_sys::Win32::Foundation::{FALSE, TRUE};
     use windows_sys::Win32::System::Console::{
         CTRL_BREAK_EVENT, CTRL_C_EVENT, CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT,
-        SetConsoleCtrlHandler,
+        GenerateConsoleCtrlEvent, SetConsoleCtrlHandler,
     };
     use windows_sys::Win32::System::Threading::{GetExitCodeProcess, WaitForSingleObject};
 
+    /// The main process's handle, 0 until it exists.
     static CHILD: AtomicIsize = AtomicIsize::new(0);
+    /// The first event that arrived while CHILD was 0, plus one (0: none).
+    static PENDING: AtomicU32 = AtomicU32::new(0);
+    /// Wakes a close/shutdown handler that waits for the main process to exist.
+    static STARTED: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
     /// How long a close or shutdown waits for the main process (ECS's stop timeout is 30 s by
     /// default and at most 120 s).
-    const GRACE_MS: u32 = 120_000;
+    const GRACE: Duration = Duration::from_secs(120);
 
     fn name(event: u32) -> &'static str {
         match event {
@@ -231,22 +355,61 @@ mod windows {
         }
     }
 
+    /// Remember `event` if the main process does not exist yet; true when it was remembered.
+    fn queue_if_not_started(event: u32) -> bool {
+        // Hold the lock so `wait_main` cannot publish the child between our check and our store
+        // and then miss the pending event.
+        let _guard = STARTED.0.lock().unwrap_or_else(|e| e.into_inner());
+        if CHILD.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        let _ = PENDING.compare_exchange(0, event + 1, Ordering::SeqCst, Ordering::SeqCst);
+        true
+    }
+
+    /// Block until the main process exists, at most until `until`; its handle, or 0.
+    fn wait_for_child(until: Instant) -> isize {
+        let mut guard = STARTED.0.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let handle = CHILD.load(Ordering::SeqCst);
+            let left = until.saturating_duration_since(Instant::now());
+            if handle != 0 || left.is_zero() {
+                return handle;
+            }
+            guard = match STARTED.1.wait_timeout(guard, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+
     unsafe extern "system" fn handler(event: u32) -> i32 {
-        // Windows runs this on a thread of its own, so logging here is safe.
-        tracing::info!(
-            event = name(event),
-            "console control event; the main process receives it too, waiting for it to exit"
-        );
+        // Windows runs this on a thread of its own, so logging and blocking here are safe.
+        let queued = queue_if_not_started(event);
+        if queued {
+            tracing::info!(
+                event = name(event),
+                "console control event before the main process started"
+            );
+        } else {
+            tracing::info!(
+                event = name(event),
+                "console control event; the main process receives it too, waiting for it to exit"
+            );
+        }
         match event {
             CTRL_C_EVENT | CTRL_BREAK_EVENT => TRUE,
             CTRL_CLOSE_EVENT | CTRL_LOGOFF_EVENT | CTRL_SHUTDOWN_EVENT => {
-                let handle = CHILD.load(Ordering::SeqCst);
+                let until = Instant::now() + GRACE;
+                let handle = wait_for_child(until);
                 if handle != 0 {
                     let mut code = 1u32;
+                    let left = until.saturating_duration_since(Instant::now());
+                    let left_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX);
                     // SAFETY: the handle belongs to the Child that `wait_main` keeps alive until
                     // the process exits; both calls only read it.
                     unsafe {
-                        WaitForSingleObject(handle as _, GRACE_MS);
+                        WaitForSingleObject(handle as _, left_ms);
                         if GetExitCodeProcess(handle as _, &mut code) != 0 {
                             std::process::exit(code as i32);
                         }
@@ -258,14 +421,92 @@ mod windows {
         }
     }
 
-    pub async fn wait_main(mut child: std::process::Child) -> std::io::Result<i32> {
-        CHILD.store(child.as_raw_handle() as isize, Ordering::SeqCst);
-        // SAFETY: `handler` is a plain function with the signature Windows expects.
-        if unsafe { SetConsoleCtrlHandler(Some(handler), TRUE) } == 0 {
-            tracing::warn!(
-                error = %std::io::Error::last_os_error(),
-                "could not install the console control handler; a stop may cut the main process short"
+    /// The console control handler, installed before anything is started.
+    #[derive(Debug)]
+    pub struct StopSignals {
+        _installed: (),
+    }
+
+    fn stop(event: u32) -> super::Stop {
+        super::Stop {
+            name: name(event),
+            // As a shell reports a process ended by Ctrl+C (SIGINT) or a termination request.
+            exit_code: if event == CTRL_C_EVENT { 130 } else { 143 },
+        }
+    }
+
+    impl StopSignals {
+        /// The first console event that arrived before the main process existed; pending
+        /// forever if none comes. The handler runs on a thread of Windows' own, so this polls.
+        pub async fn requested(&mut self) -> super::Stop {
+            loop {
+                if let Some(stop) = self.pending() {
+                    return stop;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+
+        /// A console event that arrived before the main process existed, if any.
+        pub fn pending(&mut self) -> Option<super::Stop> {
+            match PENDING.load(Ordering::SeqCst) {
+                0 => None,
+                n => Some(stop(n - 1)),
+            }
+        }
+        /// Never an error: the main process still receives the console's events itself, so
+        /// without our handler only the wait for it is lost; that is a warning, not a reason
+        /// to stop the task.
+        pub fn install() -> std::io::Result<Self> {
+            // SAFETY: `handler` is a plain function with the signature Windows expects.
+            if unsafe { SetConsoleCtrlHandler(Some(handler), TRUE) } == 0 {
+                tracing::warn!(
+                    error = %std::io::Error::last_os_error(),
+                    "could not install the console control handler; a stop may cut the main process short"
+                );
+            } else {
+                tracing::info!(
+                    events = ?["ctrl_c", "ctrl_break", "close", "logoff", "shutdown"],
+                    "stop signal handlers installed"
+                );
+            }
+            Ok(Self { _installed: () })
+        }
+    }
+
+    pub async fn wait_main(
+        mut child: std::process::Child,
+        _stops: StopSignals,
+    ) -> std::io::Result<i32> {
+        let pending = {
+            let _guard = STARTED.0.lock().unwrap_or_else(|e| e.into_inner());
+            CHILD.store(child.as_raw_handle() as isize, Ordering::SeqCst);
+            STARTED.1.notify_all();
+            PENDING.swap(0, Ordering::SeqCst)
+        };
+        if pending != 0 {
+            let event = pending - 1;
+            // Only Ctrl+C and Ctrl+Break can be generated; a close or shutdown becomes Ctrl+Break,
+            // which, unlike Ctrl+C, a process cannot turn off for itself and its children.
+            let resend = if event == CTRL_C_EVENT {
+                CTRL_C_EVENT
+            } else {
+                CTRL_BREAK_EVENT
+            };
+            tracing::info!(
+                event = name(event),
+                sent = name(resend),
+                "forwarding the stop signal to the main process"
             );
+            // Group 0: every process on our console, the main process included (and we, whose
+            // handler then lets it pass).
+            // SAFETY: plain call with constant arguments.
+            if unsafe { GenerateConsoleCtrlEvent(resend, 0) } == 0 {
+                tracing::warn!(
+                    error = %std::io::Error::last_os_error(),
+                    "could not re-send the console control event; the main process was not told to stop"
+                );
+            }
         }
         let status = tokio::task::spawn_blocking(move || child.wait())
             .await
