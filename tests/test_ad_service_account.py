@@ -482,3 +482,101 @@ def test_an_unreadable_on_delete_disables_rather_than_deletes(fn, samba, admin_p
     user = samba.user(name)
     assert user is not None and int(user["userAccountControl"][0]) & 0x2, "deleted instead of disabled"
     subprocess.run(["samba-tool", "user", "delete", name, "-s", samba.conf], capture_output=True, timeout=60)
+
+
+def test_a_replacement_onto_other_accounts_leaves_nothing_behind(fn, samba, admin_parameter, service_password):
+    """svc-web -> svc-api is a replacement onto other accounts (the group is shared): after the
+    cleanup's Delete of the old id and the stack's Delete of the new one, nothing is left."""
+    _, cfn = fn
+    param, _ = service_password
+    old_name, new_name, group = account(), account(), "g" + uuid.uuid4().hex[:9]
+    old = props(samba, admin_parameter, param, old_name, Group=group, CreateGroup="true")
+    new = dict(old, AccountName=new_name)
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    replaced = cfn.update(old_id, new, old)
+    assert replaced["Status"] == "SUCCESS", replaced
+    new_id = replaced["PhysicalResourceId"]
+    assert owner_id(samba.user(new_name)["description"][0]) == new_id, "a new account has no previous owner"
+    assert owner_id(samba.group(group)["description"][0]) == f"{new_id}<{old_id}", "the group is shared"
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert samba.user(old_name) is None and samba.user(new_name) is not None and samba.group(group) is not None
+    assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
+    assert samba.user(new_name) is None, "orphaned by the stack's delete"
+    assert samba.group(group) is None, "group orphaned by the stack's delete"
+
+
+def test_a_failed_replacement_leaves_the_accounts_to_the_old_id(fn, aws, samba, admin_parameter, service_password):
+    """A replacement's Create that fails answers create-failed:<request> (whose Delete does
+    nothing): the group and the accounts must still belong to the old id, whose later Delete
+    removes them. Here the failure comes after the group was reached: the domain refuses the
+    password (too short) when the account's is reset."""
+    _, cfn = fn
+    param, password = service_password
+    name, group = account(), "g" + uuid.uuid4().hex[:9]
+    old = props(samba, admin_parameter, param, name, Group=group, CreateGroup="true")
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    aws.ssm.put_parameter(Name=param, Value="Ab1", Type="SecureString", Overwrite=True)
+    failed = cfn.update(old_id, dict(old, AccountName=name.upper()), old)
+    assert failed["Status"] == "FAILED" and "password policy" in failed["Reason"], failed
+    assert owner_id(samba.user(name)["description"][0]) == old_id
+    assert owner_id(samba.group(group)["description"][0]) == old_id
+    aws.ssm.put_parameter(Name=param, Value=password, Type="SecureString", Overwrite=True)
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert samba.user(name) is None and samba.group(group) is None
+
+
+def test_a_delete_for_an_id_cloudformation_made_up_removes_what_the_create_made(fn, samba, admin_parameter, service_password):
+    """A Create whose answer never reached CloudFormation (the PUT failed; it times out) is
+    rolled back with a Delete for an id CloudFormation generates: it must still clean up."""
+    _, cfn = fn
+    param, _ = service_password
+    name = account()
+    p = props(samba, admin_parameter, param, name)
+    assert cfn.create(p)["Status"] == "SUCCESS"
+    made_up = "fargate-smb-demo-ServiceAccount-1Q2W3E4R5T6Y"
+    assert cfn.delete(made_up, p)["Status"] == "SUCCESS"
+    assert samba.user(name) is None, "the rollback left the account behind"
+
+
+def test_a_delete_with_unreadable_alternating_or_group(fn, samba, admin_parameter, service_password):
+    """Alternating of another shape: the accounts are the ones the physical id names. A Group of
+    another shape cannot be guessed: the Delete fails, saying so, and removes nothing."""
+    _, cfn = fn
+    param, _ = service_password
+    name, group = account()[:8], "g" + uuid.uuid4().hex[:9]
+    p = props(samba, admin_parameter, param, name, Alternating="true", Group=group, CreateGroup="true")
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    refused = cfn.delete(created["PhysicalResourceId"], dict(p, Group={"Name": group}))
+    assert refused["Status"] == "FAILED" and "cannot read Group" in refused["Reason"], refused
+    assert samba.user(f"{name}-a") is not None
+    deleted = cfn.delete(created["PhysicalResourceId"], dict(p, Alternating={"Enabled": True}))
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert samba.user(f"{name}-a") is None and samba.user(f"{name}-b") is None and samba.group(group) is None
+
+
+def test_a_damaged_ownership_marker_is_left_alone(fn, samba, admin_parameter, service_password, tmp_path):
+    _, cfn = fn
+    param, _ = service_password
+    name = account()
+    p = props(samba, admin_parameter, param, name)
+    created = cfn.create(p)
+    user = samba.user(name)
+    cut = user["description"][0][:-3]  # the marker cut short, as a length-limited tool would
+    ldif = tmp_path / "cut.ldif"
+    ldif.write_text(f"dn: {user['dn']}\nchangetype: modify\nreplace: description\ndescription: {cut}\n")
+    out = subprocess.run(["ldapmodify", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test", "-y",
+                          samba.admin_password_file, "-f", str(ldif)], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "LDAPTLS_CACERT": samba.ca})
+    assert out.returncode == 0, out.stderr
+    assert cfn.delete(created["PhysicalResourceId"], p)["Status"] == "SUCCESS"
+    assert samba.user(name) is not None, "deleted although its owner could not be read"
+    subprocess.run(["samba-tool", "user", "delete", name, "-s", samba.conf], capture_output=True, timeout=60)
+
+
+def test_a_description_with_marker_text_or_too_long_is_refused(fn, samba, admin_parameter, service_password):
+    _, cfn = fn
+    param, _ = service_password
+    for bad in ("web [fargate-smb-id:x]", "x" * 257):
+        answer = cfn.create(props(samba, admin_parameter, param, account(), Description=bad))
+        assert answer["Status"] == "FAILED" and "Description" in answer["Reason"], answer

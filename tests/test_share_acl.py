@@ -331,3 +331,28 @@ def test_a_delete_with_another_versions_properties_undoes_the_grant(fn, domain, 
     # No admin credential can be derived: the Delete fails and says how to finish without it.
     stuck = cfn.delete(created["PhysicalResourceId"], {})
     assert stuck["Status"] == "FAILED" and "--retain-resources" in stuck["Reason"], stuck
+
+
+def test_a_replacement_onto_another_folder_leaves_nothing_behind(fn, domain, admin_parameter, tmp_path):
+    _, cfn = fn
+    granted, granted_auth, granted_sid = domain.user()
+    folder = f"acl-{uuid.uuid4().hex[:8]}"
+    old = props(folder, admin_parameter, [{"Principal": granted_sid, "Rights": "Modify"}])
+    new = dict(old, Folder=folder + "-api")
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    new_id = cfn.update(old_id, new, old)["PhysicalResourceId"]
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert not can_write(domain, granted_auth, folder, tmp_path)
+    assert can_write(domain, granted_auth, new["Folder"], tmp_path)
+    assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
+    assert not can_write(domain, granted_auth, new["Folder"], tmp_path), "the grant was orphaned"
+
+
+def test_a_delete_for_an_id_cloudformation_made_up_undoes_the_grant(fn, domain, admin_parameter, tmp_path):
+    _, cfn = fn
+    granted, granted_auth, granted_sid = domain.user()
+    folder = f"acl-{uuid.uuid4().hex[:8]}"
+    p = props(folder, admin_parameter, [{"Principal": granted_sid, "Rights": "Modify"}])
+    assert cfn.create(p)["Status"] == "SUCCESS"
+    assert cfn.delete("fargate-smb-demo-WebFolderAcl-9Z8Y7X", p)["Status"] == "SUCCESS"
+    assert not can_write(domain, granted_auth, folder, tmp_path)

@@ -422,3 +422,52 @@ def test_a_delete_with_another_versions_properties_removes_the_content(fn, s3, s
     assert deleted["Status"] == "SUCCESS", deleted
     assert content(smb.tree(folder)) == {}
     assert "cannot read all the properties" in bootstrap.output()
+
+
+def test_a_replacement_onto_another_folder_leaves_nothing_behind(fn, s3, smb, bucket, folder, admin_parameter):
+    _, cfn = fn
+    upload(s3, bucket, SITE)
+    old = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+    new = dict(old, Folder=folder + "-site")
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    new_id = cfn.update(old_id, new, old)["PhysicalResourceId"]
+    assert manifest_of(smb, new["Folder"])["ownership"] == {"id": new_id}, "new content has no previous owner"
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert content(smb.tree(folder)) == {}
+    assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
+    assert content(smb.tree(new["Folder"])) == {}, "orphaned by the stack's delete"
+
+
+def test_a_failed_replacement_leaves_the_content_to_the_old_id(fn, s3, smb, bucket, folder, admin_parameter):
+    """The replacement's copy fails (a rejected key) after the engine wrote its manifest: the
+    content must still be the old id's, whose stack delete then removes it."""
+    _, cfn = fn
+    upload(s3, bucket, SITE)
+    old = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    s3.put_object(Bucket=bucket, Key="site/bad/../x", Body=b"rejected")
+    failed = cfn.update(old_id, dict(old, Folder=folder.upper()), old)
+    assert failed["Status"] == "FAILED", failed
+    assert manifest_of(smb, folder)["ownership"] == {"id": old_id}
+    assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
+    assert content(smb.tree(folder)) == {}
+
+
+def test_another_stacks_delete_leaves_the_content_it_no_longer_owns(fn, launch, runtime, responses, s3, smb, bucket, folder, admin_parameter):
+    """Two stacks aimed at one folder have the same physical id: the latest Create takes the
+    content over, and the other stack's Delete (RemoveOnDelete) must not empty it."""
+    _, cfn = fn
+    upload(s3, bucket, SITE)
+    p = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+    first = cfn.create(p)
+    other = CloudFormation(runtime, responses, RESOURCE, "WebContent")
+    other_stack = "arn:aws:cloudformation:us-east-1:123456789012:stack/other/00000000-0000-0000-0000-000000000002"
+    event = other.event("Create", p)
+    event["StackId"] = other_stack
+    assert other.send(event)["Status"] == "SUCCESS"
+    assert cfn.delete(first["PhysicalResourceId"], p)["Status"] == "SUCCESS"
+    assert content(smb.tree(folder)) == expected(SITE), "another stack's content was removed"
+    event = other.event("Delete", p, first["PhysicalResourceId"])
+    event["StackId"] = other_stack
+    assert other.send(event)["Status"] == "SUCCESS"
+    assert content(smb.tree(folder)) == {}

@@ -101,6 +101,9 @@ pub struct Options {
     /// An in-place Update: a previous owner still on record is stale and forgotten
     /// ([`ownership::Ownership::settled`]).
     pub in_place: bool,
+    /// The resource (`<stack ARN>/<logical id>`) whose content this is; a manifest another
+    /// resource recorded is taken over afresh.
+    pub owner: Option<String>,
 }
 
 impl Options {
@@ -118,6 +121,7 @@ impl Options {
             owner_id: None,
             replacing: None,
             in_place: false,
+            owner: None,
         }
     }
 }
@@ -167,14 +171,20 @@ pub async fn copy_prefix(
     }
     let loaded = read_manifest(target).await?;
     let mut manifest = loaded.clone().unwrap_or_default();
-    if let Some(id) = &options.owner_id {
-        let recorded = loaded.as_ref().and_then(|m| m.ownership.as_ref());
-        manifest.ownership = Some(if options.in_place {
-            ownership::Ownership::settled(recorded, id)
+    // The claim is recorded with the final manifest only: checkpoints of a copy that fails or
+    // is cut short keep the owner the content had.
+    let claimed = options.owner_id.as_deref().map(|id| {
+        let foreign = matches!((&loaded, &options.owner), (Some(m), Some(owner)) if m.owner.as_ref().is_some_and(|o| o != owner));
+        let before = match &loaded {
+            Some(m) if !foreign => ownership::Before::of(true, m.ownership.as_ref()),
+            _ => ownership::Before::Absent,
+        };
+        if options.in_place {
+            ownership::Ownership::settled(id)
         } else {
-            ownership::Ownership::claim(recorded, id, options.replacing.as_deref())
-        });
-    }
+            ownership::Ownership::claim(before, id, options.replacing.as_deref())
+        }
+    });
     let forced = loaded.is_some() && manifest.content_version != options.content_version;
     let objects = source.list(&options.bucket, &options.prefix).await?;
     let plan = plan::plan(&objects, &options.prefix, &manifest, forced);
@@ -232,6 +242,10 @@ pub async fn copy_prefix(
     manifest.content_version = options.content_version.clone();
     manifest.bucket = options.bucket.clone();
     manifest.prefix = options.prefix.clone();
+    if let Some(claimed) = claimed {
+        manifest.ownership = Some(claimed);
+        manifest.owner = options.owner.clone();
+    }
     if loaded.as_ref() != Some(&manifest) {
         write_manifest(target, &manifest).await?;
     }

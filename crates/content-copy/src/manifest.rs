@@ -42,6 +42,9 @@ pub struct Manifest {
     /// kept, or by a copy that does not belong to a custom resource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<ownership::Ownership>,
+    /// The resource (`<stack ARN>/<logical id>`) that owns the content, with `ownership`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Default for Manifest {
@@ -53,6 +56,7 @@ impl Default for Manifest {
             prefix: String::new(),
             files: BTreeMap::new(),
             ownership: None,
+            owner: None,
         }
     }
 }

@@ -69,13 +69,13 @@ impl<P> Request<P> {
         self.request_type == RequestType::Update && self.replacing.is_none()
     }
 
-    /// Ownership of an object this request creates or changes, from what the object records:
-    /// an in-place Update settles it, a Create (or a replacement's) claims it.
-    pub fn claim(&self, recorded: Option<&ownership::Ownership>, id: &str) -> ownership::Ownership {
+    /// Ownership of an object this request creates or changes, from what the object carried
+    /// before: an in-place Update settles it, a Create (or a replacement's) claims it.
+    pub fn claim(&self, before: ownership::Before<'_>, id: &str) -> ownership::Ownership {
         if self.in_place_update() {
-            ownership::Ownership::settled(recorded, id)
+            ownership::Ownership::settled(id)
         } else {
-            ownership::Ownership::claim(recorded, id, self.replacing.as_deref())
+            ownership::Ownership::claim(before, id, self.replacing.as_deref())
         }
     }
 

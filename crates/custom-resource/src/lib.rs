@@ -28,7 +28,7 @@ pub use event::{Request, RequestType, StackArn};
 pub use invalid::{Invalid, invalid};
 pub use responder::{HttpResponder, ResponderConfig, ResponseError};
 pub use response::{MAX_RESPONSE_BYTES, Outcome, Response, Status};
-pub use runtime::{CREATE_FAILED_PREFIX, CustomResource, serve};
+pub use runtime::{CREATE_FAILED_PREFIX, CustomResource, Unreadable, serve};
 pub use secrets::Secret;
 
 #[doc(hidden)]

@@ -63,12 +63,24 @@ pub trait CustomResource: Send + Sync + 'static {
     /// this call. The default adds nothing, so the Delete fails saying what to do.
     fn recover_properties(&self, _physical_id: &str, _properties: &mut Map<String, Value>) {}
 
-    /// On Delete, the value to use for `property` when this version cannot read the one given,
-    /// where leaving it out would fall back to a default that destroys more (`RetainOnDelete`:
-    /// true; `OnDelete`: disable). The default: none, the property is left out.
-    fn cautious_value(&self, _property: &str) -> Option<Value> {
-        None
+    /// On Delete, what to do with `property` when this version cannot read the value given.
+    /// Leaving it out falls back to its default, which must not destroy more than asked
+    /// (`RetainOnDelete`: use true; `OnDelete`: use disable) nor silently remove less (a group
+    /// that would then be left behind: refuse). The default: leave it out.
+    fn on_unreadable(&self, _property: &str) -> Unreadable {
+        Unreadable::LeaveOut
     }
+}
+
+/// What a Delete does with a property this version cannot read ([`CustomResource::on_unreadable`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unreadable {
+    /// Go on without it (its default).
+    LeaveOut,
+    /// Go on with this value instead.
+    Use(Value),
+    /// Fail the Delete, naming the property: without it the Delete cannot tell what to remove.
+    Refuse,
 }
 
 /// Run the Lambda event loop for `R`. `init` builds the resource (clients, configuration); if it
@@ -424,8 +436,9 @@ fn retain_hint(stack_id: &str, logical_id: &str) -> String {
         .map(|a| a.stack_name.to_owned())
         .unwrap_or_else(|| "<stack>".to_owned());
     format!(
-        ". To keep what this resource made and finish the stack's delete without it: aws cloudformation \
-         delete-stack --stack-name {stack} --retain-resources {logical_id}"
+        ". To keep what this resource made and finish without it: aws cloudformation delete-stack --stack-name \
+         {stack} --retain-resources {logical_id} (in an update rollback: aws cloudformation \
+         continue-update-rollback --stack-name {stack} --resources-to-skip {logical_id})"
     )
 }
 
@@ -477,10 +490,16 @@ fn delete_properties<R: CustomResource>(
         });
         match key {
             Some(k) if map.contains_key(&k) => {
-                match resource.cautious_value(&k) {
-                    Some(v) if map.get(&k) != Some(&v) => {
+                match resource.on_unreadable(&k) {
+                    Unreadable::Use(v) if map.get(&k) != Some(&v) => {
                         tracing::warn!(property = %k, value = %v, "Delete: unreadable; the cautious value is used instead");
                         map.insert(k.clone(), v);
+                    }
+                    Unreadable::Refuse => {
+                        return Err(format!(
+                            "Delete failed: {first}; this version of the function cannot read {k}, without which it \
+                             cannot tell what to remove under {physical_id:?}: deploy a version that can, and delete again"
+                        ));
                     }
                     _ => {
                         map.remove(&k);

@@ -44,6 +44,36 @@ pub enum Release {
     NotOwned { owner: String },
 }
 
+/// What an object carries when a Create or Update reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before<'a> {
+    /// The request makes the object (or finds none).
+    Absent,
+    /// The object exists and is this resource's, but records no owning id (written before
+    /// ownership was kept).
+    Unrecorded,
+    /// The object records its owner.
+    Owned(&'a Ownership),
+}
+
+impl<'a> Before<'a> {
+    /// From whether the object existed and what it records.
+    pub fn of(existed: bool, recorded: Option<&'a Ownership>) -> Self {
+        match (existed, recorded) {
+            (_, Some(r)) => Before::Owned(r),
+            (true, None) => Before::Unrecorded,
+            (false, None) => Before::Absent,
+        }
+    }
+
+    pub fn recorded(&self) -> Option<&'a Ownership> {
+        match self {
+            Before::Owned(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 impl Ownership {
     pub fn new(id: impl Into<String>) -> Self {
         Self {
@@ -52,42 +82,43 @@ impl Ownership {
         }
     }
 
-    /// The ownership after a Create or Update for `id` touched the object. `recorded` is what
-    /// the object carries (`None`: nothing, or written before ownership was recorded);
-    /// `replacing` is the id an Update is replacing, when the runtime knows it.
-    pub fn claim(recorded: Option<&Ownership>, id: &str, replacing: Option<&str>) -> Ownership {
-        match recorded {
-            // A repeat of the same request, or an in-place Update: keep a pending replacement.
-            Some(r) if r.id == id => r.clone(),
-            // Taken over from whoever owned it (a replacement, or a rollback to the old id).
-            Some(r) => Ownership {
-                id: id.to_owned(),
-                previous: Some(r.id.clone()),
-            },
-            None => Ownership {
+    /// The ownership after a Create for `id` (a replacement's, when `replacing` is the id it
+    /// replaces) reached an object. Only an object both ids address gets a previous owner: one
+    /// the Create makes is its alone, whatever it replaces.
+    pub fn claim(before: Before<'_>, id: &str, replacing: Option<&str>) -> Ownership {
+        match before {
+            Before::Absent => Ownership::new(id),
+            Before::Unrecorded => Ownership {
                 id: id.to_owned(),
                 previous: replacing.filter(|old| *old != id).map(str::to_owned),
+            },
+            // A repeat of the same request: keep a pending replacement.
+            Before::Owned(r) if r.id == id => r.clone(),
+            // Taken over from whoever owned it (a replacement that respelled a name).
+            Before::Owned(r) => Ownership {
+                id: id.to_owned(),
+                previous: Some(r.id.clone()),
             },
         }
     }
 
     /// The ownership after an in-place Update for `id`. CloudFormation updates a resource in
-    /// place only once an earlier replacement has been cleaned up, so a previous id still on
-    /// record belongs to a cleanup Delete that failed or never came: forget it, or the stack's
-    /// own Delete of `id` would take it for a rollback and leave the object behind.
-    pub fn settled(recorded: Option<&Ownership>, id: &str) -> Ownership {
-        match recorded {
-            Some(r) if r.id == id => Ownership::new(id),
-            other => Ownership::claim(other, id, None),
-        }
+    /// place only when it is the logical resource's current id, after any earlier replacement
+    /// was cleaned up (or rolled back): whatever else the object records is stale, and keeping
+    /// it would make the stack's own Delete of `id` look like a rollback and orphan the object.
+    pub fn settled(id: &str) -> Ownership {
+        Ownership::new(id)
     }
 
-    /// What a Delete for `id` must do with an object that carries `recorded`.
-    pub fn release(recorded: Option<&Ownership>, id: &str) -> Release {
+    /// What a Delete for `id` must do with an object that carries `recorded`. `computed` is the
+    /// id the Delete's properties compute: a Delete whose id differs from it carries an id the
+    /// resource never answered (CloudFormation makes one up when a Create's answer never
+    /// reached it), and then acts for `computed`.
+    pub fn release(recorded: Option<&Ownership>, id: &str, computed: &str) -> Release {
         let Some(r) = recorded else {
             return Release::Remove;
         };
-        if r.id == id {
+        if r.id == id || (r.id == computed && id != computed && r.previous.as_deref() != Some(id)) {
             return match &r.previous {
                 None => Release::Remove,
                 Some(previous) => Release::HandBack {
@@ -115,20 +146,24 @@ impl Ownership {
         }
     }
 
-    /// The ownership a text carries in [`Ownership::to_marker`]'s form, if any.
-    pub fn from_marker(text: &str) -> Option<Ownership> {
-        let start = text.find(MARKER_START)? + MARKER_START.len();
-        let rest = &text[start..];
-        let inner = &rest[..rest.find(']')?];
+    /// The ownership a text carries in [`Ownership::to_marker`]'s form: `Ok(None)` when it has
+    /// no marker, `Err` when it has one that cannot be read (cut short, edited by hand) — never
+    /// to be taken for "no owner recorded", which would let any Delete remove the object.
+    pub fn from_marker(text: &str) -> Result<Option<Ownership>, DamagedMarker> {
+        let Some(at) = text.find(MARKER_START) else {
+            return Ok(None);
+        };
+        let rest = &text[at + MARKER_START.len()..];
+        let inner = &rest[..rest.find(']').ok_or(DamagedMarker)?];
         let (id, previous) = match inner.split_once('<') {
-            Some((id, p)) => (id, Some(decode(p)?)),
+            Some((id, p)) => (id, Some(decode(p).ok_or(DamagedMarker)?)),
             None => (inner, None),
         };
-        let id = decode(id)?;
-        if id.is_empty() {
-            return None;
+        let id = decode(id).ok_or(DamagedMarker)?;
+        if id.is_empty() || text[at + MARKER_START.len()..].contains(MARKER_START) {
+            return Err(DamagedMarker);
         }
-        Some(Ownership { id, previous })
+        Ok(Some(Ownership { id, previous }))
     }
 
     /// `text` with its ownership marker (if any) replaced by this one, at the end.
@@ -140,6 +175,23 @@ impl Ownership {
             format!("{base} {}", self.to_marker())
         }
     }
+}
+
+/// An ownership marker that is there but cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedMarker;
+
+impl std::fmt::Display for DamagedMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the ownership marker [fargate-smb-id:...] is damaged (cut short or edited)")
+    }
+}
+
+impl std::error::Error for DamagedMarker {}
+
+/// Whether a text holds (part of) an ownership marker: free text given by a user must not.
+pub fn has_marker_text(text: &str) -> bool {
+    text.contains("[fargate-smb")
 }
 
 const MARKER_START: &str = "[fargate-smb-id:";
@@ -191,68 +243,85 @@ mod tests {
     const OLD: &str = "example.test/svc-web-a+svc-web-b";
     const NEW: &str = "example.test/Svc-Web-a+Svc-Web-b";
 
-    /// CloudFormation's replacement that completes: Update answers NEW (a Create for NEW),
-    /// then the cleanup deletes OLD.
+    /// CloudFormation's replacement that completes: Update answers NEW (a Create for NEW over
+    /// the object OLD owns), then the cleanup deletes OLD.
     #[test]
     fn a_completed_replacement_keeps_the_object_with_the_new_id() {
         let before = Ownership::new(OLD);
-        let after_create = Ownership::claim(Some(&before), NEW, Some(OLD));
+        let after_create = Ownership::claim(Before::Owned(&before), NEW, Some(OLD));
         assert_eq!(after_create.id, NEW);
         assert_eq!(after_create.previous.as_deref(), Some(OLD));
-        let Release::Superseded { to } = Ownership::release(Some(&after_create), OLD) else {
+        let Release::Superseded { to } = Ownership::release(Some(&after_create), OLD, OLD) else {
             panic!("the old id must not remove the object");
         };
         assert_eq!(to, Ownership::new(NEW));
         // The stack's own delete later removes it.
-        assert_eq!(Ownership::release(Some(&to), NEW), Release::Remove);
+        assert_eq!(Ownership::release(Some(&to), NEW, NEW), Release::Remove);
     }
 
     /// The same replacement rolled back: CloudFormation deletes NEW and keeps OLD.
     #[test]
     fn a_rolled_back_replacement_hands_the_object_back() {
-        let after_create = Ownership::claim(Some(&Ownership::new(OLD)), NEW, Some(OLD));
-        let Release::HandBack { to } = Ownership::release(Some(&after_create), NEW) else {
+        let after_create = Ownership::claim(Before::Owned(&Ownership::new(OLD)), NEW, Some(OLD));
+        let Release::HandBack { to } = Ownership::release(Some(&after_create), NEW, NEW) else {
             panic!("the rolled-back id must hand the object back");
         };
         assert_eq!(to, Ownership::new(OLD));
-        assert_eq!(Ownership::release(Some(&to), OLD), Release::Remove);
-        // A rollback that also re-runs the old id's Update first: the roles swap, same outcome.
-        let back = Ownership::claim(Some(&after_create), OLD, None);
-        assert_eq!(back.previous.as_deref(), Some(NEW));
+        assert_eq!(Ownership::release(Some(&to), OLD, OLD), Release::Remove);
+    }
+
+    /// A replacement onto another object (svc-web -> svc-api): what the Create makes is its
+    /// alone, so the stack's delete later removes it.
+    #[test]
+    fn an_object_the_replacement_makes_has_no_previous_owner() {
+        let made = Ownership::claim(Before::Absent, NEW, Some(OLD));
+        assert_eq!(made, Ownership::new(NEW));
+        assert_eq!(Ownership::release(Some(&made), NEW, NEW), Release::Remove);
+        // A legacy object (this resource's, no id recorded) that a replacement reaches is shared.
+        let legacy = Ownership::claim(Before::Unrecorded, NEW, Some(OLD));
+        assert_eq!(legacy.previous.as_deref(), Some(OLD));
+        assert_eq!(
+            Ownership::claim(Before::Unrecorded, NEW, None),
+            Ownership::new(NEW)
+        );
+    }
+
+    #[test]
+    fn an_in_place_update_settles_ownership() {
+        assert_eq!(Ownership::settled(NEW), Ownership::new(NEW));
+    }
+
+    /// CloudFormation makes up an id for a Create whose answer never reached it, and deletes
+    /// that id on rollback: the Delete acts for the id its properties compute.
+    #[test]
+    fn a_delete_with_an_id_never_answered_acts_for_the_computed_id() {
+        let made = Ownership::new(NEW);
+        assert_eq!(
+            Ownership::release(Some(&made), "stack-Account-1X2Y3Z", NEW),
+            Release::Remove
+        );
+        // ...but never for an id whose object belongs to another id.
         assert!(matches!(
-            Ownership::release(Some(&back), NEW),
-            Release::Superseded { .. }
+            Ownership::release(Some(&Ownership::new(OLD)), "stack-Account-1X2Y3Z", NEW),
+            Release::NotOwned { .. }
         ));
     }
 
     #[test]
-    fn an_in_place_update_forgets_a_replacement_whose_cleanup_never_came() {
-        let stale = Ownership::claim(Some(&Ownership::new(OLD)), NEW, Some(OLD));
-        let settled = Ownership::settled(Some(&stale), NEW);
-        assert_eq!(settled, Ownership::new(NEW));
-        assert_eq!(Ownership::release(Some(&settled), NEW), Release::Remove);
-        assert_eq!(Ownership::settled(None, NEW), Ownership::new(NEW));
-        assert_eq!(
-            Ownership::settled(Some(&Ownership::new(OLD)), NEW)
-                .previous
-                .as_deref(),
-            Some(OLD)
-        );
-    }
-
-    #[test]
     fn repeats_and_strangers() {
-        let o = Ownership::claim(None, NEW, Some(OLD));
-        assert_eq!(o.previous.as_deref(), Some(OLD), "a legacy object replaced");
-        assert_eq!(Ownership::claim(Some(&o), NEW, None), o, "a retried Create");
-        assert_eq!(Ownership::claim(None, NEW, Some(NEW)).previous, None);
+        let o = Ownership::claim(Before::Owned(&Ownership::new(OLD)), NEW, None);
         assert_eq!(
-            Ownership::release(Some(&Ownership::new(NEW)), "someone-else"),
+            Ownership::claim(Before::Owned(&o), NEW, None),
+            o,
+            "a retried Create"
+        );
+        assert_eq!(
+            Ownership::release(Some(&Ownership::new(NEW)), "someone-else", "someone-else"),
             Release::NotOwned {
                 owner: NEW.to_owned()
             }
         );
-        assert_eq!(Ownership::release(None, NEW), Release::Remove);
+        assert_eq!(Ownership::release(None, NEW, NEW), Release::Remove);
     }
 
     #[test]
@@ -265,16 +334,40 @@ mod tests {
         assert!(
             text.starts_with("fargate-smb service account [fargate-smb:arn:stack/s/g/Account] ")
         );
-        assert_eq!(Ownership::from_marker(&text), Some(o.clone()));
+        assert_eq!(Ownership::from_marker(&text), Ok(Some(o.clone())));
         let again = Ownership::new(NEW).mark(&text);
-        assert_eq!(Ownership::from_marker(&again), Some(Ownership::new(NEW)));
+        assert_eq!(
+            Ownership::from_marker(&again),
+            Ok(Some(Ownership::new(NEW)))
+        );
         assert_eq!(again.matches("[fargate-smb-id:").count(), 1, "{again}");
-        assert_eq!(Ownership::from_marker("no marker [fargate-smb:x]"), None);
-        assert_eq!(Ownership::from_marker("[fargate-smb-id:]"), None);
+        assert_eq!(
+            Ownership::from_marker("no marker [fargate-smb:x]"),
+            Ok(None)
+        );
         assert_eq!(
             strip_marker(&again),
             "fargate-smb service account [fargate-smb:arn:stack/s/g/Account]"
         );
+    }
+
+    #[test]
+    fn a_damaged_marker_is_never_read_as_no_marker() {
+        for damaged in [
+            "text [fargate-smb-id:",
+            "text [fargate-smb-id:abc",
+            "[fargate-smb-id:]",
+            "[fargate-smb-id:a%zz]",
+            "[fargate-smb-id:x] [fargate-smb-id:y]",
+        ] {
+            assert_eq!(
+                Ownership::from_marker(damaged),
+                Err(DamagedMarker),
+                "{damaged}"
+            );
+        }
+        assert!(has_marker_text("my [fargate-smb-id:x]"));
+        assert!(!has_marker_text("web tier"));
     }
 
     #[test]

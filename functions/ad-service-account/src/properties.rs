@@ -19,6 +19,10 @@ pub enum Backend {
     ManagedAd,
 }
 
+/// The longest Description: AD keeps 1,024 characters, and the resource's markers (the stack
+/// ARN, the logical id, the owning ids) need the rest.
+pub const MAX_DESCRIPTION: usize = 256;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum OnDelete {
     #[default]
@@ -166,6 +170,24 @@ impl Properties {
                 "is true but no Group is named",
                 "set Group, or drop CreateGroup",
             ));
+        }
+        if let Some(d) = &self.description {
+            // The description also carries the ownership markers, within AD's 1,024 characters.
+            if d.chars().count() > MAX_DESCRIPTION || ownership::has_marker_text(d) {
+                return Err(invalid(
+                    "Description",
+                    format!(
+                        "is {} characters{}",
+                        d.chars().count(),
+                        if ownership::has_marker_text(d) {
+                            " and contains \"[fargate-smb\", the start of this resource's own markers"
+                        } else {
+                            ""
+                        }
+                    ),
+                    format!("use at most {MAX_DESCRIPTION} characters, without \"[fargate-smb\""),
+                ));
+            }
         }
         let param = self.password_parameter.trim();
         if param.is_empty() || param.chars().any(char::is_whitespace) {

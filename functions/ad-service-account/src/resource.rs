@@ -3,13 +3,13 @@
 use crate::properties::{Backend, OnDelete, Properties};
 use admin_credential::{AdminCredentials, CredentialError};
 use aws_config::SdkConfig;
-use custom_resource::{CustomResource, Invalid, Outcome, Request, Secret};
+use custom_resource::{CustomResource, Invalid, Outcome, Request, Secret, Unreadable};
 use directory::{
     Directory, DirectoryError, Group, NewUser, User,
     ldaps::{LdapsConfig, LdapsDirectory},
     managed_ad::ManagedAdDirectory,
 };
-use ownership::{Ownership, Release};
+use ownership::{Before, Ownership, Release};
 use parameter_store::{ParameterStore, StoreError};
 use secrets::PasswordRules;
 use serde_json::{Map, Value};
@@ -225,8 +225,9 @@ struct Context {
 
 impl Context {
     /// The description of an account of ours: the text, the resource's marker, and the owning
-    /// physical id, claimed from what `existing` records (a replacement keeps the id it took
-    /// the account over from until CloudFormation deletes one of the two).
+    /// physical id, claimed from what the account's `existing` description records (`None`: the
+    /// request makes the account). A replacement keeps the id it took an existing account over
+    /// from until CloudFormation deletes one of the two.
     fn description(&self, existing: Option<&str>) -> String {
         let text = self
             .props
@@ -243,12 +244,16 @@ impl Context {
     }
 
     fn claim(&self, existing: Option<&str>) -> Ownership {
-        let recorded = existing.and_then(Ownership::from_marker);
         if self.in_place {
-            Ownership::settled(recorded.as_ref(), &self.id)
-        } else {
-            Ownership::claim(recorded.as_ref(), &self.id, self.replacing.as_deref())
+            return Ownership::settled(&self.id);
         }
+        // A damaged marker on an account of ours is rewritten, as if none had been recorded.
+        let recorded = existing.map(|d| Ownership::from_marker(d).ok().flatten());
+        let before = match &recorded {
+            None => Before::Absent,
+            Some(r) => Before::of(true, r.as_ref()),
+        };
+        Ownership::claim(before, &self.id, self.replacing.as_deref())
     }
 
     fn ours(&self, description: Option<&str>) -> bool {
@@ -260,11 +265,15 @@ impl Context {
     }
 }
 
-/// What a request made, so a failure can take it back.
+/// What a request made, so a failure can take it back, and the existing objects whose
+/// ownership it takes over once everything else has succeeded (a replacement's Create that fails
+/// half-way must leave them owned by the id CloudFormation keeps).
 #[derive(Default)]
 struct Made {
     users: Vec<User>,
     group: Option<Group>,
+    remark_users: Vec<(User, String)>,
+    remark_group: Option<(Group, String)>,
 }
 
 async fn ensure_group<D: Directory>(
@@ -281,7 +290,7 @@ async fn ensure_group<D: Directory>(
         if ctx.ours(g.description.as_deref()) {
             let wanted = ctx.group_description(g.description.as_deref());
             if g.description.as_deref() != Some(wanted.as_str()) {
-                d.set_group_description(&g, &wanted).await?;
+                made.remark_group = Some((g.clone(), wanted));
             }
         }
         return Ok(Some(g));
@@ -359,7 +368,7 @@ async fn ensure_user<D: Directory>(
             }
             let wanted = ctx.description(user.description.as_deref());
             if user.description.as_deref() != Some(wanted.as_str()) {
-                d.set_description(&user, &wanted).await?;
+                made.remark_users.push((user.clone(), wanted));
             }
             Ok(user)
         }
@@ -449,6 +458,13 @@ async fn apply<D: Directory>(
             );
         }
     }
+    // Last: the existing objects become this id's (see `Made`).
+    for (user, description) in std::mem::take(&mut made.remark_users) {
+        d.set_description(&user, &description).await?;
+    }
+    if let Some((group, description)) = made.remark_group.take() {
+        d.set_group_description(&group, &description).await?;
+    }
     Ok(outcome(ctx, &users, group.as_ref()))
 }
 
@@ -484,9 +500,15 @@ async fn create_or_update<D: Directory>(
 }
 
 /// What a Delete for `id` does with one object of ours, from the owner its description records.
-fn release(description: Option<&str>, id: &str) -> Release {
-    let recorded = description.and_then(Ownership::from_marker);
-    Ownership::release(recorded.as_ref(), id)
+/// A damaged marker leaves the object alone: it cannot be told whose it is.
+fn release(description: Option<&str>, id: &str, computed: &str) -> Release {
+    match description.map(Ownership::from_marker) {
+        None | Some(Ok(None)) => Release::Remove,
+        Some(Ok(Some(r))) => Ownership::release(Some(&r), id, computed),
+        Some(Err(e)) => Release::NotOwned {
+            owner: format!("unknown ({e})"),
+        },
+    }
 }
 
 /// The object stays: log why and record the owner it now has.
@@ -524,20 +546,41 @@ fn kept(kind: &str, name: &str, release: &Release) -> Option<Ownership> {
     }
 }
 
-async fn remove<D: Directory>(d: &D, p: &Properties, marker: &str, id: &str) -> Result<(), Error> {
+/// The accounts a physical id names: `<domain>/<account>[+<account>]`.
+fn names_in_id(id: &str) -> Option<Vec<String>> {
+    let (_, names) = id.split_once('/')?;
+    let names: Vec<String> = names.split('+').map(str::to_owned).collect();
+    (!names.iter().any(String::is_empty)).then_some(names)
+}
+
+/// Delete for `id`. The accounts are the ones the id names (what this resource answered),
+/// whatever the properties say, so properties this version could not read cannot make it look
+/// for others; `computed` is the id the properties compute.
+async fn remove<D: Directory>(
+    d: &D,
+    p: &Properties,
+    marker: &str,
+    id: &str,
+    computed: &str,
+) -> Result<(), Error> {
     let ours = |desc: Option<&str>| desc.is_some_and(|x| x.contains(marker));
     let group = match p.group_name() {
         Some(name) => d.find_group(name).await?,
         None => None,
     };
-    for name in p.account_names() {
+    let names = if id == computed {
+        p.account_names()
+    } else {
+        names_in_id(id).unwrap_or_else(|| p.account_names())
+    };
+    for name in names {
         match d.find_user(&name).await? {
             None => tracing::info!(account = %name, "already gone"),
             Some(u) if !ours(u.description.as_deref()) => {
                 tracing::warn!(account = %name, "not created by this resource; left in place")
             }
             Some(u) => {
-                let release = release(u.description.as_deref(), id);
+                let release = release(u.description.as_deref(), id, computed);
                 if release != Release::Remove {
                     if let Some(to) = kept("account", &name, &release) {
                         d.set_description(&u, &to.mark(u.description.as_deref().unwrap_or("")))
@@ -564,7 +607,7 @@ async fn remove<D: Directory>(d: &D, p: &Properties, marker: &str, id: &str) -> 
     if let Some(g) = group
         && ours(g.description.as_deref())
     {
-        let release = release(g.description.as_deref(), id);
+        let release = release(g.description.as_deref(), id, computed);
         if release == Release::Remove {
             if p.on_delete == OnDelete::Delete {
                 d.delete_group(&g).await?;
@@ -612,16 +655,22 @@ impl CustomResource for AdServiceAccount {
         p.validate()?;
         let dir = self.connect(p).await?;
         let marker = marker(&request.owner());
+        let computed = self.physical_id(request);
         let id = request
             .physical_resource_id
             .clone()
-            .unwrap_or_else(|| self.physical_id(request));
-        with_dir!(&dir, d => remove(d, p, &marker, &id).await)
+            .unwrap_or_else(|| computed.clone());
+        with_dir!(&dir, d => remove(d, p, &marker, &id, &computed).await)
     }
 
-    /// An OnDelete this version cannot read disables rather than deletes.
-    fn cautious_value(&self, property: &str) -> Option<Value> {
-        (property == "OnDelete").then(|| Value::String("disable".into()))
+    /// An OnDelete this version cannot read disables rather than deletes; without the Group
+    /// the Delete could not remove a group it made.
+    fn on_unreadable(&self, property: &str) -> Unreadable {
+        match property {
+            "OnDelete" => Unreadable::Use(Value::String("disable".into())),
+            "Group" => Unreadable::Refuse,
+            _ => Unreadable::LeaveOut,
+        }
     }
 
     /// The id is `<domain>/<account>[+<account>]`: enough to find the accounts. The password

@@ -6,7 +6,7 @@ use crate::record::{RECORD_FOLDER, Record, RecordedAce, record_path};
 use admin_credential::AdminCredentials;
 use aws_config::SdkConfig;
 use custom_resource::{CustomResource, Invalid, Outcome, Request};
-use ownership::{Ownership, Release};
+use ownership::{Before, Ownership, Release};
 use serde_json::{Map, Value};
 use share_target::TargetError;
 use smb_share::{
@@ -156,10 +156,22 @@ async fn apply_on(
     // The record is keyed by the logical resource and the folder as the share compares it, so
     // a replacement that respells the folder or names the server another way finds this record:
     // it takes the change over, and the replaced id's Delete will leave it alone.
-    let ownership = request.claim(previous.as_ref().and_then(|r| r.ownership.as_ref()), id);
+    let claimed = request.claim(
+        Before::of(
+            previous.is_some(),
+            previous.as_ref().and_then(|r| r.ownership.as_ref()),
+        ),
+        id,
+    );
+    // Until the change is verified the record keeps the owner it had: a replacement's Create
+    // that fails half-way (or times out) must leave the folder to the id CloudFormation keeps.
+    let ownership = match &previous {
+        Some(r) => r.ownership.clone(),
+        None => Some(claimed.clone()),
+    };
     let record = Record {
         version: 1,
-        ownership: Some(ownership),
+        ownership,
         owner,
         folder: folder.to_owned(),
         mode: c.mode.as_str().to_owned(),
@@ -170,13 +182,34 @@ async fn apply_on(
     // Recorded before the change: a failure in between still leaves the original on record.
     write_record(share, &path, &record).await?;
     let unchanged = protected == current.protected && dacl == current.aces;
-    if unchanged {
-        tracing::info!(folder, "the folder already has exactly these permissions");
-    } else {
-        share.set_dacl(folder, &dacl, protected).await?;
+    let changed = async {
+        if unchanged {
+            tracing::info!(folder, "the folder already has exactly these permissions");
+        } else {
+            share.set_dacl(folder, &dacl, protected).await?;
+        }
+        let after = share.security(folder).await?;
+        verify(folder, &after, wanted, c.mode)?;
+        if record.ownership.as_ref() != Some(&claimed) {
+            let owned = Record {
+                ownership: Some(claimed.clone()),
+                ..record.clone()
+            };
+            write_record(share, &path, &owned).await?;
+        }
+        Ok::<_, Error>(after)
     }
-    let after = share.security(folder).await?;
-    verify(folder, &after, wanted, c.mode)?;
+    .await;
+    let after = match changed {
+        Ok(after) => after,
+        Err(e) => {
+            // A Create that fails is never deleted (its Delete carries the create-failed id),
+            // and a failed Update is rolled back from what was there: put the folder and the
+            // record back as this request found them.
+            put_back(share, folder, &current, unchanged, &path, previous.as_ref()).await;
+            return Err(e);
+        }
+    };
     tracing::info!(
         folder,
         mode = c.mode.as_str(),
@@ -190,6 +223,27 @@ async fn apply_on(
         .with("AceCount", after.aces.len())
         .with("Protected", after.protected)
         .with("RecordPath", path))
+}
+
+/// Best effort, after a failed change: the DACL and the record as they were before it.
+async fn put_back(
+    share: &Share,
+    folder: &str,
+    before: &smb_share::SecurityInfo,
+    unchanged: bool,
+    path: &str,
+    previous: Option<&Record>,
+) {
+    if !unchanged && let Err(e) = share.set_dacl(folder, &before.aces, before.protected).await {
+        tracing::error!(folder, error = %e, "could not put the folder's permissions back after the failure");
+    }
+    let restored = match previous {
+        Some(r) => write_record(share, path, r).await,
+        None => share.remove(path).await.map_err(Error::from),
+    };
+    if let Err(e) = restored {
+        tracing::error!(path, error = %e, "could not put the record back after the failure");
+    }
 }
 
 /// The read-back carries every grant; under Replace it is protected and carries nothing else
@@ -262,11 +316,12 @@ impl CustomResource for ShareAcl {
             }
             Err(e) => return Err(e.into()),
         };
+        let computed = self.physical_id(request);
         let id = request
             .physical_resource_id
             .clone()
-            .unwrap_or_else(|| self.physical_id(request));
-        let result = undo(&share, request, &target.folder, &id).await;
+            .unwrap_or_else(|| computed.clone());
+        let result = undo(&share, request, &target.folder, &id, &computed).await;
         share.close().await;
         result
     }
@@ -299,6 +354,7 @@ async fn undo(
     request: &Request<Properties>,
     folder: &str,
     id: &str,
+    computed: &str,
 ) -> Result<(), Error> {
     let path = record_path(&request.owner(), folder);
     let Some(record) = read_record(share, &path).await? else {
@@ -308,7 +364,7 @@ async fn undo(
         );
         return Ok(());
     };
-    match Ownership::release(record.ownership.as_ref(), id) {
+    match Ownership::release(record.ownership.as_ref(), id, computed) {
         Release::Remove => {}
         Release::Superseded { to } | Release::HandBack { to } => {
             tracing::info!(

@@ -269,8 +269,11 @@ impl CustomResource for SsmParameters {
     }
 
     /// A RetainOnDelete this version cannot read keeps the parameters.
-    fn cautious_value(&self, property: &str) -> Option<serde_json::Value> {
-        (property == "RetainOnDelete").then_some(serde_json::Value::Bool(true))
+    fn on_unreadable(&self, property: &str) -> custom_resource::Unreadable {
+        match property {
+            "RetainOnDelete" => custom_resource::Unreadable::Use(serde_json::Value::Bool(true)),
+            _ => custom_resource::Unreadable::LeaveOut,
+        }
     }
 
     /// The id is the prefix, which names all three parameters; Delete reads nothing else but

@@ -81,18 +81,22 @@ impl WebContent {
         // Whose content the folder held before: a failed Create may clean up only content that
         // was its own (a replacement's Create must never empty what the old id still serves).
         let before = content_copy::read_manifest(target).await;
+        let owner = request.owner();
         let own_before = match &before {
             Ok(None) => true,
-            Ok(Some(m)) => m
-                .ownership
-                .as_ref()
-                .is_some_and(|o| o.id == id && o.previous.is_none()),
+            Ok(Some(m)) => {
+                m.owner.as_ref().is_none_or(|o| *o == owner)
+                    && m.ownership
+                        .as_ref()
+                        .is_some_and(|o| o.id == id && o.previous.is_none())
+            }
             Err(_) => false,
         };
         let mut options = Options::new(&c.bucket, &c.prefix);
         options.owner_id = Some(id.clone());
         options.replacing = request.replacing.clone();
         options.in_place = request.in_place_update();
+        options.owner = Some(owner);
         options.content_version = p.content_version.clone();
         options.prune = p.prune();
         options.parallelism = p.parallelism();
@@ -104,6 +108,14 @@ impl WebContent {
         };
         // A Create that fails is never deleted by CloudFormation (the runtime answers the
         // rollback's Delete itself), so with RemoveOnDelete it cleans up here, as Delete would.
+        // A Create (or a replacement's) that fails must leave the content to the owner it had:
+        // CloudFormation keeps that one and never deletes this one.
+        if result.is_err()
+            && !request.in_place_update()
+            && let Ok(Some(was)) = &before
+        {
+            hand_back(target, was).await;
+        }
         if result.is_err()
             && request.request_type == custom_resource::RequestType::Create
             && p.remove_on_delete()
@@ -216,15 +228,16 @@ impl CustomResource for WebContent {
             }
             Err(e) => return Err(e.into()),
         };
+        let computed = self.physical_id(request);
         let id = request
             .physical_resource_id
             .clone()
-            .unwrap_or_else(|| self.physical_id(request));
+            .unwrap_or_else(|| computed.clone());
         let folder = Target {
             share: &share,
             folder: &target.folder,
         };
-        let result = remove_owned(folder, &id, p.parallelism()).await;
+        let result = remove_owned(folder, &request.owner(), &id, &computed, p.parallelism()).await;
         share.close().await;
         result
     }
@@ -253,13 +266,46 @@ impl CustomResource for WebContent {
     }
 }
 
+/// After a failed Create: the manifest's owner as it was before, if the copy recorded another.
+async fn hand_back(target: Target<'_>, was: &content_copy::Manifest) {
+    let Ok(Some(now)) = content_copy::read_manifest(target).await else {
+        return;
+    };
+    if now.ownership == was.ownership && now.owner == was.owner {
+        return;
+    }
+    let restored = content_copy::Manifest {
+        ownership: was.ownership.clone(),
+        owner: was.owner.clone(),
+        ..now
+    };
+    match content_copy::write_manifest(target, &restored).await {
+        Ok(()) => {
+            tracing::info!(folder = %target.folder, "the failed Create left the content to its previous owner")
+        }
+        Err(e) => {
+            tracing::error!(folder = %target.folder, error = %e, "could not give the content back to its previous owner")
+        }
+    }
+}
+
 /// RemoveOnDelete: remove the files the manifest lists, if this id still owns them.
-async fn remove_owned(target: Target<'_>, id: &str, parallelism: usize) -> Result<(), Error> {
+async fn remove_owned(
+    target: Target<'_>,
+    owner: &str,
+    id: &str,
+    computed: &str,
+    parallelism: usize,
+) -> Result<(), Error> {
     let Some(manifest) = content_copy::read_manifest(target).await? else {
         tracing::info!(folder = %target.folder, "no manifest: nothing of ours to remove");
         return Ok(());
     };
-    match Ownership::release(manifest.ownership.as_ref(), id) {
+    if let Some(other) = manifest.owner.as_ref().filter(|o| *o != owner) {
+        tracing::info!(folder = %target.folder, owner = %other, "the content belongs to another resource: left in place");
+        return Ok(());
+    }
+    match Ownership::release(manifest.ownership.as_ref(), id, computed) {
         Release::Remove => {}
         Release::Superseded { to } | Release::HandBack { to } => {
             tracing::info!(

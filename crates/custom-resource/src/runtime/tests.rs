@@ -74,8 +74,12 @@ impl CustomResource for Probe {
         self.act("delete", &request.properties).map(|_| ())
     }
 
-    fn cautious_value(&self, property: &str) -> Option<Value> {
-        (property == "Mode").then(|| json!("careful"))
+    fn on_unreadable(&self, property: &str) -> Unreadable {
+        match property {
+            "Mode" => Unreadable::Use(json!("careful")),
+            "Size" => Unreadable::Refuse,
+            _ => Unreadable::LeaveOut,
+        }
     }
 
     fn recover_properties(&self, physical_id: &str, properties: &mut Map<String, Value>) {
@@ -377,7 +381,6 @@ async fn a_delete_with_another_versions_properties_still_deletes() {
     // the wrong type that the physical id can supply.
     for props in [
         json!({"Name": "a", "Retention": {"Days": 3}, "ServiceToken": "x"}),
-        json!({"Name": "a", "Size": "many"}),
         json!({"Name": ["a"], "Extra": 1}),
         json!({}),
     ] {
@@ -385,7 +388,16 @@ async fn a_delete_with_another_versions_properties_still_deletes() {
         assert_eq!(r.status, Status::Success, "{props}: {r:?}");
         assert_eq!(r.physical_resource_id, "probe-a");
     }
-    assert_eq!(*probe.calls.lock().unwrap(), ["delete a"; 4]);
+    assert_eq!(*probe.calls.lock().unwrap(), ["delete a"; 3]);
+    // A property the resource needs to read is refused, not left out.
+    let r = run(
+        &s,
+        delete_of("probe-a", json!({"Name": "a", "Size": "many"})),
+    )
+    .await;
+    assert_eq!(r.status, Status::Failed);
+    assert!(reason(&r).contains("cannot read Size"), "{r:?}");
+    assert!(reason(&r).contains("continue-update-rollback"), "{r:?}");
 }
 
 #[tokio::test]
