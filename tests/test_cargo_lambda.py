@@ -175,10 +175,6 @@ def localize(function: str, text: str, names: Names, env: dict, response_base: s
                 props["CaBundle"] = ca
             if "Folder" in props:
                 props["Folder"] = names.folder
-            # Custom::AdServiceAccount adopts the username parameter only if it names one of
-            # its accounts: as the template wires them, it names the pair's first.
-            if function == "ssm-parameters" and event["RequestType"] == "Create":
-                props["Username"] = f"EXAMPLE\\{names.accounts()[0]}"
         # A request id of its own per run: CloudFormation never sends one id twice for
         # different requests, and a runtime may recognise a repeated one.
         if names.run is not None:
