@@ -399,6 +399,17 @@ impl LdapsDirectory {
         })
     }
 
+    /// Replace the description of the object at `dn`.
+    async fn describe(&self, dn: &str, description: &str) -> Result<()> {
+        let mods = vec![Mod::Replace(b"description".to_vec(), set(&[description]))];
+        self.handle()
+            .modify(dn, mods)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| self.fail(&format!("describe {dn}"), None, e))?;
+        Ok(())
+    }
+
     fn dn_of<'a>(&self, user: &'a User) -> Result<&'a str> {
         user.dn.as_deref().ok_or_else(|| DirectoryError::Other {
             operation: format!("modify {}", user.sam_account_name),
@@ -539,14 +550,7 @@ impl Directory for LdapsDirectory {
     }
 
     async fn set_description(&self, user: &User, description: &str) -> Result<()> {
-        let dn = self.dn_of(user)?;
-        let mods = vec![Mod::Replace(b"description".to_vec(), set(&[description]))];
-        self.handle()
-            .modify(dn, mods)
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| self.fail(&format!("describe {dn}"), None, e))?;
-        Ok(())
+        self.describe(self.dn_of(user)?, description).await
     }
 
     async fn delete_user(&self, user: &User) -> Result<()> {
@@ -607,14 +611,8 @@ impl Directory for LdapsDirectory {
     }
 
     async fn set_group_description(&self, group: &Group, description: &str) -> Result<()> {
-        let dn = group.dn.as_deref().unwrap_or_default();
-        let mods = vec![Mod::Replace(b"description".to_vec(), set(&[description]))];
-        self.handle()
-            .modify(dn, mods)
+        self.describe(group.dn.as_deref().unwrap_or_default(), description)
             .await
-            .and_then(|r| r.success())
-            .map_err(|e| self.fail(&format!("describe {dn}"), None, e))?;
-        Ok(())
     }
 
     async fn delete_group(&self, group: &Group) -> Result<()> {

@@ -65,6 +65,30 @@ pub fn target_id(share_unc: &str, folder: Option<&str>) -> String {
     }
 }
 
+/// For a Delete whose properties this version cannot read: add the `ShareUnc` and `Folder` a
+/// target id (`\\server\share[\folder]`, see [`target_id`]) names, where they are missing.
+pub fn recover_from_id(
+    physical_id: &str,
+    properties: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let Some(rest) = physical_id.strip_prefix(r"\\") else {
+        return;
+    };
+    let mut parts = rest.splitn(3, '\\');
+    let (Some(server), Some(share)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let text = |v: String| serde_json::Value::String(v);
+    properties
+        .entry("ShareUnc")
+        .or_insert_with(|| text(format!(r"\\{server}\{share}")));
+    if let Some(folder) = parts.next() {
+        properties
+            .entry("Folder")
+            .or_insert_with(|| text(folder.to_owned()));
+    }
+}
+
 fn nonempty(v: Option<&str>) -> Option<String> {
     v.map(str::trim)
         .filter(|s| !s.is_empty())
@@ -308,6 +332,22 @@ mod tests {
             Target::validate(&none, "x").unwrap_err().property,
             "AdminPasswordParameter"
         );
+    }
+
+    #[test]
+    fn a_target_id_gives_back_share_and_folder() {
+        let mut p = serde_json::Map::new();
+        recover_from_id(r"\\fs\share\web\img", &mut p);
+        assert_eq!(p["ShareUnc"], r"\\fs\share");
+        assert_eq!(p["Folder"], r"web\img");
+        let mut kept = serde_json::Map::new();
+        kept.insert("ShareUnc".into(), r"\\given\x".into());
+        recover_from_id(r"\\fs\share", &mut kept);
+        assert_eq!(kept["ShareUnc"], r"\\given\x");
+        assert!(!kept.contains_key("Folder"));
+        let mut none = serde_json::Map::new();
+        recover_from_id("stack-Logical-ABC", &mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

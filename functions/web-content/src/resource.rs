@@ -244,21 +244,7 @@ impl CustomResource for WebContent {
 
     /// The id is `\\server\share[\folder]`: the share and the folder a Delete needs.
     fn recover_properties(&self, physical_id: &str, properties: &mut Map<String, Value>) {
-        let Some(rest) = physical_id.strip_prefix(r"\\") else {
-            return;
-        };
-        let mut parts = rest.splitn(3, '\\');
-        let (Some(server), Some(share)) = (parts.next(), parts.next()) else {
-            return;
-        };
-        properties
-            .entry("ShareUnc")
-            .or_insert_with(|| Value::String(format!(r"\\{server}\{share}")));
-        if let Some(folder) = parts.next() {
-            properties
-                .entry("Folder")
-                .or_insert_with(|| Value::String(folder.to_owned()));
-        }
+        share_target::recover_from_id(physical_id, properties);
         // Not read by Delete.
         properties
             .entry("Bucket")
