@@ -580,3 +580,40 @@ def test_a_description_with_marker_text_or_too_long_is_refused(fn, samba, admin_
     for bad in ("web [fargate-smb-id:x]", "x" * 257):
         answer = cfn.create(props(samba, admin_parameter, param, account(), Description=bad))
         assert answer["Status"] == "FAILED" and "Description" in answer["Reason"], answer
+
+
+def test_renamed_away_and_back_the_accounts_are_the_new_ids_alone(fn, samba, admin_parameter, service_password):
+    """X (svc-web) -> Y (svc-api) -> Z (SVC-WEB), each a replacement with its cleanup: Z finds
+    svc-web still marked with X, an id CloudFormation will never delete again. Z must own it
+    alone, so the stack's delete of Z removes it instead of handing it back to X."""
+    _, cfn = fn
+    param, _ = service_password
+    web, api = account(), account()
+    x = props(samba, admin_parameter, param, web, OnDelete="disable")
+    y, z = dict(x, AccountName=api), dict(x, AccountName=web.upper())
+    x_id = cfn.create(x)["PhysicalResourceId"]
+    y_id = cfn.update(x_id, y, x)["PhysicalResourceId"]
+    assert cfn.delete(x_id, x)["Status"] == "SUCCESS"
+    assert int(samba.user(web)["userAccountControl"][0]) & 0x2, "X's Delete disables svc-web"
+    z_id = cfn.update(y_id, z, y)["PhysicalResourceId"]
+    assert cfn.delete(y_id, y)["Status"] == "SUCCESS"
+    assert owner_id(samba.user(web)["description"][0]) == z_id
+    assert cfn.delete(z_id, z)["Status"] == "SUCCESS"
+    user = samba.user(web)
+    assert user is not None and int(user["userAccountControl"][0]) & 0x2, "left enabled after the stack's delete"
+    for name in (web, api):
+        subprocess.run(["samba-tool", "user", "delete", name, "-s", samba.conf], capture_output=True, timeout=60)
+
+
+def test_a_rule_added_to_create_since_does_not_stop_the_delete(fn, samba, admin_parameter, service_password):
+    """The stack was made by an earlier version that allowed a longer Description: its Delete
+    must still remove the account (Delete checks only what reaching the directory needs)."""
+    _, cfn = fn
+    param, _ = service_password
+    name = account()
+    p = props(samba, admin_parameter, param, name)
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    deleted = cfn.delete(created["PhysicalResourceId"], dict(p, Description="d" * 300, TimeoutSeconds="900"))
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert samba.user(name) is None

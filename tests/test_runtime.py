@@ -84,6 +84,9 @@ def test_deadline_is_answered_in_time(probe):
     elapsed = time.monotonic() - started
     assert answer["Status"] == "FAILED" and "did not finish within" in answer["Reason"]
     assert elapsed < 3, f"answered after the deadline ({elapsed:.1f} s)"
+    # Cut short, the Create cannot clean up: the id it worked under goes to CloudFormation, so
+    # the rollback's Delete reaches the handler (a create-failed id would skip it).
+    assert answer["PhysicalResourceId"] == "probe-s", answer
     ok_next(cfn)
 
 

@@ -471,3 +471,18 @@ def test_another_stacks_delete_leaves_the_content_it_no_longer_owns(fn, launch, 
     event["StackId"] = other_stack
     assert other.send(event)["Status"] == "SUCCESS"
     assert content(smb.tree(folder)) == {}
+
+
+def test_a_failed_replacement_onto_another_folder_removes_its_partial_copy(fn, s3, smb, bucket, folder, admin_parameter):
+    """CloudFormation never deletes the new id of a replacement whose Create failed: with
+    RemoveOnDelete, what it copied into the new folder goes with the failure."""
+    _, cfn = fn
+    upload(s3, bucket, SITE)
+    old = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+    old_id = cfn.create(old)["PhysicalResourceId"]
+    s3.put_object(Bucket=bucket, Key="site/bad/../x", Body=b"rejected")
+    new = dict(old, Folder=folder + "-next")
+    failed = cfn.update(old_id, new, old)
+    assert failed["Status"] == "FAILED", failed
+    assert content(smb.tree(new["Folder"])) == {}, "the failed replacement left its copy behind"
+    assert content(smb.tree(folder)) == expected(SITE), "the old id's content is untouched"

@@ -7,7 +7,13 @@ fn main() {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(fargate_smb_mount::main(args, started)),
+        Ok(runtime) => {
+            let code = runtime.block_on(fargate_smb_mount::main(args, started));
+            // Do not wait for blocking work still running (a name lookup of a preflight a stop
+            // abandoned): the process is about to exit.
+            runtime.shutdown_background();
+            code
+        }
         Err(e) => {
             eprintln!("fargate-smb-mount: could not start the async runtime: {e}");
             1

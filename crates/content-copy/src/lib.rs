@@ -182,7 +182,7 @@ pub async fn copy_prefix(
         if options.in_place {
             ownership::Ownership::settled(id)
         } else {
-            ownership::Ownership::claim(before, id, options.replacing.as_deref())
+            ownership::Ownership::claim(before, id, options.replacing.as_deref(), |_| true)
         }
     });
     let forced = loaded.is_some() && manifest.content_version != options.content_version;

@@ -71,11 +71,18 @@ impl<P> Request<P> {
 
     /// Ownership of an object this request creates or changes, from what the object carried
     /// before: an in-place Update settles it, a Create (or a replacement's) claims it.
-    pub fn claim(&self, before: ownership::Before<'_>, id: &str) -> ownership::Ownership {
+    /// `same_object` says whether the replaced id names the object (see
+    /// [`ownership::Ownership::claim`]).
+    pub fn claim(
+        &self,
+        before: ownership::Before<'_>,
+        id: &str,
+        same_object: impl Fn(&str) -> bool,
+    ) -> ownership::Ownership {
         if self.in_place_update() {
             ownership::Ownership::settled(id)
         } else {
-            ownership::Ownership::claim(before, id, self.replacing.as_deref())
+            ownership::Ownership::claim(before, id, self.replacing.as_deref(), same_object)
         }
     }
 

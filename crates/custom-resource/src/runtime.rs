@@ -124,10 +124,16 @@ where
             }
             let suffix = format!(" [log stream: {}]", event.context.env_config.log_stream);
             let request_id = text(&event.payload, "RequestId");
-            if let Some((url, body)) = answered.get(&request_id) {
+            if let Some((cached_url, body)) = answered.get(&request_id) {
                 // The same request delivered again (an async retry): its work is done; answer
                 // CloudFormation again with the same response instead of redoing it.
                 tracing::warn!(request_id = %request_id, "this request was already answered: sending the same response again");
+                let url = event
+                    .payload
+                    .get("ResponseURL")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or(cached_url);
                 deliver(&responder, &url, body, deadline).await;
                 return Ok::<(), lambda_runtime::Error>(());
             }
@@ -281,7 +287,12 @@ pub async fn answer<R: CustomResource>(
     let remaining = deadline.saturating_duration_since(Instant::now());
     let budget = remaining.saturating_sub(reserve(remaining));
     let resource = resource.clone();
-    let task = tokio::spawn(async move { dispatch(resource, payload).await });
+    // The id a Create is about to make things under: if it is cut short (the deadline, a
+    // panic) it cannot clean up after itself, so the FAILED answer carries this id instead of
+    // the create-failed marker, and the rollback's Delete of it reaches the handler.
+    let creating = Arc::new(std::sync::Mutex::new(None::<String>));
+    let creating_in_task = creating.clone();
+    let task = tokio::spawn(async move { dispatch(resource, payload, creating_in_task).await });
     let abort = task.abort_handle();
     let result = match tokio::time::timeout(budget, task).await {
         Ok(Ok(result)) => result,
@@ -303,6 +314,12 @@ pub async fn answer<R: CustomResource>(
             ))
         }
     };
+    let cut_short = matches!(&result, Err(r) if r.starts_with("the handler panicked") || r.starts_with("the handler did not finish"));
+    let partial = creating.lock().ok().and_then(|c| c.clone());
+    if let (true, Some(id)) = (cut_short, partial) {
+        tracing::warn!(physical_resource_id = %id, "the Create was cut short; its rollback Delete will remove what it made");
+        response.physical_resource_id = id;
+    }
     match result {
         Ok((id, outcome)) => {
             response.status = Status::Success;
@@ -350,6 +367,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 async fn dispatch<R: CustomResource>(
     resource: Arc<Result<Arc<R>, String>>,
     payload: Value,
+    creating: Arc<std::sync::Mutex<Option<String>>>,
 ) -> Result<(String, Outcome), String> {
     let envelope: Envelope = serde_path_to_error::deserialize(payload).map_err(|e| {
         format!(
@@ -399,6 +417,9 @@ async fn dispatch<R: CustomResource>(
     match kind {
         RequestType::Create => {
             let id = checked_id(resource.physical_id(&request))?;
+            if let Ok(mut c) = creating.lock() {
+                *c = Some(id.clone());
+            }
             let outcome = resource.create(&request).await.map_err(failed)?;
             Ok((id, outcome))
         }

@@ -83,21 +83,30 @@ impl Ownership {
     }
 
     /// The ownership after a Create for `id` (a replacement's, when `replacing` is the id it
-    /// replaces) reached an object. Only an object both ids address gets a previous owner: one
-    /// the Create makes is its alone, whatever it replaces.
-    pub fn claim(before: Before<'_>, id: &str, replacing: Option<&str>) -> Ownership {
+    /// replaces) reached an object. Only an object both ids address gets a previous owner —
+    /// one that records `replacing` as its owner, or (recording none) that the caller has found
+    /// `replacing` to name (`same_object`). Anything else is this id's alone: an object the
+    /// Create makes, or one whose recorded owner is some earlier, stale id (an id CloudFormation
+    /// will never delete again must not be handed anything back).
+    pub fn claim(
+        before: Before<'_>,
+        id: &str,
+        replacing: Option<&str>,
+        same_object: impl Fn(&str) -> bool,
+    ) -> Ownership {
+        let replacing = replacing.filter(|old| *old != id);
         match before {
             Before::Absent => Ownership::new(id),
             Before::Unrecorded => Ownership {
                 id: id.to_owned(),
-                previous: replacing.filter(|old| *old != id).map(str::to_owned),
+                previous: replacing.filter(|old| same_object(old)).map(str::to_owned),
             },
             // A repeat of the same request: keep a pending replacement.
             Before::Owned(r) if r.id == id => r.clone(),
-            // Taken over from whoever owned it (a replacement that respelled a name).
+            // Taken over from the id being replaced (a replacement that respelled a name).
             Before::Owned(r) => Ownership {
                 id: id.to_owned(),
-                previous: Some(r.id.clone()),
+                previous: replacing.filter(|old| *old == r.id).map(str::to_owned),
             },
         }
     }
@@ -248,7 +257,7 @@ mod tests {
     #[test]
     fn a_completed_replacement_keeps_the_object_with_the_new_id() {
         let before = Ownership::new(OLD);
-        let after_create = Ownership::claim(Before::Owned(&before), NEW, Some(OLD));
+        let after_create = Ownership::claim(Before::Owned(&before), NEW, Some(OLD), |_| true);
         assert_eq!(after_create.id, NEW);
         assert_eq!(after_create.previous.as_deref(), Some(OLD));
         let Release::Superseded { to } = Ownership::release(Some(&after_create), OLD, OLD) else {
@@ -262,7 +271,10 @@ mod tests {
     /// The same replacement rolled back: CloudFormation deletes NEW and keeps OLD.
     #[test]
     fn a_rolled_back_replacement_hands_the_object_back() {
-        let after_create = Ownership::claim(Before::Owned(&Ownership::new(OLD)), NEW, Some(OLD));
+        let after_create =
+            Ownership::claim(Before::Owned(&Ownership::new(OLD)), NEW, Some(OLD), |_| {
+                true
+            });
         let Release::HandBack { to } = Ownership::release(Some(&after_create), NEW, NEW) else {
             panic!("the rolled-back id must hand the object back");
         };
@@ -274,14 +286,37 @@ mod tests {
     /// alone, so the stack's delete later removes it.
     #[test]
     fn an_object_the_replacement_makes_has_no_previous_owner() {
-        let made = Ownership::claim(Before::Absent, NEW, Some(OLD));
+        let made = Ownership::claim(Before::Absent, NEW, Some(OLD), |_| true);
         assert_eq!(made, Ownership::new(NEW));
         assert_eq!(Ownership::release(Some(&made), NEW, NEW), Release::Remove);
         // A legacy object (this resource's, no id recorded) that a replacement reaches is shared.
-        let legacy = Ownership::claim(Before::Unrecorded, NEW, Some(OLD));
+        let legacy = Ownership::claim(Before::Unrecorded, NEW, Some(OLD), |old| old == OLD);
         assert_eq!(legacy.previous.as_deref(), Some(OLD));
         assert_eq!(
-            Ownership::claim(Before::Unrecorded, NEW, None),
+            Ownership::claim(Before::Unrecorded, NEW, None, |_| true),
+            Ownership::new(NEW)
+        );
+        // A legacy object the replaced id does not name is the new id's alone.
+        assert_eq!(
+            Ownership::claim(Before::Unrecorded, NEW, Some(OLD), |_| false),
+            Ownership::new(NEW)
+        );
+    }
+
+    /// svc-web (X) replaced by svc-api (Y), cleaned up (svc-web disabled, still marked X), then
+    /// Y replaced by Svc-Web (Z): Z's Create finds svc-web owned by the stale X. X will never be
+    /// deleted again, so Z must own it alone, or the stack's delete would hand it back to X.
+    #[test]
+    fn a_stale_owner_is_never_kept_as_previous() {
+        let x = Ownership::new(OLD);
+        let z = Ownership::claim(Before::Owned(&x), NEW, Some("example.test/svc-api"), |_| {
+            true
+        });
+        assert_eq!(z, Ownership::new(NEW));
+        assert_eq!(Ownership::release(Some(&z), NEW, NEW), Release::Remove);
+        // A Create that is not a replacement (a new logical resource) takes over alone too.
+        assert_eq!(
+            Ownership::claim(Before::Owned(&x), NEW, None, |_| true),
             Ownership::new(NEW)
         );
     }
@@ -309,9 +344,12 @@ mod tests {
 
     #[test]
     fn repeats_and_strangers() {
-        let o = Ownership::claim(Before::Owned(&Ownership::new(OLD)), NEW, None);
+        let o = Ownership::claim(Before::Owned(&Ownership::new(OLD)), NEW, Some(OLD), |_| {
+            true
+        });
+        assert_eq!(o.previous.as_deref(), Some(OLD));
         assert_eq!(
-            Ownership::claim(Before::Owned(&o), NEW, None),
+            Ownership::claim(Before::Owned(&o), NEW, Some(OLD), |_| true),
             o,
             "a retried Create"
         );

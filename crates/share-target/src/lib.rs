@@ -89,6 +89,18 @@ pub fn recover_from_id(
     }
 }
 
+/// Whether two target ids (`\\server\share[\folder]`) name one folder as the file server
+/// sees it: the share and folder compared case-insensitively, the server not at all (one server
+/// has a short name, an FQDN and addresses).
+pub fn same_target(a: &str, b: &str) -> bool {
+    let rest = |id: &str| {
+        id.strip_prefix(r"\\")
+            .and_then(|r| r.split_once('\\'))
+            .map(|(_, rest)| content_paths::fold(rest.trim_end_matches('\\')))
+    };
+    matches!((rest(a), rest(b)), (Some(x), Some(y)) if x == y)
+}
+
 fn nonempty(v: Option<&str>) -> Option<String> {
     v.map(str::trim)
         .filter(|s| !s.is_empty())
@@ -348,6 +360,16 @@ mod tests {
         let mut none = serde_json::Map::new();
         recover_from_id("stack-Logical-ABC", &mut none);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn same_target_ignores_the_server_name_and_case() {
+        assert!(same_target(
+            r"\\fs\share\web",
+            r"\\fs.example.com\Share\WEB"
+        ));
+        assert!(!same_target(r"\\fs\share\web", r"\\fs\share\web2"));
+        assert!(!same_target(r"\\fs\share\web", "stack-Logical-ABC"));
     }
 
     #[test]

@@ -206,6 +206,19 @@ impl Properties {
                 "use 1 to 120",
             ));
         }
+        self.validate_connection()
+    }
+
+    /// The domain and the backend's connection (server, TLS, admin credential, directory):
+    /// all a Delete needs.
+    pub fn validate_connection(&self) -> Result<(), Invalid> {
+        if let Some(p) = ad_names::dns_domain_problem(&self.domain()) {
+            return Err(invalid(
+                "Domain",
+                p,
+                "give the directory's DNS name, e.g. corp.example.com",
+            ));
+        }
         match self.backend {
             Backend::Ldaps => self.validate_ldaps(),
             Backend::ManagedAd => self.validate_managed_ad(),

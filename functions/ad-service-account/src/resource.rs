@@ -228,22 +228,23 @@ impl Context {
     /// physical id, claimed from what the account's `existing` description records (`None`: the
     /// request makes the account). A replacement keeps the id it took an existing account over
     /// from until CloudFormation deletes one of the two.
-    fn description(&self, existing: Option<&str>) -> String {
+    fn description(&self, name: &str, existing: Option<&str>) -> String {
         let text = self
             .props
             .description
             .clone()
             .unwrap_or_else(|| "fargate-smb service account".into());
-        self.claim(existing)
+        self.claim(Some(name), existing)
             .mark(&format!("{text} {}", self.marker))
     }
 
     fn group_description(&self, existing: Option<&str>) -> String {
-        self.claim(existing)
+        self.claim(None, existing)
             .mark(&format!("fargate-smb share access group {}", self.marker))
     }
 
-    fn claim(&self, existing: Option<&str>) -> Ownership {
+    /// The ownership of the account `name` (or, `None`, the group) after this request.
+    fn claim(&self, name: Option<&str>, existing: Option<&str>) -> Ownership {
         if self.in_place {
             return Ownership::settled(&self.id);
         }
@@ -253,7 +254,43 @@ impl Context {
             None => Before::Absent,
             Some(r) => Before::of(true, r.as_ref()),
         };
-        Ownership::claim(before, &self.id, self.replacing.as_deref())
+        // A legacy account the replaced id names (AD compares names case-insensitively) is
+        // shared with it; a legacy group is taken to be (its name is not in the id, and
+        // deleting a group the old id still uses would be worse than leaving one behind).
+        let same_object = |old: &str| match name {
+            Some(name) => names_in_id(old)
+                .is_some_and(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name))),
+            None => true,
+        };
+        Ownership::claim(before, &self.id, self.replacing.as_deref(), same_object)
+    }
+
+    /// The longest description a request could write (the owning id and, in a replacement,
+    /// the replaced one): AD keeps at most 1,024 characters.
+    fn check_description_budget(&self) -> Result<(), Error> {
+        let text = self
+            .props
+            .description
+            .clone()
+            .unwrap_or_else(|| "fargate-smb service account".into());
+        let worst = Ownership {
+            id: self.id.clone(),
+            previous: Some(self.replacing.clone().unwrap_or_else(|| self.id.clone())),
+        }
+        .mark(&format!("{text} {}", self.marker));
+        let length = worst.chars().count();
+        if length > MAX_AD_DESCRIPTION {
+            return Err(custom_resource::invalid(
+                "Description",
+                format!(
+                    "with this resource's markers (stack, logical id, owning ids) the description would be {length} \
+                     characters, over AD's {MAX_AD_DESCRIPTION}"
+                ),
+                "shorten Description (or the logical id)",
+            )
+            .into());
+        }
+        Ok(())
     }
 
     fn ours(&self, description: Option<&str>) -> bool {
@@ -330,7 +367,7 @@ async fn ensure_user<D: Directory>(
             let spec = NewUser {
                 sam_account_name: name.to_owned(),
                 ou: ctx.props.organizational_unit.clone().unwrap_or_default(),
-                description: ctx.description(None),
+                description: ctx.description(name, None),
                 password_never_expires: ctx.props.password_never_expires.unwrap_or(true),
                 client_token: format!("{}-{name}", ctx.request_id),
             };
@@ -346,7 +383,8 @@ async fn ensure_user<D: Directory>(
                     marker: ctx.marker.clone(),
                 });
             }
-            d.set_description(&user, &ctx.description(None)).await?;
+            d.set_description(&user, &ctx.description(name, None))
+                .await?;
             d.set_password(&user, &password).await?;
             tracing::warn!(
                 account = name,
@@ -366,7 +404,7 @@ async fn ensure_user<D: Directory>(
                     tracing::info!(account = name, "password set from the SSM parameter");
                 }
             }
-            let wanted = ctx.description(user.description.as_deref());
+            let wanted = ctx.description(name, user.description.as_deref());
             if user.description.as_deref() != Some(wanted.as_str()) {
                 made.remark_users.push((user.clone(), wanted));
             }
@@ -431,6 +469,7 @@ async fn apply<D: Directory>(
     old: Option<&Properties>,
     made: &mut Made,
 ) -> Result<Outcome, Error> {
+    ctx.check_description_budget()?;
     let group = ensure_group(d, ctx, made).await?;
     let mut users = Vec::new();
     for name in &ctx.names {
@@ -546,6 +585,9 @@ fn kept(kind: &str, name: &str, release: &Release) -> Option<Ownership> {
     }
 }
 
+/// AD's limit on the description attribute.
+const MAX_AD_DESCRIPTION: usize = 1024;
+
 /// The accounts a physical id names: `<domain>/<account>[+<account>]`.
 fn names_in_id(id: &str) -> Option<Vec<String>> {
     let (_, names) = id.split_once('/')?;
@@ -568,10 +610,14 @@ async fn remove<D: Directory>(
         Some(name) => d.find_group(name).await?,
         None => None,
     };
-    let names = if id == computed {
-        p.account_names()
-    } else {
-        names_in_id(id).unwrap_or_else(|| p.account_names())
+    // An id of another form (CloudFormation's own, for a Create it never heard back from) or
+    // of another domain names no accounts of ours: then the properties do.
+    let in_domain = id
+        .split_once('/')
+        .is_some_and(|(domain, _)| domain.eq_ignore_ascii_case(&p.domain()));
+    let names = match names_in_id(id) {
+        Some(names) if id != computed && in_domain => names,
+        _ => p.account_names(),
     };
     for name in names {
         match d.find_user(&name).await? {
@@ -652,7 +698,9 @@ impl CustomResource for AdServiceAccount {
 
     async fn delete(&self, request: &Request<Properties>) -> Result<(), Error> {
         let p = &request.properties;
-        p.validate()?;
+        // Only what reaching the directory needs: a rule added to Create since this resource
+        // was made must not stop its Delete.
+        p.validate_connection()?;
         let dir = self.connect(p).await?;
         let marker = marker(&request.owner());
         let computed = self.physical_id(request);

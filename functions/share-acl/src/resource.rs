@@ -162,6 +162,7 @@ async fn apply_on(
             previous.as_ref().and_then(|r| r.ownership.as_ref()),
         ),
         id,
+        |old| share_target::same_target(old, id),
     );
     // Until the change is verified the record keeps the owner it had: a replacement's Create
     // that fails half-way (or times out) must leave the folder to the id CloudFormation keeps.

@@ -94,7 +94,11 @@ impl WebContent {
         };
         let mut options = Options::new(&c.bucket, &c.prefix);
         options.owner_id = Some(id.clone());
-        options.replacing = request.replacing.clone();
+        // Only a replaced id that names this folder shares its content.
+        options.replacing = request
+            .replacing
+            .clone()
+            .filter(|old| share_target::same_target(old, &id));
         options.in_place = request.in_place_update();
         options.owner = Some(owner);
         options.content_version = p.content_version.clone();
@@ -106,8 +110,6 @@ impl WebContent {
             Ok(summary) => judge(p, &c, summary),
             Err(e) => Err(e.into()),
         };
-        // A Create that fails is never deleted by CloudFormation (the runtime answers the
-        // rollback's Delete itself), so with RemoveOnDelete it cleans up here, as Delete would.
         // A Create (or a replacement's) that fails must leave the content to the owner it had:
         // CloudFormation keeps that one and never deletes this one.
         if result.is_err()
@@ -116,11 +118,10 @@ impl WebContent {
         {
             hand_back(target, was).await;
         }
-        if result.is_err()
-            && request.request_type == custom_resource::RequestType::Create
-            && p.remove_on_delete()
-            && own_before
-        {
+        // A Create that fails is never deleted by CloudFormation (the runtime answers the
+        // rollback's Delete itself), so with RemoveOnDelete it cleans up here, as Delete would,
+        // what it copied into a folder that was not another id's.
+        if result.is_err() && !request.in_place_update() && p.remove_on_delete() && own_before {
             match content_copy::remove_copied(target, p.parallelism()).await {
                 Ok(r) => tracing::info!(
                     removed = r.removed,

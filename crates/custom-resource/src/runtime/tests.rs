@@ -213,9 +213,16 @@ async fn a_panic_is_failed_and_the_next_event_is_served() {
     let r = run(&s, event("Create", json!({"Name": "p", "Mode": "panic"}))).await;
     assert_eq!(r.status, Status::Failed);
     assert!(reason(&r).contains("panicked: boom at p"), "{r:?}");
+    // Cut short, the Create could not clean up: its rollback Delete must reach the handler.
+    assert_eq!(r.physical_resource_id, "probe-p");
+    let r = run(&s, event("Create", json!({"Name": "p", "Mode": "fail"}))).await;
+    assert_eq!(
+        r.physical_resource_id, "create-failed:req-1",
+        "a handler error cleans up itself"
+    );
     let r = run(&s, event("Create", json!({"Name": "q"}))).await;
     assert_eq!(r.status, Status::Success);
-    assert_eq!(probe.calls.lock().unwrap().len(), 2);
+    assert_eq!(probe.calls.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -232,6 +239,7 @@ async fn the_deadline_is_answered_before_it_passes() {
     .unwrap();
     assert_eq!(r.status, Status::Failed);
     assert!(reason(&r).contains("did not finish within"), "{r:?}");
+    assert_eq!(r.physical_resource_id, "probe-slow");
     // The handler sleeps 30 s; the answer must come while time is left to send it.
     assert!(Instant::now() < deadline, "answered after the deadline");
 }
