@@ -327,7 +327,15 @@ pub async fn answer<R: CustomResource>(
             response.data = outcome.data;
             response.no_echo = outcome.no_echo;
         }
-        Err(reason) => {
+        Err(mut reason) => {
+            // A Delete cut short (deadline, panic) says how to finish without it, as every
+            // failed Delete does.
+            if request_type == "Delete" && !reason.contains("--retain-resources") {
+                reason.push_str(&retain_hint(
+                    &response.stack_id,
+                    &response.logical_resource_id,
+                ));
+            }
             tracing::error!(reason = %reason, "request failed");
             response.reason = Some(reason);
         }
