@@ -9,9 +9,10 @@ fn main() {
     {
         Ok(runtime) => {
             let code = runtime.block_on(fargate_smb_mount::main(args, started));
-            // Do not wait for blocking work still running (a name lookup of a preflight a stop
-            // abandoned): the process is about to exit.
-            runtime.shutdown_background();
+            // Let the blocking pool's threads end (a process that exits with them still parked
+            // is killed under Wine), but do not wait long for blocking work still running: a
+            // name lookup of a preflight that a stop abandoned.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
             code
         }
         Err(e) => {
