@@ -5,8 +5,17 @@
 //! the `ring` provider. Credentials and region come from the standard chain (in Lambda: the
 //! environment). `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` are honoured by the SDK itself,
 //! which is how the tests point every function at moto.
+//!
+//! Every call is bounded in time: connect, attempt and operation timeouts from
+//! `AWS_CONNECT_TIMEOUT_SECONDS`, `AWS_ATTEMPT_TIMEOUT_SECONDS` and
+//! `AWS_OPERATION_TIMEOUT_SECONDS` (the SDK reads no such variables itself); see [`Timeouts`]
+//! for the defaults, what each bounds and the worst case a call can take.
 
-use aws_config::{BehaviorVersion, SdkConfig};
+mod timeouts;
+
+pub use timeouts::{ATTEMPT_VAR, CONNECT_VAR, EnvError, OPERATION_VAR, Timeouts};
+
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 use aws_smithy_http_client::{
     Builder,
     tls::{Provider, rustls_provider::CryptoMode},
@@ -47,17 +56,51 @@ pub enum ConfigError {
         "no AWS region is configured: set AWS_REGION (Lambda sets it for you; for local runs export AWS_REGION=us-east-1)"
     )]
     NoRegion,
+    /// A timeout variable is unusable.
+    #[error(transparent)]
+    Env(#[from] EnvError),
 }
 
-/// Load the shared configuration. Call once at init and clone the clients built from it.
+/// Load the shared configuration, with the [`Timeouts`] the environment sets. Call once at init
+/// and clone the clients built from it; [`Timeouts::of`] reads the timeouts back from it.
 pub async fn load() -> Result<SdkConfig, ConfigError> {
-    let http_client = SharedHttpClient::new(LazyHttpsClient::default());
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
-        .load()
-        .await;
+    load_with(Timeouts::from_env()?).await
+}
+
+/// [`load`] with timeouts of the caller's choosing (already read with [`Timeouts::from_lookup`]).
+pub async fn load_with(timeouts: Timeouts) -> Result<SdkConfig, ConfigError> {
+    let config = loader(timeouts).load().await;
     if config.region().is_none() {
         return Err(ConfigError::NoRegion);
     }
     Ok(config)
+}
+
+fn loader(timeouts: Timeouts) -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(SharedHttpClient::new(LazyHttpsClient::default()))
+        .timeout_config(timeouts.to_timeout_config())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_config::Region;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_loaded_config_carries_the_timeouts() {
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(700),
+            attempt: Duration::from_secs(2),
+            operation: Duration::from_secs(5),
+        };
+        let config = loader(timeouts)
+            .region(Region::from_static("us-east-1"))
+            .load()
+            .await;
+        assert_eq!(Timeouts::of(&config), Some(timeouts));
+        let sdk = config.timeout_config().map(|t| t.read_timeout());
+        assert_eq!(sdk, Some(None), "no read timeout");
+    }
 }
