@@ -312,6 +312,48 @@ def test_malicious_keys_are_rejected_by_name_and_not_retried(fn, s3, bucket, fol
     assert share_files(smb, folder) == {"ok.txt": b"fine"}
 
 
+def test_the_bookkeeping_folder_and_the_old_manifest_are_neither_synced_over_nor_removed(fn, s3, bucket, folder, smb):
+    """With FOLDER empty the content folder is the share root, whose .fargate-smb holds ShareAcl's
+    records and WebContent's manifests; and a folder WebContent deployed before the manifest moved
+    keeps .fargate-smb-content.json until its next Update. No event may write over them and
+    reconcile must not remove them. The rule does not depend on where the folder is, so it is
+    shown in a folder of its own (reconciling the shared share's root would remove every other
+    test's folder)."""
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    b.put(f"{PREFIX}index.html", b"i")
+    assert deliver_sqs(runtime, bucket, b.events, batch=10) == []
+    ours = {
+        ".fargate-smb/acl/record.json": b"an ACL record",
+        ".fargate-smb/acl/unmatched.json": b"no object maps here",
+        ".fargate-smb/content/manifest.json": b"a manifest",
+        ".fargate-smb-content.json": b"an old-location manifest",
+    }
+    smb.run(f'mkdir "{folder}\\.fargate-smb"; mkdir "{folder}\\.fargate-smb\\acl"; mkdir "{folder}\\.fargate-smb\\content"')
+    for path, body in ours.items():
+        smb.put(folder, path.replace("/", "\\"), body)
+    evil = [f"{PREFIX}.fargate-smb/content/manifest.json", f"{PREFIX}.FARGATE-SMB/acl/record.json",
+            f"{PREFIX}.fargate-smb-content.json", f"{PREFIX}.fargate-smb"]
+    puts = [b.put(k, b"evil") for k in evil]
+    payload, _ = sqs_batch(bucket, puts)
+    status, body = runtime.invoke(payload)
+    assert status == "response" and body == {"batchItemFailures": []}, body
+    assert bootstrap.output().count('"rule":"reserved-by-fargate-smb"') >= len(evil)
+    status, body = runtime.invoke({"reconcile": True})
+    assert status == "response", body
+    r = body["reconcile"]
+    assert r["removed"] == [] and r["failed"] == [] and r["copied"] == [], r
+    assert sorted(x["key"] for x in r["rejected"]) == sorted(evil), r
+    # Deletes of those keys are rejected too: nothing of ours goes.
+    dels = [b.delete(k) for k in evil]
+    payload, _ = sqs_batch(bucket, dels)
+    status, body = runtime.invoke(payload)
+    assert status == "response" and body == {"batchItemFailures": []}, body
+    status, body = runtime.invoke({"reconcile": True})
+    assert status == "response" and body["reconcile"]["removed"] == [], body
+    assert smb.tree(folder) == {"index.html": b"i", **ours}
+
+
 def test_a_failing_record_is_the_only_batch_failure_and_succeeds_on_retry(fn, s3, bucket, folder, smb):
     bootstrap, runtime = fn
     b = Bucket(s3, bucket)

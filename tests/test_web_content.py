@@ -13,11 +13,24 @@ import botocore.config
 import pytest
 
 from conftest import samba_env
-from lambda_harness import ROOT, CloudFormation
+from lambda_harness import ROOT, STACK_ID, CloudFormation
 
 RESOURCE = "Custom::WebContent"
 SHARE = "\\\\127.0.0.1\\share"
-MANIFEST = ".fargate-smb-content.json"
+# Where versions before kept the manifest: in the (IIS-served) content folder itself.
+LEGACY_MANIFEST = ".fargate-smb-content.json"
+OWNER = f"{STACK_ID}/WebContent"
+
+
+def manifest_path(folder: str) -> str:
+    """The manifest of `folder`, relative to the share root, derived independently of the Rust
+    code: `.fargate-smb\\content\\<FNV-1a 128 of the folder, upcased char by char as NTFS does>.json`."""
+    segments = [s for s in folder.replace("/", "\\").split("\\") if s]
+    folded = "".join(c.upper() if len(c.upper()) == 1 else c for c in "\\".join(segments))
+    h = 0x6C62272E07BB014262B821756295C58D
+    for b in folded.encode():
+        h = ((h ^ b) * 0x0000000001000000000000000000013B) % (1 << 128)
+    return f".fargate-smb\\content\\{h:032x}.json"
 
 
 class Smb:
@@ -58,6 +71,16 @@ class Smb:
     def exists(self, path: str) -> bool:
         out = self.run(f'ls "{path}"', check=False)
         return out.returncode == 0 and "NT_STATUS_NO_SUCH_FILE" not in out.stdout + out.stderr
+
+    def get(self, path: str) -> bytes | None:
+        """One file (relative to the share root), or None if it is not there."""
+        local = self.tmp / f"one-{uuid.uuid4().hex[:8]}"
+        out = self.run(f'get "{path}" "{local}"', check=False)
+        if out.returncode != 0 or not local.exists():
+            said = out.stdout + out.stderr
+            assert any(f"NT_STATUS_{s}" in said for s in ("OBJECT_NAME_NOT_FOUND", "OBJECT_PATH_NOT_FOUND", "NO_SUCH_FILE")), said
+            return None
+        return local.read_bytes()
 
 
 @pytest.fixture
@@ -117,8 +140,9 @@ def props(bucket: str, folder: str, admin_parameter: str, **extra) -> dict:
 
 
 def content(tree: dict[str, bytes]) -> dict[str, bytes]:
-    """The copied files: everything but the manifest."""
-    return {k: v for k, v in tree.items() if k != MANIFEST}
+    """The folder's files, which are only the copied ones: the manifest is not among them."""
+    assert LEGACY_MANIFEST not in tree, "the manifest is in the served folder"
+    return tree
 
 
 SITE = {
@@ -148,12 +172,12 @@ def test_copy_is_incremental_and_content_version_forces_a_full_copy(fn, s3, smb,
     want = expected({k: v for k, v in objects.items() if k.startswith("site/")})
     assert (data["Copied"], data["Skipped"], data["Removed"], data["Rejected"]) == (str(len(want)), "0", "0", "0")
     assert data["Bytes"] == str(sum(len(v) for v in want.values()))
-    assert data["ManifestPath"] == f"{SHARE}\\{folder}\\{MANIFEST}"
+    assert data["ManifestPath"] == f"{SHARE}\\{manifest_path(folder)}"
     assert data["Path"] == f"{SHARE}\\{folder}"
     tree = smb.tree(folder)
     assert content(tree) == want, sorted(tree)  # byte for byte, nested folders included
     assert not [k for k in tree if "fargate-smb-tmp" in k], "temporary files were left behind"
-    manifest = json.loads(tree[MANIFEST])
+    manifest = manifest_of(smb, folder)
     assert manifest["files"]["downloads/big.bin"]["path"] == "downloads\\big.bin"
     assert manifest["files"]["downloads/big.bin"]["etag"] == s3.head_object(Bucket=bucket, Key="site/downloads/big.bin")["ETag"]
 
@@ -175,7 +199,7 @@ def test_copy_is_incremental_and_content_version_forces_a_full_copy(fn, s3, smb,
     forced = cfn.update(created["PhysicalResourceId"], p2, p)
     assert forced["Status"] == "SUCCESS", forced
     assert (forced["Data"]["Copied"], forced["Data"]["Skipped"]) == (str(len(want)), "0")
-    assert json.loads(smb.tree(folder)[MANIFEST])["content_version"] == "2"
+    assert manifest_of(smb, folder)["content_version"] == "2"
     # ...once: a repeated delivery of that Update skips again.
     again = cfn.update(created["PhysicalResourceId"], p2, p)
     assert again["Data"]["Copied"] == "0", again
@@ -210,7 +234,7 @@ def test_delete_extraneous_removes_only_what_it_wrote(fn, s3, smb, bucket, folde
     assert content(smb.tree(folder)) == {
         "a.txt": b"a", "sub/keep.txt": b"k", "foreign.txt": b"not ours", "sub/foreign2.txt": b"not ours either",
     }
-    manifest = json.loads(smb.tree(folder)[MANIFEST])
+    manifest = manifest_of(smb, folder)
     assert sorted(manifest["files"]) == ["a.txt", "sub/keep.txt"]
 
 
@@ -262,6 +286,7 @@ def test_delete_leaves_content_unless_remove_on_delete(fn, s3, smb, bucket, fold
         deleted = cfn.delete(created["PhysicalResourceId"], p2)
         assert deleted["Status"] == "SUCCESS", deleted
         assert smb.tree(folder) == {"mine.txt": b"someone else's", "js/theirs.js": b"also someone else's"}
+        assert smb.get(manifest_path(folder)) is None, "the manifest went with the files"
     assert not smb.exists(f"{folder}\\js\\lib"), "the folder emptied of our files is removed"
 
 
@@ -348,7 +373,9 @@ def test_many_files_in_parallel_with_progress_lines(fn, s3, smb, bucket, folder,
 
 
 def manifest_of(smb, folder: str) -> dict:
-    return json.loads(smb.tree(folder)[MANIFEST])
+    data = smb.get(manifest_path(folder))
+    assert data is not None, f"no manifest at {manifest_path(folder)}"
+    return json.loads(data)
 
 
 @pytest.mark.parametrize("respell", ["folder-case", "server-name"])
@@ -486,3 +513,110 @@ def test_a_failed_replacement_onto_another_folder_removes_its_partial_copy(fn, s
     assert failed["Status"] == "FAILED", failed
     assert content(smb.tree(new["Folder"])) == {}, "the failed replacement left its copy behind"
     assert content(smb.tree(folder)) == expected(SITE), "the old id's content is untouched"
+
+
+def test_the_manifest_lives_beside_the_acl_records_not_in_the_served_folder(fn, s3, smb, bucket, folder, admin_parameter):
+    """IIS serves the content folder (and .json): the bookkeeping (bucket, prefix, every path and
+    ETag, the owning stack) must not be in it. It goes to the share root's .fargate-smb, one
+    manifest per folder, whatever case the folder is spelled in."""
+    _, cfn = fn
+    upload(s3, bucket, SITE)
+    created = cfn.create(props(bucket, folder, admin_parameter))
+    assert created["Status"] == "SUCCESS", created
+    assert created["Data"]["ManifestPath"] == f"{SHARE}\\{manifest_path(folder)}"
+    tree = smb.tree(folder)
+    assert tree == expected(SITE), sorted(tree)
+    for name, body in tree.items():
+        assert bucket.encode() not in body and b'"files"' not in body, f"{name} holds the bookkeeping"
+    manifest = manifest_of(smb, folder)
+    assert (manifest["bucket"], manifest["prefix"], manifest["folder"]) == (bucket, "site/", folder)
+    assert sorted(manifest["files"]) == sorted(expected(SITE))
+    assert manifest["ownership"] == {"id": created["PhysicalResourceId"]} and manifest["owner"] == OWNER
+    temp = manifest_path(folder).replace("content\\", "content\\.") + ".fargate-smb-tmp-*"
+    assert not smb.exists(temp), "a temporary manifest was left"
+
+    # Another folder of the share has a manifest of its own; the first one is untouched.
+    other = folder + "-b"
+    upload(s3, bucket, {"site2/x.txt": b"x"})
+    second = cfn.create(props(bucket, other, admin_parameter, Prefix="site2"))
+    assert second["Status"] == "SUCCESS", second
+    assert manifest_path(other) != manifest_path(folder) and manifest_path(folder.upper()) == manifest_path(folder)
+    assert sorted(manifest_of(smb, other)["files"]) == ["x.txt"]
+    assert manifest_of(smb, folder) == manifest
+    assert smb.tree(other) == {"x.txt": b"x"}
+
+
+def legacy_deploy(s3, smb, bucket: str, folder: str, objects: dict[str, bytes], listed: list[str], **fields) -> dict:
+    """A folder as the previous version left it: the files copied, and its manifest (listing the
+    keys `listed`) written in the folder itself, as that version wrote it."""
+    smb.mkdir(folder)
+    for key, body in objects.items():
+        rel = key.removeprefix("site/").replace("/", "\\")
+        parent = rel.rpartition("\\")[0]
+        if parent and not smb.exists(f"{folder}\\{parent}"):
+            smb.mkdir(f"{folder}\\{parent}")
+        smb.put(folder, rel, body)
+    files = {}
+    for key in listed:
+        rel = key.removeprefix("site/")
+        etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
+        files[rel] = {"path": rel.replace("/", "\\"), "size": len(objects[key]), "etag": etag}
+    manifest = {"format": 1, "content_version": None, "bucket": bucket, "prefix": "site/", "files": files,
+                "ownership": {"id": f"{SHARE}\\{folder}"}, "owner": OWNER, **fields}
+    smb.put(folder, LEGACY_MANIFEST, json.dumps(manifest, indent=2).encode())
+    return manifest
+
+
+def test_an_old_location_manifest_is_moved_on_update_without_copying_again(fn, s3, smb, bucket, folder, admin_parameter):
+    bootstrap, cfn = fn
+    objects = {"site/index.html": b"<p>old version</p>", "site/css/a.css": b"a {}", "site/js/app.js": b"app"}
+    upload(s3, bucket, objects)
+    old = legacy_deploy(s3, smb, bucket, folder, objects, listed=sorted(objects))
+    smb.put(folder, "foreign.txt", b"not ours")
+    physical_id = f"{SHARE}\\{folder}"
+    p = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+
+    updated = cfn.update(physical_id, p, p)
+    assert updated["Status"] == "SUCCESS", updated
+    data = updated["Data"]
+    assert (data["Copied"], data["Skipped"], data["Bytes"]) == ("0", "3", "0"), "the move re-copied content"
+    assert data["ManifestPath"] == f"{SHARE}\\{manifest_path(folder)}"
+    assert not smb.exists(f"{folder}\\{LEGACY_MANIFEST}"), "the old manifest is still served"
+    moved = manifest_of(smb, folder)
+    assert moved["files"] == old["files"]
+    assert (moved["ownership"], moved["owner"], moved["bucket"]) == (old["ownership"], OWNER, bucket)
+    assert content(smb.tree(folder)) == {**expected(objects), "foreign.txt": b"not ours"}
+    assert "the manifest was moved out of the content folder" in bootstrap.output()
+
+    # A repeated delivery of that Update finds the new manifest and nothing to do.
+    again = cfn.update(physical_id, p, p)
+    assert again["Status"] == "SUCCESS" and again["Data"]["Copied"] == "0", again
+
+    # The Delete after the move removes exactly what the manifest lists.
+    deleted = cfn.delete(physical_id, p)
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert smb.tree(folder) == {"foreign.txt": b"not ours"}
+    assert smb.get(manifest_path(folder)) is None
+
+
+def test_a_delete_of_a_folder_the_previous_version_deployed_removes_exactly_its_files(fn, s3, smb, bucket, folder, admin_parameter):
+    """A stack deployed with the previous version and deleted without an update in between: its
+    manifest is still in the content folder, and Delete must find it (and its ownership)."""
+    _, cfn = fn
+    objects = {"site/index.html": b"i", "site/css/a.css": b"a", "site/css/b.css": b"b"}
+    upload(s3, bucket, objects)
+    legacy_deploy(s3, smb, bucket, folder, objects, listed=["site/index.html", "site/css/a.css"])
+    physical_id = f"{SHARE}\\{folder}"
+    p = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+
+    # Another stack's Delete of the same physical id: the manifest's owner is not it.
+    other = CloudFormation(cfn.runtime, cfn.responses, RESOURCE, "WebContent")
+    event = other.event("Delete", p, physical_id)
+    event["StackId"] = "arn:aws:cloudformation:us-east-1:123456789012:stack/other/00000000-0000-0000-0000-000000000002"
+    assert other.send(event)["Status"] == "SUCCESS"
+    assert set(smb.tree(folder)) == {"index.html", "css/a.css", "css/b.css", LEGACY_MANIFEST}
+
+    deleted = cfn.delete(physical_id, p)
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert smb.tree(folder) == {"css/b.css": b"b"}, "only the listed files (and the old manifest) go"
+    assert smb.get(manifest_path(folder)) is None, "Delete wrote a manifest"

@@ -1,8 +1,9 @@
 //! Copy an S3 prefix into a folder of an SMB share.
 //!
-//! - **Incremental:** a manifest in the target folder ([`manifest`]) records, per object, the
-//!   file written and the object's size and ETag; an object whose size and ETag match is skipped.
-//!   A different `content_version` than the manifest's copies everything again.
+//! - **Incremental:** a manifest ([`manifest`]) records, per object, the file written and the
+//!   object's size and ETag; an object whose size and ETag match is skipped. A different
+//!   `content_version` than the manifest's copies everything again. The manifest lives at the
+//!   share root in `.fargate-smb\content`, never in the (served) target folder.
 //! - **Atomic per file:** each object is written to `.<name>.fargate-smb-tmp-<random>` beside its
 //!   final name and renamed over it, so a web server never serves half a file; a failed write
 //!   removes its temporary file.
@@ -21,7 +22,9 @@ pub mod manifest;
 pub mod plan;
 mod source;
 
-pub use manifest::{FileRecord, MANIFEST_NAME, Manifest, TEMP_MARKER};
+pub use manifest::{
+    BOOKKEEPING_FOLDER, FileRecord, LEGACY_MANIFEST_NAME, MANIFEST_FOLDER, Manifest, TEMP_MARKER,
+};
 pub use plan::{Object, Plan, Rejected, Work};
 pub use source::{S3Source, SourceError, decode_key};
 
@@ -52,6 +55,15 @@ pub enum CopyError {
     BadManifest { path: String, detail: String },
     #[error("could not write the manifest {path}: {source}")]
     WriteManifest { path: String, source: ShareError },
+    #[error(
+        "could not remove the manifest an earlier version kept in the content folder, {path}, after moving it to \
+         {moved_to}: {source} (give the admin account the right to delete it, or delete it by hand, then run again)"
+    )]
+    RemoveLegacyManifest {
+        path: String,
+        moved_to: String,
+        source: ShareError,
+    },
 }
 
 /// The share and the folder in it that receives the content.
@@ -69,8 +81,14 @@ impl Target<'_> {
         content_paths::join(self.folder, relative)
     }
 
+    /// The manifest of this folder, relative to the share root (see [`manifest::manifest_path`]).
     pub fn manifest_path(&self) -> String {
-        self.path(MANIFEST_NAME)
+        manifest::manifest_path(self.folder)
+    }
+
+    /// Where versions before kept the manifest: in the target folder itself.
+    pub fn legacy_manifest_path(&self) -> String {
+        self.path(LEGACY_MANIFEST_NAME)
     }
 }
 
@@ -169,7 +187,23 @@ pub async fn copy_prefix(
                 source,
             })?;
     }
-    let loaded = read_manifest(target).await?;
+    let loaded = match load_manifest(target).await? {
+        Some(Loaded {
+            manifest,
+            legacy: true,
+        }) => {
+            // Moved before anything else: the checkpoints below go to the new place, and a copy
+            // cut short must resume from them, not from the old file.
+            write_manifest(target, &manifest).await?;
+            tracing::info!(
+                from = %target.legacy_manifest_path(),
+                to = %target.manifest_path(),
+                "the manifest was moved out of the content folder"
+            );
+            Some(manifest)
+        }
+        other => other.map(|l| l.manifest),
+    };
     let mut manifest = loaded.clone().unwrap_or_default();
     // The claim is recorded with the final manifest only: checkpoints of a copy that fails or
     // is cut short keep the owner the content had.
@@ -609,20 +643,56 @@ async fn remove_empty_folders(target: Target<'_>, removed: &[String]) {
     }
 }
 
-/// The manifest in the target folder; `None` if there is none. An unreadable manifest is
+/// A manifest as found, and whether it was found where versions before kept it.
+struct Loaded {
+    manifest: Manifest,
+    legacy: bool,
+}
+
+/// The manifest of the target folder; `None` if there is none. An unreadable manifest is
 /// treated as none (with a warning): the next copy writes everything and a fresh manifest, and
 /// files only the lost manifest knew are left in place, never deleted.
+///
+/// A manifest an earlier version left in the target folder is read too (a folder deployed by
+/// it and not updated since, whose Delete must still find what it may remove).
 pub async fn read_manifest(target: Target<'_>) -> Result<Option<Manifest>, CopyError> {
-    let path = target.manifest_path();
-    let bytes = match target.share.read(&path).await {
+    Ok(load_manifest(target).await?.map(|l| l.manifest))
+}
+
+/// The old place is read first and wins when both exist. Both exist only when a move was cut
+/// short between writing the new file and removing the old one (then they are the same), or
+/// when an earlier version of the function ran again after the move (a stack update rolled
+/// back to it, which never saw the new file): then the old file is the newer record.
+async fn load_manifest(target: Target<'_>) -> Result<Option<Loaded>, CopyError> {
+    if let Some(manifest) = read_at(target.share, &target.legacy_manifest_path()).await? {
+        return Ok(Some(Loaded {
+            manifest,
+            legacy: true,
+        }));
+    }
+    Ok(read_at(target.share, &target.manifest_path())
+        .await?
+        .map(|manifest| Loaded {
+            manifest,
+            legacy: false,
+        }))
+}
+
+async fn read_at(share: &Share, path: &str) -> Result<Option<Manifest>, CopyError> {
+    let bytes = match share.read(path).await {
         Ok(b) => b,
         Err(ShareError::NotFound { .. }) => return Ok(None),
-        Err(source) => return Err(CopyError::ReadManifest { path, source }),
+        Err(source) => {
+            return Err(CopyError::ReadManifest {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     match Manifest::parse(&bytes) {
         Ok(m) => Ok(Some(m)),
         Err(e @ manifest::ManifestError::Newer(_)) => Err(CopyError::BadManifest {
-            path,
+            path: path.to_owned(),
             detail: e.to_string(),
         }),
         Err(e) => {
@@ -632,12 +702,32 @@ pub async fn read_manifest(target: Target<'_>) -> Result<Option<Manifest>, CopyE
     }
 }
 
-/// Write the manifest atomically (temporary name, then rename).
+/// Write the manifest atomically (temporary name, then rename) at the share root's
+/// `.fargate-smb\content`, creating that folder if it is missing (ShareAcl creates
+/// `.fargate-smb` too; either may come first). The folder inherits the share root's
+/// permissions: the admin account that writes the content writes it, and the web app's account,
+/// granted the content folder only, needs (and gets) nothing there.
+///
+/// Then the manifest an earlier version kept in the target folder, if any, is removed — only
+/// after the new file is in place, so a crash in between leaves two copies, never none.
 pub async fn write_manifest(target: Target<'_>, manifest: &Manifest) -> Result<(), CopyError> {
     let path = target.manifest_path();
-    let temp = target.path(&temp_name(MANIFEST_NAME));
+    let temp = temp_name(&path);
+    let stamped = Manifest {
+        folder: Some(target.folder.to_owned()),
+        ..manifest.clone()
+    };
+    let bytes = stamped.to_bytes();
     let result = async {
-        target.share.write(&temp, &manifest.to_bytes()).await?;
+        match target.share.write(&temp, &bytes).await {
+            Err(ShareError::NotFound { .. }) => {
+                target.share.create_dir_all(MANIFEST_FOLDER).await?;
+                target.share.write(&temp, &bytes).await?;
+            }
+            other => {
+                other?;
+            }
+        }
         target.share.rename(&temp, &path, true).await
     }
     .await;
@@ -645,7 +735,21 @@ pub async fn write_manifest(target: Target<'_>, manifest: &Manifest) -> Result<(
         discard(target.share, &temp).await;
         return Err(CopyError::WriteManifest { path, source });
     }
-    Ok(())
+    remove_legacy_manifest(target).await
+}
+
+/// Gone already (the usual case) is fine.
+async fn remove_legacy_manifest(target: Target<'_>) -> Result<(), CopyError> {
+    let legacy = target.legacy_manifest_path();
+    target
+        .share
+        .remove(&legacy)
+        .await
+        .map_err(|source| CopyError::RemoveLegacyManifest {
+            path: legacy,
+            moved_to: target.manifest_path(),
+            source,
+        })
 }
 
 /// What [`remove_copied`] did.
@@ -656,7 +760,7 @@ pub struct Removal {
 }
 
 /// Remove every file the manifest lists, then the manifest (kept, listing what is left, if a
-/// removal failed). Nothing else in the folder is touched.
+/// removal failed), wherever it was found. Nothing else in the folder is touched.
 pub async fn remove_copied(target: Target<'_>, parallelism: usize) -> Result<Removal, CopyError> {
     let Some(mut manifest) = read_manifest(target).await? else {
         tracing::info!(folder = %target.folder, "no manifest: nothing of ours to remove");
@@ -692,14 +796,15 @@ pub async fn remove_copied(target: Target<'_>, parallelism: usize) -> Result<Rem
     }
     remove_empty_folders(target, &removed_paths).await;
     if out.failed.is_empty() {
-        target
-            .share
-            .remove(&target.manifest_path())
-            .await
-            .map_err(|source| CopyError::WriteManifest {
-                path: target.manifest_path(),
-                source,
-            })?;
+        // Both places: a manifest found in the old one may have a (stale) copy in the new one,
+        // and neither may outlive the files. Either order is safe to repeat after a crash.
+        for path in [target.legacy_manifest_path(), target.manifest_path()] {
+            target
+                .share
+                .remove(&path)
+                .await
+                .map_err(|source| CopyError::WriteManifest { path, source })?;
+        }
     } else {
         write_manifest(target, &manifest).await?;
     }

@@ -1,14 +1,25 @@
 //! The manifest: which files in the target folder this engine wrote, from which object.
 //!
-//! It lives in the target folder itself, so it moves with the content and is read with the same
-//! credential. Only paths it lists are ever removed (prune, RemoveOnDelete): a file someone put
-//! there by hand is never touched.
+//! It lives at the share root, in `.fargate-smb\content\<key>.json` ([`manifest_path`]), beside
+//! ShareAcl's records in `.fargate-smb\acl`: never in the target folder, which a web server
+//! serves (IIS would hand anyone the bucket, the prefix and every path and ETag). It is read and
+//! written with the functions' admin credential; the web app's account needs no access to it.
+//! Only paths it lists are ever removed (prune, RemoveOnDelete): a file someone put there by hand
+//! is never touched.
+//!
+//! Versions before kept it in the target folder as [`LEGACY_MANIFEST_NAME`]. The engine still
+//! reads it there and moves it on its next write (see `read_manifest` and `write_manifest`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The manifest's file name in the target folder.
-pub const MANIFEST_NAME: &str = ".fargate-smb-content.json";
+/// fargate-smb's own folder at the share root: ShareAcl's records (`acl`) and the manifests
+/// (`content`). No object may be copied into (or over) a folder of this name.
+pub const BOOKKEEPING_FOLDER: &str = ".fargate-smb";
+/// The manifests' folder, relative to the share root.
+pub const MANIFEST_FOLDER: &str = r".fargate-smb\content";
+/// The manifest's name in the target folder itself, where versions before kept it.
+pub const LEGACY_MANIFEST_NAME: &str = ".fargate-smb-content.json";
 /// Marks temporary files (`.<name>.fargate-smb-tmp-<random>`) while they are written.
 pub const TEMP_MARKER: &str = ".fargate-smb-tmp-";
 
@@ -45,6 +56,10 @@ pub struct Manifest {
     /// The resource (`<stack ARN>/<logical id>`) that owns the content, with `ownership`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The target folder (relative to the share root) as last written, for people reading
+    /// `.fargate-smb\content`: the file's name is derived from it ([`manifest_path`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
 }
 
 impl Default for Manifest {
@@ -57,6 +72,7 @@ impl Default for Manifest {
             files: BTreeMap::new(),
             ownership: None,
             owner: None,
+            folder: None,
         }
     }
 }
@@ -85,11 +101,69 @@ impl Manifest {
     }
 }
 
-/// Whether a path (relative to the target folder) is one of the engine's own files, which no
-/// object may overwrite.
+/// The manifest of the content in `folder` (relative to the share root, `\`-separated; empty
+/// for the root), relative to the share root: `.fargate-smb\content\<key>.json`.
+///
+/// The key is a hash of the folder's path as NTFS compares it, so every spelling of one folder
+/// (`web`, `WEB`, `web\`) finds one manifest — a replacement that only respells the folder keeps
+/// the content — and two folders never share one, whatever their depth or length (a name stays
+/// within Windows' 255-unit limit).
+pub fn manifest_path(folder: &str) -> String {
+    format!(r"{MANIFEST_FOLDER}\{}.json", folder_key(folder))
+}
+
+/// 32 hex digits: FNV-1a (128 bits) of the folded, `\`-joined folder path. Not a cryptographic
+/// hash, and it need not be: the folders are named by whoever deploys the stack, and an
+/// accidental collision among a share's folders at 128 bits does not happen. It must only stay
+/// the same across versions, which a hash of our own guarantees (std's `DefaultHasher` does not).
+fn folder_key(folder: &str) -> String {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let normalized = folder
+        .split(['\\', '/'])
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("\\");
+    let folded: String = normalized.chars().map(upcase).collect();
+    let hash = folded
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
+    format!("{hash:032x}")
+}
+
+/// NTFS compares names by upcasing each character through one table, one character to one:
+/// `ß` stays `ß` (and `straße` is another folder than `STRASSE`). `content_paths::fold` uses the
+/// full Unicode mapping (`ß` → `SS`), right for refusing keys that might collide, but here a
+/// fold that joins two folders would make them share a manifest, and prune or Delete would then
+/// remove one folder's files by the other's list.
+fn upcase(c: char) -> char {
+    let mut upper = c.to_uppercase();
+    match (upper.next(), upper.next()) {
+        (Some(one), None) => one,
+        _ => c,
+    }
+}
+
+/// Whether a path (relative to the target folder) is one of the engine's own, which no object
+/// may overwrite and which reconciling the folder must leave alone:
+///
+/// - anything under a top-level `.fargate-smb` (or a file of that name, which would stop the
+///   folder from being made): when the target folder is the share root, that is where ShareAcl's
+///   records and the manifests live. The rule holds in every target folder, so a key means the
+///   same wherever the content is deployed (content that works in a subfolder works at the
+///   root);
+/// - [`LEGACY_MANIFEST_NAME`] at the top: a folder deployed by an earlier version keeps its
+///   manifest there until its next Create or Update (CloudFormation sends an Update only when
+///   the properties change), and its Delete still reads it. An object of that name would
+///   overwrite the list of what that Delete may remove, so the name stays reserved for as long
+///   as the old location is read: drop both together, never the reservation alone;
+/// - temporary files (`.<name>.fargate-smb-tmp-<random>`) anywhere.
 pub fn is_reserved(path: &str) -> bool {
+    let folded = content_paths::fold(path);
+    let first = folded.split('\\').next().unwrap_or_default();
     let name = content_paths::file_name(path);
-    content_paths::fold(path) == content_paths::fold(MANIFEST_NAME)
+    folded == content_paths::fold(LEGACY_MANIFEST_NAME)
+        || first == content_paths::fold(BOOKKEEPING_FOLDER)
         || (name.starts_with('.')
             && content_paths::fold(name).contains(&content_paths::fold(TEMP_MARKER)))
 }
@@ -129,11 +203,70 @@ mod tests {
 
     #[test]
     fn the_engines_own_names_are_reserved() {
-        assert!(is_reserved(MANIFEST_NAME));
+        assert!(is_reserved(LEGACY_MANIFEST_NAME));
         assert!(is_reserved(".FARGATE-SMB-CONTENT.JSON"));
         assert!(is_reserved(r"css\.a.css.fargate-smb-tmp-0011aabb"));
         assert!(!is_reserved(r"sub\.fargate-smb-content.json"));
         assert!(!is_reserved("index.html"));
         assert!(!is_reserved("fargate-smb-tmp-notes.txt"));
+    }
+
+    #[test]
+    fn the_bookkeeping_folder_is_reserved_at_the_top_only() {
+        assert!(is_reserved(r".fargate-smb\content\0123.json"));
+        assert!(is_reserved(r".Fargate-SMB\acl\x.json"));
+        assert!(
+            is_reserved(".fargate-smb"),
+            "a file there would stop the folder being made"
+        );
+        assert!(!is_reserved(r"sub\.fargate-smb\x.json"));
+        assert!(!is_reserved(".fargate-smb-notes.txt"));
+        assert!(!is_reserved(r".fargate-smbx\a"));
+    }
+
+    #[test]
+    fn manifests_live_under_the_bookkeeping_folder_one_per_folder() {
+        let web = manifest_path("web");
+        assert!(web.starts_with(r".fargate-smb\content\"), "{web}");
+        assert!(web.ends_with(".json"));
+        let key = &web[MANIFEST_FOLDER.len() + 1..web.len() - ".json".len()];
+        assert_eq!(key.len(), 32);
+        assert!(
+            key.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        // Any spelling of one folder, as NTFS compares names.
+        assert_eq!(web, manifest_path("WEB"));
+        assert_eq!(web, manifest_path(r"\web\"));
+        assert_eq!(manifest_path(r"sites\Web"), manifest_path("SITES/web"));
+        assert_eq!(manifest_path("café"), manifest_path("CAFÉ"));
+        // Other folders, never.
+        let others = [
+            "",
+            "web2",
+            r"sites\web",
+            r"web\sites",
+            "straße",
+            "STRASSE",
+            "webs",
+        ];
+        for other in others {
+            assert_ne!(web, manifest_path(other), "{other:?}");
+        }
+        assert_ne!(manifest_path("straße"), manifest_path("STRASSE"));
+        assert_ne!(manifest_path(r"a\bc"), manifest_path(r"ab\c"));
+        // Deep and long folders still make one short name.
+        let deep = vec!["é".repeat(200); 40].join("\\");
+        assert_eq!(manifest_path(&deep).len(), web.len());
+        // The name is part of the on-share format: it must never change between versions
+        // (tests/test_web_content.py derives it independently).
+        assert_eq!(
+            manifest_path("web"),
+            r".fargate-smb\content\a68d11e83b8b5822836dbc795711a939.json"
+        );
+        assert_eq!(
+            manifest_path(""),
+            r".fargate-smb\content\6c62272e07bb014262b821756295c58d.json"
+        );
     }
 }

@@ -146,7 +146,10 @@ fn conflict(
     if is_reserved(path) {
         return Some((
             "reserved-by-fargate-smb",
-            format!("{path:?} is the name of the copy's manifest or temporary files"),
+            format!(
+                "{path:?} is reserved for fargate-smb's own files (the .fargate-smb folder, the \
+                 manifest's old name, temporary files)"
+            ),
         ));
     }
     let folded = fold(path);
@@ -325,6 +328,9 @@ mod tests {
             obj(".fargate-smb-content.json", 1, "e"),
             obj("css/.a.css.fargate-smb-tmp-1234abcd", 1, "e"),
             obj("sub/.fargate-smb-content.json", 1, "e"),
+            obj(".fargate-smb/content/0123.json", 1, "e"),
+            obj(".FARGATE-SMB/acl/x.json", 1, "e"),
+            obj("sub/.fargate-smb/x.json", 1, "e"),
         ];
         let p = plan(&objects, "", &Manifest::default(), false);
         let rules: BTreeMap<&str, &str> = p
@@ -343,9 +349,18 @@ mod tests {
             rules.get("css/.a.css.fargate-smb-tmp-1234abcd"),
             Some(&"reserved-by-fargate-smb")
         );
+        for key in [".fargate-smb/content/0123.json", ".FARGATE-SMB/acl/x.json"] {
+            assert_eq!(rules.get(key), Some(&"reserved-by-fargate-smb"), "{key}");
+        }
         assert_eq!(
             keys(&p.copy),
-            ["A.txt", "DIR", "f", "sub/.fargate-smb-content.json"]
+            [
+                "A.txt",
+                "DIR",
+                "f",
+                "sub/.fargate-smb-content.json",
+                "sub/.fargate-smb/x.json"
+            ]
         );
     }
 

@@ -209,7 +209,10 @@ impl Syncer {
         if is_reserved(&path) {
             return Err(Outcome::Rejected {
                 rule: "reserved-by-fargate-smb",
-                reason: format!("{path:?} is the name of the sync's manifest or temporary files"),
+                reason: format!(
+                    "{path:?} is reserved for fargate-smb's own files (the .fargate-smb folder, the \
+                     old manifest name, temporary files)"
+                ),
             });
         }
         Ok(Planned {
@@ -349,7 +352,7 @@ impl Syncer {
     }
 
     /// Make the folder equal to the prefix: copy what is missing or different, remove files with
-    /// no object (never the manifest or temporary files), and report what was fixed.
+    /// no object (never fargate-smb's own: see [`is_reserved`]), and report what was fixed.
     pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
         let share = self.connect().await?;
         let result = self.reconcile_on(&share).await;
@@ -591,7 +594,10 @@ where
 }
 
 /// Every file below the target folder (folded path → size), and the folders (as named) with a
-/// folded → real name map for the files. The manifest and temporary files are left out.
+/// folded → real name map for the files. fargate-smb's own files are left out, and so is the
+/// `.fargate-smb` folder with all below it: with the folder at the share root, that holds
+/// ShareAcl's records and WebContent's manifests, which reconcile must neither remove nor copy
+/// over.
 type Walk = (HashMap<String, u64>, (Vec<String>, Vec<(String, String)>));
 
 async fn walk(target: Target<'_>) -> Result<Walk, SyncError> {
@@ -610,10 +616,13 @@ async fn walk(target: Target<'_>) -> Result<Walk, SyncError> {
             })?;
         for entry in listing {
             let path = content_paths::join(&dir, &entry.name);
+            if is_reserved(&path) {
+                continue;
+            }
             if entry.is_dir {
                 folders.push(path.clone());
                 pending.push(path);
-            } else if !is_reserved(&path) {
+            } else {
                 files.insert(fold(&path), entry.size);
                 names.push((fold(&path), path));
             }

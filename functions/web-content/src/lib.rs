@@ -1,6 +1,7 @@
 //! `Custom::WebContent`: the content of an S3 prefix, copied into a folder of the SMB share the
-//! containers map — incrementally (a manifest in the folder records size and ETag per object),
-//! in parallel, atomically per file, with keys that are not safe Windows paths rejected by name.
+//! containers map — incrementally (a manifest records size and ETag per object; it lives at the
+//! share root in `.fargate-smb\content`, not in the folder the web server serves), in parallel,
+//! atomically per file, with keys that are not safe Windows paths rejected by name.
 //!
 //! The physical id is the target (`\\server\share\folder`), so pointing the resource elsewhere
 //! replaces it. Update copies what changed; a new `ContentVersion` copies everything. Delete

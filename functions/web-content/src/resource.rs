@@ -353,7 +353,7 @@ mod tests {
             copied: 3,
             skipped: 2,
             bytes: 42,
-            manifest_path: r"web\.fargate-smb-content.json".into(),
+            manifest_path: content_copy::manifest::manifest_path("web"),
             rejected: vec![Rejected {
                 key: "v1/../x".into(),
                 rule: "dot-segment",
@@ -383,9 +383,10 @@ mod tests {
         assert_eq!(out.data["Skipped"], "2");
         assert_eq!(out.data["Bytes"], "42");
         assert_eq!(out.data["Path"], r"\\fs\share\web");
+        // Beside the ACL records at the share root, never in the served folder.
         assert_eq!(
             out.data["ManifestPath"],
-            r"\\fs\share\web\.fargate-smb-content.json"
+            r"\\fs\share\.fargate-smb\content\a68d11e83b8b5822836dbc795711a939.json"
         );
     }
 
