@@ -5,8 +5,11 @@ port for the DC or the file server, and a small proxy in front of moto that refu
 calls (or reports a deployment as still rolling out)."""
 
 import json
+import os
+import queue
 import subprocess
 import threading
+import time
 import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,14 +24,21 @@ SHARE = "\\\\127.0.0.1\\share"
 
 class FaultProxy:
     """Forwards every request to moto, except those a rule refuses or rewrites. A rule is
-    (X-Amz-Target suffix, substring of the body, action) with action "fail" (answer 400
-    AccessDeniedException) or a function rewriting moto's JSON answer."""
+    (X-Amz-Target suffix, substring of the body, action) with action
+    - "fail": answer 400 AccessDeniedException, nothing applied ("fail-after-first": the first
+      matching call goes through);
+    - "apply-then-fail": forward it (moto applies it), then answer 500 InternalServerError, as a
+      timeout or a 5xx after the write looks to the caller;
+    - "crash" / "crash-after": kill the function (``on_crash``) before forwarding the call, or
+      after moto applied it; the call is never answered — a Lambda that died at that step;
+    - a function rewriting moto's JSON answer."""
 
     def __init__(self, moto_url: str):
         self.moto = moto_url
         self.rules: list[tuple[str, str, object]] = []
         self.seen: list[str] = []
         self.passed: dict[int, int] = {}
+        self.on_crash = lambda: None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,6 +54,9 @@ class FaultProxy:
                     proxy.passed[id(rule)] = proxy.passed.get(id(rule), 0) + 1
                     if proxy.passed[id(rule)] == 1:
                         rule = None  # the first such call goes through
+                if rule and rule[2] == "crash":
+                    proxy.on_crash()
+                    return
                 if rule and rule[2] in ("fail", "fail-after-first"):
                     payload = json.dumps({"__type": "AccessDeniedException", "message": "injected by the test proxy"}).encode()
                     self.send_response(400)
@@ -59,6 +72,12 @@ class FaultProxy:
                         status, answer, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
                 except urllib.error.HTTPError as e:
                     status, answer, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
+                if rule and rule[2] == "crash-after":
+                    proxy.on_crash()
+                    return
+                if rule and rule[2] == "apply-then-fail":
+                    status, ctype = 500, "application/x-amz-json-1.1"
+                    answer = json.dumps({"__type": "InternalServerError", "message": "injected by the test proxy after the write"}).encode()
                 if rule and callable(rule[2]) and status == 200:
                     answer = json.dumps(rule[2](json.loads(answer))).encode()
                 self.send_response(status)
@@ -150,6 +169,22 @@ class World:
         assert "NT_STATUS_LOGON_FAILURE" in out.stdout + out.stderr, out.stdout + out.stderr
         return False
 
+    def pending(self) -> str | None:
+        try:
+            return self.aws.ssm.get_parameter(Name=f"{self.prefix}/rotation-pending", WithDecryption=True)["Parameter"]["Value"]
+        except self.aws.ssm.exceptions.ParameterNotFound:
+            return None
+
+    def attributes(self, name: str, *attrs: str) -> dict[str, str]:
+        """What the DC says about an account (ldapsearch, the independent witness)."""
+        env = samba_env()
+        out = subprocess.run(["ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test",
+                              "-y", env["FARGATE_SMB_ADMIN_PASSWORD_FILE"], "-b", env["FARGATE_SMB_OU"], f"(sAMAccountName={name})", *attrs],
+                             capture_output=True, text=True, timeout=60, env={**os.environ, "LDAPTLS_CACERT": env["FARGATE_SMB_CA"]})
+        assert out.returncode == 0, out.stderr
+        pairs = (line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
+        return {k: v for k, v in pairs}
+
     def deployment_id(self) -> str:
         service = self.ecs.describe_services(cluster=self.cluster, services=["site"])["services"][0]
         return service["deployments"][0]["id"]
@@ -164,6 +199,26 @@ def ecs(moto_url):
 @pytest.fixture
 def world(aws, ecs, tmp_path):
     return World(aws, ecs, tmp_path)
+
+
+@pytest.fixture
+def lockout():
+    """A fine-grained password policy locking an account after two bad passwords, applied to
+    the accounts the test names; removed afterwards."""
+    conf = samba_env()["FARGATE_SMB_SMB_CONF"]
+    name = f"lockout-{uuid.uuid4().hex[:6]}"
+    out = subprocess.run(["samba-tool", "domain", "passwordsettings", "pso", "create", name, "10", "--account-lockout-threshold=2",
+                          "--account-lockout-duration=30", "--reset-account-lockout-after=30", "-s", conf], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+    def apply(*accounts: str) -> None:
+        for account in accounts:
+            out = subprocess.run(["samba-tool", "domain", "passwordsettings", "pso", "apply", name, account, "-s", conf],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+
+    yield apply
+    subprocess.run(["samba-tool", "domain", "passwordsettings", "pso", "delete", name, "-s", conf], capture_output=True, timeout=60)
 
 
 @pytest.fixture
@@ -188,6 +243,27 @@ class Fn:
 
     def output(self) -> str:
         return "".join(self.outputs) + (self.current.output() if self.current else "")
+
+    def crash(self) -> None:
+        """SIGKILL the running bootstrap, as Lambda ends an invocation that ran out of time."""
+        self.current.process.kill()
+
+    def run_until_crash(self, env: dict, timeout: float = 120.0) -> None:
+        """Invoke, expecting the proxy to kill the function mid-way; returns once it is dead."""
+        if self.current is not None:
+            self.outputs.append(self.current.output())
+            self.current.stop()
+        self.current = self.launch("rotate-password", env)
+        request_id = str(uuid.uuid4())
+        self.runtime.events.put((request_id, {}, int((time.time() + 300) * 1000)))
+        end = time.monotonic() + timeout
+        while self.current.alive():
+            assert time.monotonic() < end, "the function was not killed: the crash point was never reached"
+            try:
+                kind, body = self.runtime._result(request_id).get(timeout=0.1)
+            except queue.Empty:
+                continue
+            raise AssertionError(f"the run finished ({kind}: {body}) instead of reaching the crash point")
 
 
 @pytest.fixture
@@ -262,26 +338,167 @@ def test_a_failure_before_ssm_changes_leaves_the_credential_and_the_next_run_rot
     message = json.dumps(error)
     assert ("127.0.0.1:1" in message) if fault == "ad-unreachable" else ("did not log on" in message and "SSM still holds" in message), message
     assert world.versions() == before_versions and world.logs_on(user, pw)
+    record, pending = world.record(), world.pending()
+    if fault == "ad-unreachable":
+        assert record is None and pending is None, "nothing is started before the directory answers"
+    else:
+        assert record["state"] == "pending" and record["fingerprint"].startswith("sha256:"), record
+        assert pending and pending != pw and pending not in json.dumps(record), "the new password is kept, apart from the record"
+        described = world.aws.ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [f"{world.prefix}/rotation-pending"]}])
+        assert described["Parameters"][0]["Type"] == "SecureString" and described["Parameters"][0]["KeyId"].endswith(world.key)
     kind, report = fn.run(world.env())
-    assert kind == "response" and report["outcome"] == "rotated", report
+    assert kind == "response" and report["outcome"].startswith("rotated"), report
+    if pending:
+        assert world.ssm() == (f"EXAMPLE\\{world.b}", pending), "the next run finishes with the kept password"
     assert world.logs_on(*world.ssm())
+    assert world.pending() is None and world.record()["state"] == "idle"
 
 
 @pytest.mark.parametrize("which", ["password", "username"])
 def test_an_ssm_write_failure_leaves_a_working_pair_and_the_next_run_rotates(fn, world, proxy, which):
+    """A write refused every time: the switch cannot finish, so the previous pair is put back,
+    and that is believed only from a read-back."""
     user, pw = world.ssm()
     proxy.rules.append(("PutParameter", f"{world.prefix}/{which}\"", "fail"))
     kind, error = fn.run(world.env(AWS_ENDPOINT_URL=proxy.url))
     assert kind == "error", error
     message = json.dumps(error)
     assert "injected by the test proxy" in message, message
-    assert ("nothing was changed in SSM" in message) if which == "password" else ("written back" in message), message
+    assert "SSM holds the previous, working credential (read back and verified)" in message, message
     assert world.ssm() == (user, pw), "SSM holds the previous pair, by value"
     assert world.logs_on(user, pw)
     assert world.record()["state"] == "idle"
     kind, report = fn.run(world.env())
     assert kind == "response" and report["outcome"] == "rotated", report
     assert world.logs_on(*world.ssm())
+
+
+@pytest.mark.parametrize("which", ["password", "username"])
+def test_a_write_applied_but_answered_with_an_error_is_read_back(fn, world, proxy, which):
+    """SSM applies the write and the caller still sees an error (a timeout, a 5xx after the
+    write). The switch reads both parameters back and goes on from what SSM holds, instead of
+    taking the error for "nothing changed" (which left the new password under the old username)
+    or writing the old password back beside the new username."""
+    user, pw = world.ssm()
+    proxy.rules.append(("PutParameter", f"{world.prefix}/{which}\"", "apply-then-fail"))
+    kind, report = fn.run(world.env(AWS_ENDPOINT_URL=proxy.url))
+    assert kind == "response" and report["outcome"] == "rotated", report
+    new_user, new_pw = world.ssm()
+    assert new_user == f"EXAMPLE\\{world.b}" and new_pw != pw
+    assert world.logs_on(new_user, new_pw), "SSM holds a pair that logs on"
+    assert world.logs_on(user, pw), "the previous account is untouched"
+    assert world.record()["state"] == "idle" and world.pending() is None
+    assert "injected by the test proxy after the write" in fn.output(), "the write really failed"
+
+
+# Where a run can die, as the SSM call it was making (X-Amz-Target, body substring) and whether
+# SSM had applied it. The AD reset and the SMB proof sit between the Pending and the Switching
+# records.
+CRASH_POINTS = {
+    "before-keeping-the-password": ("PutParameter", "/rotation-pending\"", "crash"),
+    "after-keeping-the-password": ("PutParameter", "/rotation-pending\"", "crash-after"),
+    "before-the-ad-reset": ("PutParameter", r'\"state\":\"pending\"', "crash-after"),
+    "after-the-ad-reset-and-proof": ("PutParameter", r'\"state\":\"switching\"', "crash"),
+    "after-recording-the-switch": ("PutParameter", r'\"state\":\"switching\"', "crash-after"),
+    "before-the-password-write": ("PutParameter", "/password\"", "crash"),
+    "after-the-password-write": ("PutParameter", "/password\"", "crash-after"),
+    "after-the-username-write": ("PutParameter", "/username\"", "crash-after"),
+    "after-recording-the-deployment": ("PutParameter", r'\"state\":\"deploying\"', "crash-after"),
+    "before-the-deployment": ("UpdateService", "", "crash"),
+    "after-recording-idle": ("PutParameter", r'\"state\":\"idle\"', "crash-after"),
+}
+
+
+# In single-account mode the username never changes, so there is no username write to die at.
+CRASH_CASES = [(mode, point) for mode in ("alternating", "single") for point in CRASH_POINTS
+               if not (mode == "single" and point == "after-the-username-write")]
+
+
+@pytest.mark.parametrize(("mode", "point"), CRASH_CASES)
+def test_a_run_killed_at_any_step_never_strands_a_dead_password(fn, world, proxy, mode, point):
+    """The fault matrix: the function is SIGKILLed at each step in turn. Right after the crash,
+    in alternating mode SSM's pair logs on (except between the two writes, the window a
+    starting task survives by being replaced); in single-account mode once AD is reset only
+    the next run can repair SSM, and it does: the next run always ends with a pair that logs
+    on, the record idle, and the pending copy gone."""
+    user, pw = world.ssm()
+    env = world.env(AWS_ENDPOINT_URL=proxy.url, **({"ACCOUNTS": world.a} if mode == "single" else {}))
+    proxy.on_crash = fn.crash
+    proxy.rules.append(CRASH_POINTS[point])
+    fn.run_until_crash(env)
+    after_user, after_pw = world.ssm()
+    ad_reset = point not in ("before-keeping-the-password", "after-keeping-the-password", "before-the-ad-reset")
+    if mode == "alternating" and point != "after-the-password-write":
+        assert world.logs_on(after_user, after_pw), f"SSM's pair logs on right after a crash {point}"
+    if mode == "single" and not ad_reset:
+        assert (after_user, after_pw) == (user, pw) and world.logs_on(user, pw), "AD not touched yet: nothing changed"
+    if point == "after-recording-idle":
+        # The rotation was complete: the next run is a rotation of its own.
+        assert after_pw != pw and world.logs_on(after_user, after_pw) and world.record()["state"] == "idle"
+        user, pw = after_user, after_pw
+    proxy.rules.clear()
+    kind, report = fn.run(world.env(**({"ACCOUNTS": world.a} if mode == "single" else {})))
+    assert kind == "response" and report["outcome"].startswith("rotated"), report
+    final_user, final_pw = world.ssm()
+    assert world.logs_on(final_user, final_pw), "the next run leaves a pair that logs on"
+    assert final_pw != pw
+    assert final_user == (user if mode == "single" else {f"EXAMPLE\\{world.a}": f"EXAMPLE\\{world.b}", f"EXAMPLE\\{world.b}": f"EXAMPLE\\{world.a}"}[user])
+    record = world.record()
+    assert record["state"] == "idle" and "fingerprint" not in record, record
+    assert world.pending() is None
+    if mode == "alternating":
+        assert world.logs_on(user, pw), "the account running tasks use was never reset"
+    output = fn.output()
+    for secret in (pw, final_pw):
+        assert secret not in output
+
+
+def test_resuming_never_logs_on_with_a_guess(fn, world, proxy, lockout):
+    """A run dies after recording the switch and before writing the password: SSM still holds
+    the active account's password. The next run must not try that password on the target to
+    find out what SSM holds (each try counts towards the target's lockout); it compares the
+    record's fingerprint instead. Witness: the target's badPwdCount on the DC stays 0."""
+    lockout(world.b)
+    proxy.on_crash = fn.crash
+    proxy.rules.append(CRASH_POINTS["before-the-password-write"])
+    fn.run_until_crash(world.env(AWS_ENDPOINT_URL=proxy.url))
+    assert world.record()["state"] == "switching"
+    proxy.rules.clear()
+    kind, report = fn.run(world.env(PROOF_ATTEMPTS="3"))
+    assert kind == "response" and report["outcome"].startswith("rotated"), report
+    assert world.attributes(world.b, "badPwdCount").get("badPwdCount", "0") == "0", "no logon with a wrong password"
+    assert world.logs_on(*world.ssm())
+
+
+def test_a_locked_out_target_is_unlocked_by_its_reset(fn, world, lockout):
+    """Logons with the target's old password (a stale task, a person) locked it. Resetting the
+    password does not clear a lockout in AD; the rotation clears lockoutTime with the reset, so
+    the proof with the new password succeeds."""
+    lockout(world.b)
+    for _ in range(3):
+        auth = world.tmp / "bad"
+        auth.write_text(f"username = {world.b}\npassword = wrong-{uuid.uuid4().hex}\ndomain = EXAMPLE\n")
+        subprocess.run(["smbclient", "//127.0.0.1/share", "-A", str(auth), "-m", "SMB3", "-c", "ls"], capture_output=True, timeout=60)
+    assert world.attributes(world.b, "lockoutTime").get("lockoutTime", "0") != "0", "the target is locked out"
+    kind, report = fn.run(world.env())
+    assert kind == "response" and report["outcome"] == "rotated", report
+    assert world.attributes(world.b, "lockoutTime").get("lockoutTime") == "0"
+    assert world.logs_on(*world.ssm())
+
+
+def test_a_disabled_target_is_not_enabled_by_a_rotation(fn, world):
+    """A password reset enables the account (ds:ResetUserPassword documents it; the LDAPS backend
+    does the same). A disabled inactive account was disabled by someone (OnDelete: disable, an
+    administrator): the rotation refuses, changes nothing and says how to go on."""
+    disabled, _ = domain_user(enabled=False)
+    before_versions, (user, pw) = world.versions(), world.ssm()
+    kind, error = fn.run(world.env(ACCOUNTS=f"{world.a},{disabled}"))
+    assert kind == "error", error
+    message = json.dumps(error)
+    assert f"the account {disabled} is disabled" in message and "Enable it deliberately" in message, message
+    assert int(world.attributes(disabled, "userAccountControl")["userAccountControl"]) & 2, "still disabled"
+    assert world.versions() == before_versions and world.logs_on(user, pw)
+    assert world.record() is None and world.pending() is None
 
 
 def test_an_interrupted_switch_is_completed_by_the_next_run(fn, world, proxy):
@@ -360,5 +577,5 @@ def test_too_little_time_left_stops_before_the_switch(fn, world):
     before_versions, (user, pw) = world.versions(), world.ssm()
     kind, error = fn.run(world.env(TIMEOUT_SECONDS="30"), deadline_s=20)
     assert kind == "error", error
-    assert "too little to switch SSM safely" in json.dumps(error), error
+    assert "too little time is left to start a rotation safely" in json.dumps(error), error
     assert world.versions() == before_versions and world.logs_on(user, pw)

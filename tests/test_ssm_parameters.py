@@ -353,10 +353,14 @@ def test_delete_removes_the_rotation_record_it_owns_and_nothing_foreign(fn, aws)
     created = cfn.create(props(p))
     assert created["Status"] == "SUCCESS", created
     owner = tags(aws, f"{p}/username")["fargate-smb:owner"]
-    aws.ssm.put_parameter(Name=f"{p}/rotation", Value='{"state": "idle"}', Type="String",
+    aws.ssm.put_parameter(Name=f"{p}/rotation", Value='{"state": "pending"}', Type="String",
+                          Tags=[{"Key": "fargate-smb:owner", "Value": owner}])
+    # The password of a rotation in progress, as the rotation function keeps it.
+    aws.ssm.put_parameter(Name=f"{p}/rotation-pending", Value="Pending-Pw-0123456789", Type="SecureString",
                           Tags=[{"Key": "fargate-smb:owner", "Value": owner}])
     assert cfn.delete(p, props(p))["Status"] == "SUCCESS"
     assert read(aws, f"{p}/rotation") is None
+    assert read(aws, f"{p}/rotation-pending") is None, "no copy of a password outlives the stack"
     # A record nobody tagged (made by hand, or by another tool) is not ours to delete.
     p2 = prefix()
     assert cfn.create(props(p2))["Status"] == "SUCCESS"

@@ -445,6 +445,35 @@ impl LdapsDirectory {
         Ok(())
     }
 
+    /// Clear a lockout. A password reset does not (in AD or Samba): an account locked by
+    /// logons with its old password would refuse the new one until the lockout expires. Written
+    /// only when set, so an account that is not locked needs no right to `lockoutTime`.
+    async fn unlock(&self, dn: &str) -> Result<()> {
+        let (entries, _) = self
+            .handle()
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["lockoutTime"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| self.fail(&format!("read {dn}"), None, e))?;
+        let locked = entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .and_then(|e| Self::first(&e, "lockoutTime"))
+            .is_some_and(|v| v.trim() != "0");
+        if !locked {
+            return Ok(());
+        }
+        let mods = vec![Mod::Replace(b"lockoutTime".to_vec(), set(&["0"]))];
+        self.handle()
+            .modify(dn, mods)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| self.fail(&format!("unlock {dn} (write lockoutTime)"), None, e))?;
+        tracing::info!(%dn, "lockout cleared");
+        Ok(())
+    }
+
     async fn user_account_control(&self, dn: &str) -> Result<u32> {
         let (entries, _) = self
             .handle()
@@ -541,6 +570,7 @@ impl Directory for LdapsDirectory {
                     e,
                 )
             })?;
+        self.unlock(dn).await?;
         self.set_disabled(dn, false).await
     }
 

@@ -104,7 +104,9 @@ pub trait Directory: Send + Sync {
         user: &NewUser,
         password: &Secret,
     ) -> impl Future<Output = Result<User>> + Send;
-    /// Reset the password and enable the account (as `ds:ResetUserPassword` does).
+    /// Reset the password and enable the account (as `ds:ResetUserPassword` does; its Data API
+    /// documents it as the way to enable a disabled user). Over LDAPS a lockout is cleared too;
+    /// what `ds:ResetUserPassword` does to a lockout is not documented.
     fn set_password(
         &self,
         user: &User,

@@ -64,6 +64,10 @@ impl Config {
     pub fn record_parameter(&self) -> String {
         format!("{}/rotation", self.prefix)
     }
+    /// The new password while a rotation runs (SecureString, the password's key).
+    pub fn pending_parameter(&self) -> String {
+        format!("{}/rotation-pending", self.prefix)
+    }
     pub fn alternating(&self) -> bool {
         self.accounts.len() == 2
     }

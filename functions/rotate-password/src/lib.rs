@@ -7,13 +7,15 @@
 //! previously active account keeps working until the next rotation, which is skipped while a
 //! deployment is still rolling out (old tasks may still use that account).
 //!
-//! Every step is recorded in `<prefix>/rotation` before it is taken; a run that died mid-way is
-//! completed or rolled back by the next one, and SSM always holds a credential that logs on.
+//! The new password is kept in `<prefix>/rotation-pending` before AD has it, and every step is
+//! recorded in `<prefix>/rotation` before it is taken, with a fingerprint of that password: a run
+//! that died mid-way is finished by the next one, which compares fingerprints instead of logging
+//! on to find out what SSM holds. SSM writes are believed only from a read-back.
 
 mod config;
 mod record;
 mod rotation;
 
 pub use config::{Backend, Config, ConfigError};
-pub use record::{Record, State, format_utc, now_utc};
+pub use record::{Fingerprint, Record, State, format_utc, now_utc};
 pub use rotation::{RotationError, Rotator};

@@ -1,8 +1,15 @@
 //! The rotation record, `<prefix>/rotation` (a String parameter): what the last rotation did and,
-//! while one runs, which step it reached — so a run that died mid-way is completed or rolled
-//! back by the next, and a person can see when the password last changed.
+//! while one runs, which step it reached — so a run that died mid-way is completed by the next,
+//! and a person can see when the password last changed.
+//!
+//! While a rotation runs, its new password is kept in `<prefix>/rotation-pending` (a SecureString
+//! under the password's key) and the record carries a salted SHA-256 [`Fingerprint`] of it. A
+//! later run compares what SSM holds with the fingerprint instead of logging on with it: a logon
+//! with a password the account does not have counts towards its lockout threshold.
 
+use secrets::Secret;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -10,7 +17,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum State {
     /// Nothing in progress.
     Idle,
-    /// The target's new password is proven; SSM is being switched to it.
+    /// The new password is in the pending parameter; AD may or may not hold it yet. The next run
+    /// resets the target to it again (an administrative reset of the same value is accepted) and
+    /// goes on.
+    Pending,
+    /// The target's new password is in AD and proven; SSM is being switched to it. The next run
+    /// finishes the switch (it never goes back: the pending parameter still holds the password).
     Switching,
     /// SSM holds the new credential; the ECS deployment is (re)requested.
     Deploying,
@@ -32,6 +44,63 @@ pub struct Record {
     pub time: String,
     /// `rotated`, `rolled-back`, `deployment-failed`, … and why.
     pub outcome: String,
+    /// The fingerprint of the pending password (Pending, Switching). Records written by earlier
+    /// versions have none; they are resumed without one (see `Rotator::resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// `sha256:<salt>:<digest>`, hex: SHA-256 over a random 16-byte salt and the password. Tells
+/// whether a value read from SSM is the pending password without keeping a second copy of it
+/// in a plain String parameter; the password's entropy (≥ 16 random characters) makes the
+/// digest useless for guessing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    pub fn of(password: &Secret) -> Result<Self, getrandom::Error> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt)?;
+        Ok(Self::with_salt(&salt, password))
+    }
+
+    fn with_salt(salt: &[u8], password: &Secret) -> Self {
+        let digest = Sha256::new()
+            .chain_update(salt)
+            .chain_update(password.expose().as_bytes())
+            .finalize();
+        Self(format!("sha256:{}:{}", hex(salt), hex(&digest)))
+    }
+
+    /// Whether `password` is the value this fingerprint was taken of. A malformed fingerprint
+    /// matches nothing.
+    pub fn matches(&self, password: &Secret) -> bool {
+        let mut parts = self.0.split(':');
+        let (Some("sha256"), Some(salt), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Some(salt) = unhex(salt) else {
+            return false;
+        };
+        Self::with_salt(&salt, password) == *self
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Now, as `2026-11-25T16:40:00Z`.
@@ -84,9 +153,34 @@ mod tests {
             previous: None,
             time: now_utc(),
             outcome: "switching".into(),
+            fingerprint: Some(Fingerprint::of(&Secret::new("pw-1")).unwrap()),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains(r#""state":"switching""#), "{text}");
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
+        // A record of the previous version (no fingerprint, no pending state) still reads.
+        let old = r#"{"state":"switching","active":"A","target":"B","time":"t","outcome":"o"}"#;
+        let old: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(old.fingerprint, None);
+    }
+
+    #[test]
+    fn fingerprints_tell_values_apart_without_holding_them() {
+        let pw = Secret::new("Correct-Horse-Battery-Staple-42");
+        let a = Fingerprint::of(&pw).unwrap();
+        let b = Fingerprint::of(&pw).unwrap();
+        assert!(a.matches(&pw) && b.matches(&pw));
+        assert_ne!(a, b, "salted: two fingerprints of one value differ");
+        assert!(!a.matches(&Secret::new("Correct-Horse-Battery-Staple-43")));
+        assert!(!a.0.contains("Horse"));
+        for bad in [
+            "",
+            "sha256:zz:00",
+            "md5:00:00",
+            "sha256:0:00",
+            "sha256:00:00:00",
+        ] {
+            assert!(!Fingerprint(bad.into()).matches(&pw), "{bad}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The rotation itself.
 
 use crate::config::{AdminSource, Backend, Config, ConfigError};
-use crate::record::{Record, State, now_utc};
+use crate::record::{Fingerprint, Record, State, now_utc};
 use admin_credential::{AdminCredentials, CredentialError, Source};
 use aws_config::SdkConfig;
 use aws_sdk_ecs::error::ProvideErrorMetadata;
@@ -47,8 +47,25 @@ pub enum RotationError {
     )]
     NoSuchAccount(String),
     #[error(
+        "the account {0} is disabled in the directory, and resetting its password would enable it: the rotation \
+         does not undo that (OnDelete: disable, or an administrator). Enable it deliberately to resume rotations, \
+         or remove it from ACCOUNTS"
+    )]
+    Disabled(String),
+    #[error("could not generate a password: {0}")]
+    Generate(String),
+    #[error(
+        "too little time is left to {step} safely ({left_ms} ms left, {needed_ms} ms needed); nothing was \
+         changed by this step: raise the function's timeout (60 s is ample with the default timeouts)"
+    )]
+    NoTime {
+        step: String,
+        needed_ms: u64,
+        left_ms: u64,
+    },
+    #[error(
         "the new password of {account} did not log on to {share} after {attempts} attempt(s) ({detail}); \
-         SSM still holds the previous, working credential"
+         SSM still holds the previous, working credential, and the next run retries with the same new password"
     )]
     Proof {
         account: String,
@@ -71,24 +88,24 @@ pub enum RotationError {
     BadRecord { parameter: String, detail: String },
 }
 
-/// The directory backend, for the two operations a rotation needs.
+/// The directory backend, for what a rotation needs.
 enum Dir {
     Ldaps(Box<LdapsDirectory>),
     Managed(ManagedAdDirectory),
 }
 
 impl Dir {
-    async fn find_user(&self, name: &str) -> Result<Option<User>, DirectoryError> {
-        match self {
-            Dir::Ldaps(d) => d.find_user(name).await,
-            Dir::Managed(d) => d.find_user(name).await,
-        }
-    }
-
     async fn set_password(&self, user: &User, password: &Secret) -> Result<(), DirectoryError> {
         match self {
             Dir::Ldaps(d) => d.set_password(user, password).await,
             Dir::Managed(d) => d.set_password(user, password).await,
+        }
+    }
+
+    async fn usable(&self, name: &str) -> Result<User, RotationError> {
+        match self {
+            Dir::Ldaps(d) => usable_target(d.as_ref(), name).await,
+            Dir::Managed(d) => usable_target(d, name).await,
         }
     }
 }
@@ -102,6 +119,8 @@ pub struct Rotator {
     ecs: aws_sdk_ecs::Client,
     ds_data: aws_sdk_directoryservicedata::Client,
     ds: aws_sdk_directory::Client,
+    /// The bound on one SDK call, for the time a switch may take.
+    operation_timeout: std::time::Duration,
 }
 
 /// `DOMAIN\name` / `name@domain` / `name`: the account part.
@@ -134,6 +153,10 @@ impl Rotator {
     }
 
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
+        let operation_timeout = sdk
+            .timeout_config()
+            .and_then(|t| t.operation_timeout())
+            .unwrap_or(config.timeout);
         Self {
             config,
             store: ParameterStore::new(sdk),
@@ -141,6 +164,7 @@ impl Rotator {
             ecs: aws_sdk_ecs::Client::new(sdk),
             ds_data: aws_sdk_directoryservicedata::Client::new(sdk),
             ds: aws_sdk_directory::Client::new(sdk),
+            operation_timeout,
         }
     }
 
@@ -182,16 +206,26 @@ impl Rotator {
             parameter: self.config.record_parameter(),
             detail: e.to_string(),
         })?;
+        self.put_owned(
+            &self.config.record_parameter(),
+            Value::Plain(&text),
+            "fargate-smb: the last password rotation and, while one runs, its step",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Write one of this function's own parameters (the record, the pending password), owned
+    /// like the parameters it describes, so deleting Custom::SsmParameters removes it too.
+    async fn put_owned(
+        &self,
+        name: &str,
+        value: Value<'_>,
+        description: &str,
+    ) -> Result<(), StoreError> {
         self.store
-            .put(
-                &self.config.record_parameter(),
-                Value::Plain(&text),
-                "fargate-smb: the last password rotation and, while one runs, its step",
-                true,
-                &BTreeMap::new(),
-            )
+            .put(name, value, description, true, &BTreeMap::new())
             .await?;
-        // Owned like the parameters it describes, so deleting Custom::SsmParameters removes it.
         let tags = self
             .store
             .tags(&self.config.username_parameter())
@@ -199,9 +233,7 @@ impl Rotator {
             .unwrap_or_default();
         if let Some(owner) = tags.get(OWNER_TAG) {
             let owner: BTreeMap<String, String> = [(OWNER_TAG.to_owned(), owner.clone())].into();
-            self.store
-                .tag(&self.config.record_parameter(), &owner)
-                .await?;
+            self.store.tag(name, &owner).await?;
         }
         Ok(())
     }
@@ -364,7 +396,7 @@ impl Rotator {
         Ok(done)
     }
 
-    /// Deploy, then record the rotation as complete.
+    /// Deploy, record the rotation as complete, then drop the pending copy of the password.
     async fn finish(
         &self,
         active: &str,
@@ -385,34 +417,50 @@ impl Rotator {
             previous: previous.clone(),
             time: now_utc(),
             outcome: how.to_owned(),
+            fingerprint: None,
         })
         .await?;
+        // After the record: a run that finds Idle never reads the pending parameter, so losing
+        // this delete costs nothing but a second copy of the active password under the same key
+        // and path, which the next rotation overwrites.
+        let pending = self.config.pending_parameter();
+        if let Err(e) = self.store.delete(&pending).await {
+            tracing::warn!(parameter = %pending, error = %e, "could not delete the pending password; the next rotation overwrites it");
+        }
         Ok(json!({"outcome": how, "active": active, "previous": previous, "deployed": services}))
     }
 
-    /// Refuse to start the SSM switch without time to finish it: a run killed between the two
-    /// writes would leave a mismatched pair until the next run.
-    fn time_to_switch(&self, deadline_ms: u64) -> Result<(), RotationError> {
+    /// Milliseconds left before the invocation's deadline (`None` if unknown).
+    fn left_ms(deadline_ms: u64) -> Option<u64> {
         if deadline_ms == 0 {
-            return Ok(());
+            return None;
         }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let needed = self.config.timeout.as_millis() as u64 * 2;
-        if deadline_ms.saturating_sub(now_ms) < needed {
-            return Err(RotationError::Switch {
-                parameter: self.config.password_parameter(),
-                detail: format!(
-                    "less than {needed} ms of the invocation are left, too little to switch SSM safely"
-                ),
-                rollback:
-                    "nothing was changed in SSM; raise the function's timeout (60 s is ample)"
-                        .into(),
-            });
+        Some(deadline_ms.saturating_sub(now_ms))
+    }
+
+    /// The time the two writes of a switch may take at worst (each bounded by the SDK's
+    /// operation timeout). A run killed after that is finished by the next one, but until then
+    /// SSM may hold a mismatched pair, so no write round starts with less time than this left.
+    fn switch_budget_ms(&self) -> u64 {
+        self.operation_timeout.as_millis() as u64 * 2
+    }
+
+    /// Refuse to start a step that must not be cut short without the time to finish it. Nothing
+    /// is lost when this refuses (the pending password and the record let the next run go on),
+    /// but a run killed mid-switch leaves SSM mismatched until then.
+    fn time_for(&self, step: &str, needed_ms: u64, deadline_ms: u64) -> Result<(), RotationError> {
+        match Self::left_ms(deadline_ms) {
+            Some(left) if left < needed_ms => Err(RotationError::NoTime {
+                step: step.to_owned(),
+                needed_ms,
+                left_ms: left,
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     async fn run(&self, dry_run: bool, deadline_ms: u64) -> Result<Json, RotationError> {
@@ -448,7 +496,7 @@ impl Rotator {
                     "resume the interrupted rotation ({:?}) to {}", r.state, r.target.as_deref().unwrap_or("?")
                 )]}));
             }
-            if let Some(done) = self.resume(r, &username, &share).await? {
+            if let Some(done) = self.resume(r, &username, &share, deadline_ms).await? {
                 return Ok(done);
             }
         }
@@ -466,6 +514,10 @@ impl Rotator {
         if dry_run {
             let mut plan = vec![
                 format!(
+                    "keep a new password in {} (SecureString, the password's KMS key)",
+                    c.pending_parameter()
+                ),
+                format!(
                     "reset the password of {target} ({}) in AD ({})",
                     if c.alternating() {
                         format!("inactive; active is {username}")
@@ -479,7 +531,7 @@ impl Rotator {
                 ),
                 format!("prove it with an SMB logon to {share}"),
                 format!(
-                    "write {} (SecureString, same KMS key), then {} = {target}",
+                    "write {} (SecureString, same KMS key), then {} = {target}, and read both back",
                     c.password_parameter(),
                     username_parameter
                 ),
@@ -509,195 +561,297 @@ impl Rotator {
             tracing::info!(reason = %why, "skipped: the previous rotation's deployment is still rolling out, and old tasks may still use {target}");
             return Ok(json!({"outcome": "skipped", "active": username, "reason": why}));
         }
+        // In single-account mode the reset below kills the credential SSM holds until the switch
+        // after it: do not start what there is no time to finish.
+        self.time_for("start a rotation", self.switch_budget_ms(), deadline_ms)?;
 
-        // 1. The new password, in AD, on the account no running task uses (alternating mode).
+        let dir = self.directory().await?;
+        let user = dir.usable(&target_name).await?;
         let password = PasswordRules {
             length: c.password_length,
             ..PasswordRules::default()
         }
         .generate()
-        .map_err(|e| RotationError::Proof {
-            account: target.clone(),
-            share: share.clone(),
-            attempts: 0,
-            detail: format!("could not generate a password: {e}"),
+        .map_err(|e| RotationError::Generate(e.to_string()))?;
+        let fingerprint =
+            Fingerprint::of(&password).map_err(|e| RotationError::Generate(e.to_string()))?;
+        let key_id = self.store.key_id(&c.password_parameter()).await?;
+
+        // 1. The new password is kept before AD has it: from here on, whatever dies, the next run
+        //    can finish with it. This write is also the first use of the KMS key for this
+        //    password, so a key policy that refuses it stops the rotation before AD changes.
+        self.put_owned(
+            &c.pending_parameter(),
+            Value::Secure {
+                value: &password,
+                key_id: key_id.as_deref(),
+            },
+            "fargate-smb: the password a rotation in progress is setting (deleted when it completes)",
+        )
+        .await
+        .map_err(|e| RotationError::Switch {
+            parameter: c.pending_parameter(),
+            detail: e.to_string(),
+            rollback: "nothing was changed in AD or in the credential parameters".into(),
         })?;
-        let dir = self.directory().await?;
-        let user = dir
-            .find_user(&target_name)
-            .await?
-            .ok_or_else(|| RotationError::NoSuchAccount(target_name.clone()))?;
-        dir.set_password(&user, &password).await?;
-        tracing::info!(account = %target, "password reset in AD");
-
-        // 2. Proven before SSM changes: SSM never points at a credential that does not log on.
-        self.prove(&share, &target, &password).await?;
-
-        // 3. SSM: password, then username.
-        self.time_to_switch(deadline_ms)?;
-        self.switch(&username, &target, &password).await?;
-
-        // 4. Deploy and record.
-        let previous = (!target.eq_ignore_ascii_case(&username)).then(|| username.clone());
-        self.finish(&target, previous, "rotated").await
+        let plan = Plan {
+            active: username.clone(),
+            target,
+            password,
+            fingerprint,
+        };
+        self.write_record(&plan.record(State::Pending, "new password kept; resetting AD"))
+            .await?;
+        self.complete(&dir, &user, &plan, &share, deadline_ms, "rotated")
+            .await
     }
 
-    /// Switch SSM from `active` to `target` (whose password is proven). Recorded first, so a
-    /// run that dies here is finished or undone by the next.
-    ///
-    /// Order: the password first, then the username. A task starting between the two writes
-    /// (tens of milliseconds) reads the old username with the new password and its logon fails;
-    /// the entrypoint exits and ECS starts a replacement, which reads the consistent pair — the
-    /// bounded retry. The other order has the same window; this one puts first the write that can
-    /// fail for reasons of its own (KMS key policy, SecureString limits), so the common failure
-    /// changes nothing. If the username write fails, the password is written back at once.
-    async fn switch(
+    /// From `Pending`: reset AD to the pending password, prove it, switch SSM, deploy, record.
+    async fn complete(
         &self,
-        active: &str,
-        target: &str,
-        password: &Secret,
-    ) -> Result<(), RotationError> {
+        dir: &Dir,
+        user: &User,
+        plan: &Plan,
+        share: &str,
+        deadline_ms: u64,
+        how: &str,
+    ) -> Result<Json, RotationError> {
         let c = &self.config;
-        let password_parameter = c.password_parameter();
-        let old = self.parameter(&password_parameter, true).await?;
-        let key_id = self.store.key_id(&password_parameter).await?;
-        self.write_record(&Record {
-            state: State::Switching,
-            active: active.to_owned(),
-            target: Some(target.to_owned()),
-            previous: None,
-            time: now_utc(),
-            outcome: "switching SSM to the new credential".into(),
-        })
-        .await?;
-        let put_password = |value: &Secret| {
-            let key_id = key_id.clone();
-            let name = password_parameter.clone();
-            let value = value.clone();
-            async move {
-                self.store
-                    .put(
-                        &name,
-                        Value::Secure {
-                            value: &value,
-                            key_id: key_id.as_deref(),
-                        },
-                        "fargate-smb: the service account's password (rotated)",
-                        true,
-                        &BTreeMap::new(),
-                    )
-                    .await
+        // What SSM holds before the switch, for an undo if the switch cannot be finished (only
+        // in alternating mode: in single-account mode the old password no longer logs on).
+        let old = if c.alternating() {
+            let current = self.parameter(&c.password_parameter(), true).await?;
+            (!plan.fingerprint.matches(&current)).then_some(current)
+        } else {
+            None
+        };
+
+        // 2. AD. Resetting to the value it may already hold (a resumed run) is accepted: an
+        //    administrative reset is not a password change and history does not apply.
+        dir.set_password(user, &plan.password).await?;
+        tracing::info!(account = %plan.target, "password reset in AD");
+
+        // 3. Proven before SSM changes. In single-account mode AD holds only the new password
+        //    now, so SSM follows whatever the proof says (it may only be replication lag); the
+        //    report says whether it was proven.
+        let unproven = match self.prove(share, &plan.target, &plan.password).await {
+            Ok(()) => None,
+            Err(e) if c.alternating() => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "single-account mode: switching SSM to the new password anyway, the only one AD accepts now");
+                Some(e.to_string())
             }
         };
-        if let Err(e) = put_password(password).await {
-            self.write_record(&Record {
-                state: State::Idle,
-                active: active.to_owned(),
-                target: None,
-                previous: None,
-                time: now_utc(),
-                outcome: format!("rolled back: writing the password failed: {e}"),
-            })
-            .await?;
-            return Err(RotationError::Switch {
-                parameter: password_parameter,
-                detail: e.to_string(),
-                rollback: "nothing was changed in SSM; the active credential still works".into(),
-            });
+
+        // 4. SSM, verified by reading it back.
+        self.time_for("switch SSM", self.switch_budget_ms(), deadline_ms)?;
+        self.switch(plan, old.as_ref(), deadline_ms).await?;
+
+        // 5. Deploy and record.
+        let previous =
+            (!plan.target.eq_ignore_ascii_case(&plan.active)).then(|| plan.active.clone());
+        let mut report = self.finish(&plan.target, previous, how).await?;
+        if let Some(why) = unproven {
+            report["unproven"] = Json::String(why);
         }
-        let username_parameter = c.username_parameter();
-        if let Err(e) = self
-            .store
+        Ok(report)
+    }
+
+    /// The two credential parameters as SSM holds them now.
+    async fn observe(&self) -> Result<(String, Secret), RotationError> {
+        let c = &self.config;
+        let user = self.parameter(&c.username_parameter(), false).await?;
+        let password = self.parameter(&c.password_parameter(), true).await?;
+        Ok((user.expose().trim().to_owned(), password))
+    }
+
+    async fn put_password(&self, value: &Secret, key_id: Option<&str>) -> Result<(), StoreError> {
+        self.store
             .put(
-                &username_parameter,
-                Value::Plain(target),
+                &self.config.password_parameter(),
+                Value::Secure { value, key_id },
+                "fargate-smb: the service account's password (rotated)",
+                true,
+                &BTreeMap::new(),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn put_username(&self, value: &str) -> Result<(), StoreError> {
+        self.store
+            .put(
+                &self.config.username_parameter(),
+                Value::Plain(value),
                 "fargate-smb: the service account the container maps the share with (rotated)",
                 true,
                 &BTreeMap::new(),
             )
             .await
-        {
-            let rollback = match put_password(&old).await {
-                Ok(_) => {
-                    let _ = self
-                        .write_record(&Record {
-                            state: State::Idle,
-                            active: active.to_owned(),
-                            target: None,
-                            previous: None,
-                            time: now_utc(),
-                            outcome: format!("rolled back: writing the username failed: {e}"),
-                        })
-                        .await;
-                    "the password parameter was written back: SSM holds the previous, working credential".to_owned()
+            .map(|_| ())
+    }
+
+    /// Switch SSM to `plan` (whose password AD holds). Recorded first, so a run that dies here is
+    /// finished by the next.
+    ///
+    /// Order: the password first, then the username. A task starting between the two writes
+    /// (tens of milliseconds) reads the old username with the new password and its logon fails;
+    /// the entrypoint exits and ECS starts a replacement, which reads the consistent pair — the
+    /// bounded retry. The other order has the same window; this one puts first the write that
+    /// can fail for reasons of its own (KMS key policy, SecureString limits).
+    ///
+    /// A write that returned an error may still have been applied (a timeout, a 5xx after the
+    /// write), so no error is taken to mean "nothing changed": every round starts by reading
+    /// both parameters back, and the switch is done only when the read-back shows the target
+    /// with the pending password.
+    async fn switch(
+        &self,
+        plan: &Plan,
+        old: Option<&Secret>,
+        deadline_ms: u64,
+    ) -> Result<(), RotationError> {
+        let c = &self.config;
+        let key_id = self.store.key_id(&c.password_parameter()).await?;
+        self.write_record(&plan.record(State::Switching, "switching SSM to the new credential"))
+            .await?;
+        let mut last = String::from("no attempt was made");
+        for round in 0..=SWITCH_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(SWITCH_PAUSE_MS)).await;
+            }
+            let (user, password) = match self.observe().await {
+                Ok(seen) => seen,
+                Err(e) => {
+                    tracing::warn!(round, error = %e, "reading the credential back failed");
+                    last = format!("reading it back: {e}");
+                    continue;
                 }
-                Err(r) => format!(
-                    "writing the previous password back failed too ({r}); the record says Switching, and the next run \
-                     completes the switch (the new password is proven) or rolls it back"
-                ),
             };
-            return Err(RotationError::Switch {
-                parameter: username_parameter,
-                detail: e.to_string(),
-                rollback,
-            });
+            let has_password = plan.fingerprint.matches(&password);
+            if has_password && user == plan.target {
+                self.write_record(&Record {
+                    state: State::Deploying,
+                    active: plan.target.clone(),
+                    target: None,
+                    previous: Some(plan.active.clone()),
+                    time: now_utc(),
+                    outcome: "SSM switched (read back); deploying".into(),
+                    fingerprint: None,
+                })
+                .await?;
+                tracing::info!(from = %plan.active, to = %plan.target, "SSM switched to the new credential");
+                return Ok(());
+            }
+            if round == SWITCH_ROUNDS {
+                break;
+            }
+            if let Err(e) = self.time_for("write SSM", self.switch_budget_ms(), deadline_ms) {
+                last = e.to_string();
+                break;
+            }
+            if !has_password
+                && let Err(e) = self.put_password(&plan.password, key_id.as_deref()).await
+            {
+                tracing::warn!(round, parameter = %c.password_parameter(), error = %e, "writing the password failed (it may still have been applied)");
+                last = format!("writing {}: {e}", c.password_parameter());
+                continue;
+            }
+            if user != plan.target
+                && let Err(e) = self.put_username(&plan.target).await
+            {
+                tracing::warn!(round, parameter = %c.username_parameter(), error = %e, "writing the username failed (it may still have been applied)");
+                last = format!("writing {}: {e}", c.username_parameter());
+            }
         }
-        self.write_record(&Record {
-            state: State::Deploying,
-            active: target.to_owned(),
-            target: None,
-            previous: Some(active.to_owned()),
-            time: now_utc(),
-            outcome: "SSM switched; deploying".into(),
+        // Not verified. In alternating mode the previous pair still logs on: put it back, and
+        // believe that only from a read-back.
+        if let Some(old) = old
+            && let Ok((user, password)) = self.observe().await
+            && user == plan.active
+        {
+            let restored = password == *old
+                || (self.put_password(old, key_id.as_deref()).await.is_ok()
+                    && matches!(self.observe().await, Ok((u, p)) if u == plan.active && p == *old));
+            if restored {
+                self.write_record(&Record {
+                    state: State::Idle,
+                    active: plan.active.clone(),
+                    target: None,
+                    previous: None,
+                    time: now_utc(),
+                    outcome: format!("rolled back: the switch could not be completed: {last}"),
+                    fingerprint: None,
+                })
+                .await?;
+                return Err(RotationError::Switch {
+                    parameter: c.password_parameter(),
+                    detail: last,
+                    rollback: "SSM holds the previous, working credential (read back and verified)"
+                        .into(),
+                });
+            }
+        }
+        Err(RotationError::Switch {
+            parameter: c.password_parameter(),
+            detail: last,
+            rollback: format!(
+                "the record says switching and {} keeps the new password, which AD holds: the next run \
+                 finishes the switch; until then SSM may hold a pair that does not log on",
+                c.pending_parameter()
+            ),
         })
-        .await?;
-        tracing::info!(
-            from = active,
-            to = target,
-            "SSM switched to the new credential"
-        );
-        Ok(())
     }
 
     /// Finish what an earlier run left: `Some(report)` when this run is done, `None` to go on
     /// with a normal rotation.
+    ///
+    /// Nothing here logs on with a password to find out what SSM holds: a password the account
+    /// does not have counts towards its lockout. The fingerprint in the record says whether a
+    /// value is the pending password.
     async fn resume(
         &self,
         r: &Record,
         username: &str,
         share: &str,
+        deadline_ms: u64,
     ) -> Result<Option<Json>, RotationError> {
-        match r.state {
-            State::Idle => Ok(None),
-            State::Deploying => {
-                tracing::info!(active = %r.active, "the last rotation switched SSM but did not deploy: deploying now");
-                self.finish(
+        if r.state == State::Idle {
+            return Ok(None);
+        }
+        if r.state == State::Deploying {
+            tracing::info!(active = %r.active, "the last rotation switched SSM but did not deploy: deploying now");
+            return self
+                .finish(
                     &r.active,
                     r.previous.clone(),
                     "rotated (deployment completed by a later run)",
                 )
                 .await
-                .map(Some)
+                .map(Some);
+        }
+        let target = r.target.clone().unwrap_or_default();
+        let pending = self
+            .store
+            .get(&self.config.pending_parameter(), true)
+            .await?
+            .map(|s| s.value);
+        let plan = match (&r.fingerprint, pending) {
+            (Some(fingerprint), Some(password))
+                if fingerprint.matches(&password) && !target.is_empty() =>
+            {
+                Plan {
+                    active: r.active.clone(),
+                    target: target.clone(),
+                    password,
+                    fingerprint: fingerprint.clone(),
+                }
             }
-            State::Switching => {
-                let target = r.target.clone().unwrap_or_default();
-                let password = self
-                    .parameter(&self.config.password_parameter(), true)
-                    .await?;
-                // Which account does the password parameter belong to now?
-                if !target.is_empty() && self.prove(share, &target, &password).await.is_ok() {
-                    tracing::info!(target = %target, "the interrupted switch had written the new password: completing it");
-                    if !username.eq_ignore_ascii_case(&target) {
-                        self.store
-                            .put(
-                                &self.config.username_parameter(),
-                                Value::Plain(&target),
-                                "fargate-smb: the service account the container maps the share with (rotated)",
-                                true,
-                                &BTreeMap::new(),
-                            )
-                            .await?;
-                    }
+            _ => {
+                // A record of the previous version (no pending password), or one whose pending
+                // password is gone. The password is always written before the username, so a
+                // username that already names the target means the switch had completed.
+                if !target.is_empty() && username == target {
+                    tracing::info!(target = %target, "the interrupted switch had completed: deploying");
                     return self
                         .finish(
                             &target,
@@ -707,25 +861,134 @@ impl Rotator {
                         .await
                         .map(Some);
                 }
-                tracing::info!(target = %target, "the interrupted switch had not written the new password: nothing to undo");
-                self.write_record(&Record {
-                    state: State::Idle,
-                    active: username.to_owned(),
-                    target: None,
-                    previous: None,
-                    time: now_utc(),
-                    outcome: "an interrupted rotation was rolled back".into(),
-                })
-                .await?;
-                Ok(None)
+                // Otherwise start over: a new rotation resets the target again and switches SSM to
+                // it, which is right whatever the password parameter holds now.
+                tracing::warn!(state = ?r.state, target = %target, "an interrupted rotation left no usable pending password: starting over");
+                return Ok(None);
+            }
+        };
+        match r.state {
+            State::Pending => {
+                tracing::info!(target = %plan.target, "an interrupted rotation had kept its new password: finishing it");
+                self.time_for("resume a rotation", self.switch_budget_ms(), deadline_ms)?;
+                let dir = self.directory().await?;
+                let user = dir.usable(account_of(&plan.target)).await?;
+                self.complete(
+                    &dir,
+                    &user,
+                    &plan,
+                    share,
+                    deadline_ms,
+                    "rotated (completed by a later run)",
+                )
+                .await
+                .map(Some)
+            }
+            _ => {
+                tracing::info!(target = %plan.target, "an interrupted switch is finished from the pending password");
+                self.time_for("finish the switch", self.switch_budget_ms(), deadline_ms)?;
+                self.switch(&plan, None, deadline_ms).await?;
+                self.finish(
+                    &plan.target,
+                    Some(plan.active.clone()),
+                    "rotated (switch completed by a later run)",
+                )
+                .await
+                .map(Some)
             }
         }
     }
 }
 
+/// Rounds of read-back-and-write in a switch, and the pause between them.
+const SWITCH_ROUNDS: u32 = 3;
+const SWITCH_PAUSE_MS: u64 = 500;
+
+/// A rotation in flight: from the active account to the target, with the pending password.
+struct Plan {
+    /// The username parameter's value when the rotation started.
+    active: String,
+    /// The target, written like `active`.
+    target: String,
+    password: Secret,
+    fingerprint: Fingerprint,
+}
+
+impl Plan {
+    fn record(&self, state: State, outcome: &str) -> Record {
+        Record {
+            state,
+            active: self.active.clone(),
+            target: Some(self.target.clone()),
+            previous: None,
+            time: now_utc(),
+            outcome: outcome.to_owned(),
+            fingerprint: Some(self.fingerprint.clone()),
+        }
+    }
+}
+
+/// The target as the rotation may reset it: present, and enabled. Both backends enable an
+/// account when they reset its password (`ds:ResetUserPassword` is the Data API's documented
+/// way to enable a user), so resetting a disabled one would silently undo whoever disabled it —
+/// `Custom::AdServiceAccount`'s `OnDelete: disable`, or an administrator taking the account out
+/// of service.
+pub(crate) async fn usable_target<D: Directory>(dir: &D, name: &str) -> Result<User, RotationError> {
+    let user = dir
+        .find_user(name)
+        .await?
+        .ok_or_else(|| RotationError::NoSuchAccount(name.to_owned()))?;
+    if !user.enabled {
+        return Err(RotationError::Disabled(name.to_owned()));
+    }
+    Ok(user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_directory as ds;
+    use aws_sdk_directoryservicedata as data;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    /// The Managed AD backend (no emulator exists for the Data API or ResetUserPassword, so
+    /// `aws-smithy-mocks` stands in for the service): a disabled target is refused before any
+    /// reset is sent, an enabled one is reset once.
+    #[tokio::test]
+    async fn a_disabled_account_is_never_reset_through_managed_ad() {
+        for enabled in [false, true] {
+            let describe = mock!(data::Client::describe_user).then_output(move || {
+                data::operation::describe_user::DescribeUserOutput::builder()
+                    .directory_id("d-1234567890")
+                    .sam_account_name("svc-web-b")
+                    .sid("S-1-5-21-1-2-3-1106")
+                    .enabled(enabled)
+                    .build()
+            });
+            let reset = mock!(ds::Client::reset_user_password).then_output(|| {
+                ds::operation::reset_user_password::ResetUserPasswordOutput::builder().build()
+            });
+            let dir = ManagedAdDirectory::from_clients(
+                mock_client!(aws_sdk_directoryservicedata, RuleMode::MatchAny, [&describe]),
+                mock_client!(aws_sdk_directory, RuleMode::MatchAny, [&reset]),
+                "d-1234567890",
+            );
+            let found = usable_target(&dir, "svc-web-b").await;
+            if enabled {
+                let user = found.unwrap();
+                dir.set_password(&user, &Secret::new("Pw-0123456789abcdef"))
+                    .await
+                    .unwrap();
+                assert_eq!(reset.num_calls(), 1);
+            } else {
+                let err = found.unwrap_err();
+                assert!(matches!(err, RotationError::Disabled(ref n) if n == "svc-web-b"));
+                assert!(err.to_string().contains("Enable it deliberately"), "{err}");
+                assert_eq!(reset.num_calls(), 0, "no reset may be sent for a disabled account");
+            }
+            assert_eq!(describe.num_calls(), 1);
+        }
+    }
 
     #[test]
     fn names_keep_their_form() {

@@ -410,12 +410,15 @@ impl CustomResource for SsmParameters {
                 Err(e) => return Err(e),
             }
         }
-        // The rotation function's record lives under the same prefix and carries our owner tag
-        // (copied from the username parameter); it goes with the parameters it describes.
-        let record = format!("{}/rotation", p.prefix());
-        if let Ok(true) = self.owned(&record, &owner).await {
-            self.store.delete(&record).await?;
-            tracing::info!(parameter = %record, "deleted the rotation record");
+        // The rotation function's record and the password of a rotation in progress live under
+        // the same prefix and carry our owner tag (copied from the username parameter); they go
+        // with the parameters they describe.
+        for own in ["rotation", "rotation-pending"] {
+            let name = format!("{}/{own}", p.prefix());
+            if let Ok(true) = self.owned(&name, &owner).await {
+                self.store.delete(&name).await?;
+                tracing::info!(parameter = %name, "deleted the rotation's own parameter");
+            }
         }
         Ok(())
     }
