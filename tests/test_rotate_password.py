@@ -185,6 +185,21 @@ class World:
         pairs = (line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
         return {k: v for k, v in pairs}
 
+    def lock(self) -> str | None:
+        try:
+            return self.aws.ssm.get_parameter(Name=f"{self.prefix}/rotation-lock")["Parameter"]["Value"]
+        except self.aws.ssm.exceptions.ParameterNotFound:
+            return None
+
+    def expire_lock(self) -> None:
+        """What time does for a run Lambda killed: its lock's lease (the invocation's deadline)
+        ends. The token is kept; only the lease moves into the past."""
+        held = self.lock()
+        if held:
+            token = held.split(" ")[0]
+            self.aws.ssm.put_parameter(Name=f"{self.prefix}/rotation-lock", Value=f"{token} {int(time.time() * 1000) - 1}",
+                                       Type="String", Overwrite=True)
+
     def deployment_id(self) -> str:
         service = self.ecs.describe_services(cluster=self.cluster, services=["site"])["services"][0]
         return service["deployments"][0]["id"]
@@ -289,6 +304,7 @@ def test_two_rotations_alternate_and_the_previous_account_keeps_working(fn, worl
     assert record["state"] == "idle" and record["active"] == user1 and record["previous"] == user0 and record["outcome"] == "rotated"
     tags = world.aws.ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=f"{world.prefix}/rotation")["TagList"]
     assert {"Key": "fargate-smb:owner", "Value": world.owner} in tags, "the record is owned like the parameters"
+    assert world.lock() is None and world.pending() is None, "the run's lock and pending copy are gone"
 
     kind, report = fn.run(world.env())
     assert kind == "response" and report["outcome"] == "rotated", report
@@ -437,6 +453,8 @@ def test_a_run_killed_at_any_step_never_strands_a_dead_password(fn, world, proxy
         assert after_pw != pw and world.logs_on(after_user, after_pw) and world.record()["state"] == "idle"
         user, pw = after_user, after_pw
     proxy.rules.clear()
+    assert world.lock(), "the killed run still holds its lock"
+    world.expire_lock()
     kind, report = fn.run(world.env(**({"ACCOUNTS": world.a} if mode == "single" else {})))
     assert kind == "response" and report["outcome"].startswith("rotated"), report
     final_user, final_pw = world.ssm()
@@ -445,7 +463,7 @@ def test_a_run_killed_at_any_step_never_strands_a_dead_password(fn, world, proxy
     assert final_user == (user if mode == "single" else {f"EXAMPLE\\{world.a}": f"EXAMPLE\\{world.b}", f"EXAMPLE\\{world.b}": f"EXAMPLE\\{world.a}"}[user])
     record = world.record()
     assert record["state"] == "idle" and "fingerprint" not in record, record
-    assert world.pending() is None
+    assert world.pending() is None and world.lock() is None
     if mode == "alternating":
         assert world.logs_on(user, pw), "the account running tasks use was never reset"
     output = fn.output()
@@ -464,6 +482,7 @@ def test_resuming_never_logs_on_with_a_guess(fn, world, proxy, lockout):
     fn.run_until_crash(world.env(AWS_ENDPOINT_URL=proxy.url))
     assert world.record()["state"] == "switching"
     proxy.rules.clear()
+    world.expire_lock()
     kind, report = fn.run(world.env(PROOF_ATTEMPTS="3"))
     assert kind == "response" and report["outcome"].startswith("rotated"), report
     assert world.attributes(world.b, "badPwdCount").get("badPwdCount", "0") == "0", "no logon with a wrong password"
@@ -555,6 +574,25 @@ def test_a_rollout_in_progress_skips_the_rotation(fn, world, proxy):
     assert world.versions() == before and world.record() is None
 
 
+def test_a_run_while_another_holds_the_lock_changes_nothing(fn, world, aws):
+    """A duplicate delivery of the schedule, or a run by hand, while a run is in progress: two
+    runs would each keep a password and reset the same account. The second finds the lock (a
+    parameter created with Overwrite false, holding a lease) and stops. A lock whose lease has
+    ended (a run Lambda killed) is taken over."""
+    lease = int((time.time() + 600) * 1000)
+    aws.ssm.put_parameter(Name=f"{world.prefix}/rotation-lock", Value=f"0123456789abcdef {lease}", Type="String")
+    before = world.versions(), world.ssm()
+    kind, report = fn.run(world.env())
+    assert kind == "response" and report["outcome"] == "skipped" and "rotation-lock" in report["reason"], report
+    assert (world.versions(), world.ssm()) == before and world.record() is None and world.pending() is None
+    assert world.lock() == f"0123456789abcdef {lease}", "another run's lock is not touched"
+    world.expire_lock()
+    kind, report = fn.run(world.env())
+    assert kind == "response" and report["outcome"] == "rotated", report
+    assert world.lock() is None
+    assert "taking it over" in fn.output()
+
+
 def test_single_account_mode(fn, world):
     user, pw = world.ssm()
     kind, report = fn.run(world.env(ACCOUNTS=world.a))
@@ -562,6 +600,30 @@ def test_single_account_mode(fn, world):
     user1, pw1 = world.ssm()
     assert user1 == user and pw1 != pw
     assert world.logs_on(user1, pw1) and not world.logs_on(user, pw)
+
+
+def test_single_account_mode_a_refused_key_stops_before_ad_changes(fn, world, proxy):
+    """The key policy refuses the SecureString write. The new password is kept (under the same
+    key) before AD is reset, so the refusal comes first and AD and SSM keep the working pair;
+    resetting first left SSM with a password AD no longer accepted."""
+    user, pw = world.ssm()
+    proxy.rules.append(("PutParameter", "SecureString", "fail"))
+    kind, error = fn.run(world.env(ACCOUNTS=world.a, AWS_ENDPOINT_URL=proxy.url))
+    assert kind == "error", error
+    assert "nothing was changed in AD" in json.dumps(error), error
+    assert world.ssm() == (user, pw) and world.logs_on(user, pw), "the credential in SSM still logs on"
+
+
+def test_single_account_mode_follows_ad_when_the_proof_fails(fn, world):
+    """Once the only account is reset, only the new password logs on; a proof that fails (here
+    the function cannot reach the file server; in life, replication slower than the retries)
+    must not keep SSM on the dead one. SSM is switched and the report says it is unproven."""
+    user, pw = world.ssm()
+    kind, report = fn.run(world.env(ACCOUNTS=world.a, SMB_PORT="1"))
+    assert kind == "response" and report["outcome"] == "rotated" and "did not log on" in report["unproven"], report
+    new_user, new_pw = world.ssm()
+    assert new_user == user and new_pw != pw
+    assert world.logs_on(new_user, new_pw), "SSM holds the password AD accepts"
 
 
 def test_bad_configuration_names_the_variable(fn, world):

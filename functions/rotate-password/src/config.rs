@@ -64,6 +64,10 @@ impl Config {
     pub fn record_parameter(&self) -> String {
         format!("{}/rotation", self.prefix)
     }
+    /// Held by the run in progress.
+    pub fn lock_parameter(&self) -> String {
+        format!("{}/rotation-lock", self.prefix)
+    }
     /// The new password while a rotation runs (SecureString, the password's key).
     pub fn pending_parameter(&self) -> String {
         format!("{}/rotation-pending", self.prefix)

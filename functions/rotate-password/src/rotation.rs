@@ -174,7 +174,21 @@ impl Rotator {
     pub async fn handle(&self, event: Json, deadline_ms: u64) -> Result<Json, RotationError> {
         let dry_run =
             self.config.dry_run || event.get("dryRun").and_then(Json::as_bool) == Some(true);
-        let report = self.run(dry_run, deadline_ms).await?;
+        let report = if dry_run {
+            self.run(true, deadline_ms).await?
+        } else {
+            let Some(lock) = self.acquire(deadline_ms).await? else {
+                let why = format!(
+                    "another run holds {} (a duplicate delivery, or a run by hand): this one changes nothing",
+                    self.config.lock_parameter()
+                );
+                tracing::info!(reason = %why, "skipped");
+                return Ok(json!({"outcome": "skipped", "reason": why}));
+            };
+            let result = self.run(false, deadline_ms).await;
+            self.release(&lock).await;
+            result?
+        };
         tracing::info!(report = %report, "rotation run finished");
         Ok(report)
     }
@@ -226,16 +240,96 @@ impl Rotator {
         self.store
             .put(name, value, description, true, &BTreeMap::new())
             .await?;
+        let owner = self.owner_tags().await?;
+        if !owner.is_empty() {
+            self.store.tag(name, &owner).await?;
+        }
+        Ok(())
+    }
+
+    /// Take `<prefix>/rotation-lock`: one run at a time. Two runs started from the same idle
+    /// record would each keep a password of their own and reset the same account, and SSM could
+    /// end with one while AD holds the other. SSM has no compare-and-set, but a create that
+    /// refuses an existing name is one: the lock is created with `Overwrite: false` and holds the
+    /// run's token and the time its lease ends (the invocation's deadline: Lambda has ended the
+    /// run by then). A lock past its lease is a run that was killed; it is removed and taken.
+    /// `None`: another run holds it.
+    async fn acquire(&self, deadline_ms: u64) -> Result<Option<String>, RotationError> {
+        let name = self.config.lock_parameter();
+        let mut token = [0u8; 8];
+        getrandom::fill(&mut token).map_err(|e| RotationError::Generate(e.to_string()))?;
+        let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let until = match deadline_ms {
+            0 => now_ms() + 15 * 60 * 1000,
+            d => d + 5_000,
+        };
+        let value = format!("{token} {until}");
+        let tags = self.owner_tags().await?;
+        for _ in 0..3 {
+            let err = match self
+                .store
+                .put(
+                    &name,
+                    Value::Plain(&value),
+                    "fargate-smb: held by the rotation run in progress (its token and lease end, ms since the epoch)",
+                    false,
+                    &tags,
+                )
+                .await
+            {
+                Ok(_) => return Ok(Some(token)),
+                Err(e) => e,
+            };
+            if !matches!(err, StoreError::AlreadyExists { .. }) {
+                // Possibly applied: a read-back decides.
+                tracing::warn!(parameter = %name, error = %err, "taking the lock failed");
+            }
+            let Some(held) = self.store.get(&name, false).await? else {
+                continue; // released meanwhile
+            };
+            let mut parts = held.value.expose().split(' ');
+            let (holder, lease) = (parts.next().unwrap_or_default(), parts.next());
+            if holder == token {
+                return Ok(Some(token));
+            }
+            match lease.and_then(|l| l.parse::<u64>().ok()) {
+                Some(end) if end > now_ms() => return Ok(None),
+                _ => {
+                    tracing::warn!(parameter = %name, holder, "the lock's lease has ended (a run that was killed): taking it over");
+                    self.store.delete(&name).await?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Give the lock back, if it is still ours. A failure only delays the next run until the
+    /// lease ends.
+    async fn release(&self, token: &str) {
+        let name = self.config.lock_parameter();
+        match self.store.get(&name, false).await {
+            Ok(Some(held)) if held.value.expose().split(' ').next() == Some(token) => {
+                if let Err(e) = self.store.delete(&name).await {
+                    tracing::warn!(parameter = %name, error = %e, "could not release the lock; it expires with its lease");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(parameter = %name, error = %e, "could not release the lock; it expires with its lease")
+            }
+        }
+    }
+
+    async fn owner_tags(&self) -> Result<BTreeMap<String, String>, StoreError> {
         let tags = self
             .store
             .tags(&self.config.username_parameter())
             .await?
             .unwrap_or_default();
-        if let Some(owner) = tags.get(OWNER_TAG) {
-            let owner: BTreeMap<String, String> = [(OWNER_TAG.to_owned(), owner.clone())].into();
-            self.store.tag(name, &owner).await?;
-        }
-        Ok(())
+        Ok(tags
+            .get(OWNER_TAG)
+            .map(|owner| [(OWNER_TAG.to_owned(), owner.clone())].into())
+            .unwrap_or_default())
     }
 
     async fn directory(&self) -> Result<Dir, RotationError> {
@@ -432,14 +526,7 @@ impl Rotator {
 
     /// Milliseconds left before the invocation's deadline (`None` if unknown).
     fn left_ms(deadline_ms: u64) -> Option<u64> {
-        if deadline_ms == 0 {
-            return None;
-        }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Some(deadline_ms.saturating_sub(now_ms))
+        (deadline_ms != 0).then(|| deadline_ms.saturating_sub(now_ms()))
     }
 
     /// The time the two writes of a switch may take at worst (each bounded by the SDK's
@@ -900,6 +987,14 @@ impl Rotator {
     }
 }
 
+/// Now, in milliseconds since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Rounds of read-back-and-write in a switch, and the pause between them.
 const SWITCH_ROUNDS: u32 = 3;
 const SWITCH_PAUSE_MS: u64 = 500;
@@ -933,7 +1028,10 @@ impl Plan {
 /// way to enable a user), so resetting a disabled one would silently undo whoever disabled it —
 /// `Custom::AdServiceAccount`'s `OnDelete: disable`, or an administrator taking the account out
 /// of service.
-pub(crate) async fn usable_target<D: Directory>(dir: &D, name: &str) -> Result<User, RotationError> {
+pub(crate) async fn usable_target<D: Directory>(
+    dir: &D,
+    name: &str,
+) -> Result<User, RotationError> {
     let user = dir
         .find_user(name)
         .await?
@@ -969,7 +1067,11 @@ mod tests {
                 ds::operation::reset_user_password::ResetUserPasswordOutput::builder().build()
             });
             let dir = ManagedAdDirectory::from_clients(
-                mock_client!(aws_sdk_directoryservicedata, RuleMode::MatchAny, [&describe]),
+                mock_client!(
+                    aws_sdk_directoryservicedata,
+                    RuleMode::MatchAny,
+                    [&describe]
+                ),
                 mock_client!(aws_sdk_directory, RuleMode::MatchAny, [&reset]),
                 "d-1234567890",
             );
@@ -984,7 +1086,11 @@ mod tests {
                 let err = found.unwrap_err();
                 assert!(matches!(err, RotationError::Disabled(ref n) if n == "svc-web-b"));
                 assert!(err.to_string().contains("Enable it deliberately"), "{err}");
-                assert_eq!(reset.num_calls(), 0, "no reset may be sent for a disabled account");
+                assert_eq!(
+                    reset.num_calls(),
+                    0,
+                    "no reset may be sent for a disabled account"
+                );
             }
             assert_eq!(describe.num_calls(), 1);
         }

@@ -410,10 +410,10 @@ impl CustomResource for SsmParameters {
                 Err(e) => return Err(e),
             }
         }
-        // The rotation function's record and the password of a rotation in progress live under
-        // the same prefix and carry our owner tag (copied from the username parameter); they go
+        // The rotation function's record, lock and the password of a rotation in progress live
+        // under the same prefix and carry our owner tag (copied from the username parameter); they go
         // with the parameters they describe.
-        for own in ["rotation", "rotation-pending"] {
+        for own in ["rotation", "rotation-pending", "rotation-lock"] {
             let name = format!("{}/{own}", p.prefix());
             if let Ok(true) = self.owned(&name, &owner).await {
                 self.store.delete(&name).await?;
