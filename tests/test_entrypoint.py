@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -117,8 +118,10 @@ def json_lines(text: str) -> list[dict]:
 
 
 def assert_no_secret(password: str, *texts: str):
+    # A bare `password not in text` would have pytest print both on failure.
     for text in texts:
-        assert password not in text
+        leaked = password in text
+        assert not leaked, "the password is in the output"
 
 
 # ── doctor: the preflight, each failure its own error ─────────────────────────────────────────
@@ -205,8 +208,9 @@ def test_start_maps_adds_the_vdir_and_scrubs_the_main_process_environment(build,
         assert gone not in dumped, (gone, out.stdout)
 
     calls = build.tool_calls()
-    assert [c["argv"][1] for c in calls] == ["-NoLogo", "list", "add"], calls
-    mapping, query, add = calls
+    assert [c["argv"][1:3] for c in calls] == [["-NoLogo", "-NoProfile"], ["list", "config"], ["set", "config"],
+                                               ["list", "vdir"], ["add", "vdir"]], calls
+    mapping, filtering_query, filtering_add, query, add = calls
     # The password reached PowerShell through its environment only.
     assert mapping["env"]["FARGATE_SMB_PASSWORD"] == password
     assert mapping["env"]["FARGATE_SMB_USERNAME"] == f"EXAMPLE\\{name}"
@@ -214,28 +218,43 @@ def test_start_maps_adds_the_vdir_and_scrubs_the_main_process_environment(build,
     assert "-EncodedCommand" in mapping["argv"]
     for call in calls:
         assert_no_secret(password, " ".join(call["argv"]))
-    for call in (query, add):
+    for call in (filtering_query, filtering_add, query, add):
         assert password not in call["env"].values()
         assert "FARGATE_SMB_PASSWORD" not in {k.upper() for k in call["env"]}
+    # The share's bookkeeping folder is hidden before any directory points at the share.
+    assert filtering_query["argv"][1:] == ["list", "config", "Default Web Site",
+                                           "/section:system.webServer/security/requestFiltering"]
+    assert filtering_add["argv"][1:] == ["set", "config", "Default Web Site",
+                                         "/section:system.webServer/security/requestFiltering",
+                                         "/+hiddenSegments.[segment='.fargate-smb']",
+                                         "/+hiddenSegments.[segment='.fargate-smb-content.json']", "/commit:apphost"]
     assert query["argv"][1:] == ["list", "vdir", "Default Web Site/content", "/text:physicalPath"]
     assert add["argv"][1:] == ["add", "vdir", "/app.name:Default Web Site/", "/path:/content", "/physicalPath:G:\\web"]
 
     logs = json_lines(out.stdout)
     messages = [entry["message"] for entry in logs]
-    for expected in ("starting", "preflight passed", "share mapped", "virtual directory", "main process started",
-                     "main process exited"):
+    for expected in ("starting", "preflight passed", "share mapped", "hidden segment", "virtual directory",
+                     "main process started", "main process exited"):
         assert expected in messages, messages
     mapped = next(entry for entry in logs if entry["message"] == "share mapped")
     assert mapped["outcome"] == "Created" and mapped["drive"] == "G:"
 
 
 def test_start_is_idempotent_when_the_mapping_and_vdir_exist(build, user):
-    env = share_env(user, SMB_IIS_VDIRS="/content=G:\\web", FAKE_TOOL_MAP_OUTCOME="kept", FAKE_TOOL_VDIR_PATH="g:\\WEB\\")
+    # appcmd's answer once the segment is there (IIS keeps the case it was added with).
+    filtering = ('<system.webServer>\r\n  <security>\r\n    <requestFiltering>\r\n      <hiddenSegments>\r\n'
+                 '        <add segment="web.config" />\r\n        <add segment=".fargate-smb" />\r\n'
+                 '        <add segment=".fargate-smb-content.json" />\r\n'
+                 '      </hiddenSegments>\r\n    </requestFiltering>\r\n  </security>\r\n</system.webServer>')
+    env = share_env(user, SMB_IIS_VDIRS="/content=G:\\web", FAKE_TOOL_MAP_OUTCOME="kept", FAKE_TOOL_VDIR_PATH="g:\\WEB\\",
+                    FAKE_TOOL_CONFIG=filtering)
     out = build.run(["--", *build.main_exit(0)], env)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert [c["argv"][1] for c in build.tool_calls()] == ["-NoLogo", "list"]
+    assert [c["argv"][1:3] for c in build.tool_calls()] == [["-NoLogo", "-NoProfile"], ["list", "config"],
+                                                            ["list", "vdir"]]
     logs = json_lines(out.stdout)
     assert next(e for e in logs if e["message"] == "share mapped")["outcome"] == "Kept"
+    assert next(e for e in logs if e["message"] == "hidden segment")["decision"] == "keep"
     assert next(e for e in logs if e["message"] == "virtual directory")["decision"] == "Keep"
 
 
@@ -324,6 +343,187 @@ def test_credential_from_ssm_never_enters_the_environment(build, user, aws, moto
     assert missing.returncode == 3 and f"{prefix}/nope does not exist" in missing.stdout
 
 
+# ── what the children keep: the task role, values that contain the password ───────────────
+#
+# The main process's environment reaches the web application (ServiceMonitor copies it into the
+# application pools): these look at it, and at every tool's, as the children saw them.
+
+TASK_ROLE_VARS = ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                  "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+
+
+def main_env(stdout: str) -> dict[str, str]:
+    """What the main process (`env`, `cmd /c set`) printed, by upper-case name."""
+    return {line.split("=", 1)[0].upper(): line.split("=", 1)[1].rstrip("\r")
+            for line in stdout.splitlines() if "=" in line and not line.startswith("{")}
+
+
+def tool_env_names(build: Build) -> list[set[str]]:
+    return [{k.upper() for k in call["env"]} for call in build.tool_calls()]
+
+
+def ssm_credential(aws, user, moto_url) -> dict:
+    """The credential in SSM, as CredentialDelivery=task-role gives it to the task; no AWS
+    credentials (the test adds them), and no profile files the SDK could find instead."""
+    name, password = user
+    prefix = f"/fargate-smb-test/{uuid.uuid4().hex[:8]}"
+    aws.ssm.put_parameter(Name=f"{prefix}/username", Value=f"EXAMPLE\\{name}", Type="String")
+    aws.ssm.put_parameter(Name=f"{prefix}/password", Value=password, Type="SecureString")
+    return {"SMB_SHARE": "\\\\127.0.0.1\\share", "SMB_USERNAME_PARAMETER": f"{prefix}/username",
+            "SMB_PASSWORD_PARAMETER": f"{prefix}/password", "SMB_DEADLINE_SECONDS": "1",
+            "AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "us-east-1",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials", "AWS_CONFIG_FILE": "/nonexistent/config"}
+
+
+@pytest.fixture
+def credential_endpoint():
+    """The ECS credential endpoint as the SDK's container provider calls it (GET, with the
+    authorization token): answers temporary credentials, which moto takes as any. Yields its
+    URL and the Authorization header of every request."""
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = json.dumps({"AccessKeyId": "ASIATESTTASKROLE", "SecretAccessKey": "testing",
+                               "Token": "task-role-session", "Expiration": "2099-01-01T00:00:00Z"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v2/credentials/task-role", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_task_role_mode_keeps_the_task_role_from_every_child(build, user, aws, moto_url, credential_endpoint):
+    """CredentialDelivery=task-role: the entrypoint reads SSM with the task role, through the
+    real container credential provider. Had the main process kept the variables that lead to
+    it, any code in w3wp could fetch the same credentials and read the password with them."""
+    url, seen = credential_endpoint
+    token_file = build.tmp / "token"
+    token_file.write_text("token-from-the-file")
+    env = {**ssm_credential(aws, user, moto_url), "AWS_CONTAINER_CREDENTIALS_FULL_URI": url,
+           "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": win_path(token_file) if build.kind == "windows" else str(token_file),
+           "AWS_CONTAINER_AUTHORIZATION_TOKEN": "token-from-the-variable"}
+    out = build.run(["--", *build.main_dump_env()], env)
+    assert_no_secret(user[1], out.stdout, out.stderr)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # The entrypoint itself did use the task role, authorized by the token.
+    assert seen and set(seen) <= {"token-from-the-file", "token-from-the-variable"}, seen
+    assert build.tool_calls()[0]["env"]["FARGATE_SMB_PASSWORD"] == user[1]
+    main = main_env(out.stdout)
+    assert "SMB_SHARE" in main and "SMB_PASSWORD_PARAMETER" in main
+    assert not set(TASK_ROLE_VARS) & set(main), sorted(set(TASK_ROLE_VARS) & set(main))
+    for names in tool_env_names(build):
+        assert not set(TASK_ROLE_VARS) & names
+    starting = next(e for e in json_lines(out.stdout) if e["message"] == "starting")
+    assert starting["task_role"].startswith("the entrypoint's alone"), starting
+
+
+@pytest.mark.parametrize("delivery, opt_in, kept", [
+    ("task-role", None, False),
+    ("task-role", "false", False),
+    ("task-role", "true", True),
+    # With ECS secrets the entrypoint calls no AWS API: the task role is the application's.
+    ("ecs-secrets", None, True),
+])
+def test_the_task_role_reaches_the_application_only_when_it_is_the_application_s(
+        build, user, aws, moto_url, delivery, opt_in, kept):
+    # All four variables, pointing nowhere: the SDK's environment credentials come first and
+    # are what the entrypoint reads moto with.
+    task_role = {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/test-id",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:9/never",
+                 "AWS_CONTAINER_AUTHORIZATION_TOKEN": "test-token",
+                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "C:\\no\\such\\token"}
+    if delivery == "task-role":
+        env = {**ssm_credential(aws, user, moto_url), "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing"}
+    else:
+        env = share_env(user)
+    env.update(task_role)
+    if opt_in is not None:
+        env["SMB_APP_USES_TASK_ROLE"] = opt_in
+    out = build.run(["--", *build.main_dump_env()], env)
+    assert_no_secret(user[1], out.stdout, out.stderr)
+    assert out.returncode == 0, out.stdout + out.stderr
+    main = main_env(out.stdout)
+    if kept:
+        assert {name: main.get(name) for name in TASK_ROLE_VARS} == task_role
+        for names in tool_env_names(build):
+            assert set(TASK_ROLE_VARS) <= names
+    else:
+        assert not set(TASK_ROLE_VARS) & set(main)
+        for names in tool_env_names(build):
+            assert not set(TASK_ROLE_VARS) & names
+    logs = json_lines(out.stdout)
+    warned = [e for e in logs if e["message"].startswith("SMB_APP_USES_TASK_ROLE=true")]
+    assert len(warned) == (1 if opt_in == "true" else 0), logs
+    assert all(e["level"] == "WARN" and "can read the password" in e["message"] for e in warned)
+    plan = json.loads(build.run(["--plan", "--json"], env).stdout)
+    assert (set(TASK_ROLE_VARS) <= set(plan["removed_from_child_environment"])) == (not kept)
+
+
+def test_a_variable_that_contains_the_password_is_removed_and_named(build, user):
+    name, password = user
+    env = share_env(user, DB_CONNECTION=f"Server=db;Password={password};",
+                    DB_USER=f"Server=db;User Id=EXAMPLE\\{name}", KEEP_ME="still-here")
+    out = build.run(["--", *build.main_dump_env()], env)
+    # The log names the variable and never shows the value.
+    assert_no_secret(password, out.stdout, out.stderr)
+    assert out.returncode == 0, out.stdout + out.stderr
+    main = main_env(out.stdout)
+    assert "DB_CONNECTION" not in main
+    assert main["DB_USER"] == f"Server=db;User Id=EXAMPLE\\{name}" and main["KEEP_ME"] == "still-here"
+    for names in tool_env_names(build):
+        assert "DB_CONNECTION" not in names
+    logs = json_lines(out.stdout)
+    warned = [e for e in logs if e.get("variable", "").upper() == "DB_CONNECTION"]
+    assert len(warned) == 1, logs
+    assert warned[0]["level"] == "WARN" and warned[0]["reason"] == "its value contains the password"
+    children = next(e for e in logs if e["message"] == "children's environment")
+    assert "DB_CONNECTION" in {n.upper() for n in json.loads(children["removed"])}
+
+
+@pytest.mark.parametrize("var", ["SMB_PASSWORD", "password"])
+def test_the_password_leaves_the_entrypoint_s_own_environment_at_start(build, user, var):
+    """The witness is the entrypoint's environment as its own code reads it later: the children's
+    environment is built from the live process environment after the mapping's preflight, and
+    lists every credential variable it found there and left out. The user name variable is in
+    that list (it is still in the process environment); the password variable is not, because
+    it was no longer there. (/proc/<pid>/environ would show the initial environment, not this.)"""
+    name, password = user
+    env = {"SMB_SHARE": "\\\\127.0.0.1\\share", "SMB_USERNAME": f"EXAMPLE\\{name}", var: password,
+           "SMB_DEADLINE_SECONDS": "1"}
+    out = build.run(["--", *build.main_dump_env()], env)
+    assert_no_secret(password, out.stdout, out.stderr)
+    assert out.returncode == 0, out.stdout + out.stderr
+    logs = json_lines(out.stdout)
+    messages = [e["message"] for e in logs]
+    children = next(e for e in logs if e["message"] == "children's environment")
+    removed = {n.upper() for n in json.loads(children["removed"])}
+    assert "SMB_USERNAME" in removed, children
+    assert var.upper() not in removed, children
+    # And the entrypoint says so, before anything else it logs about the start.
+    taken = next(e for e in logs if e["message"] == "credential removed from the entrypoint's own environment")
+    assert json.loads(taken["variables"]) == [var]
+    assert messages.index(taken["message"]) < messages.index("starting")
+    # The one mapping PowerShell still gets it, through its own environment; nothing else does.
+    calls = build.tool_calls()
+    assert calls[0]["env"]["FARGATE_SMB_PASSWORD"] == password
+    assert var.upper() not in {k.upper() for k in calls[0]["env"]}
+    assert var.upper() not in main_env(out.stdout)
+
+
 # ── --plan: the Windows commands, as data ─────────────────────────────────────────────────────
 
 def test_plan_shows_the_exact_commands_and_no_secret(build, user):
@@ -340,6 +540,12 @@ def test_plan_shows_the_exact_commands_and_no_secret(build, user):
     assert "New-SmbGlobalMapping -RemotePath $remote -LocalPath $local -Credential $credential -RequirePrivacy $true -Persistent $true" in first["script"]
     assert first["env"] == [["FARGATE_SMB_USERNAME", {"kind": "plain", "value": f"EXAMPLE\\{name}"}],
                             ["FARGATE_SMB_PASSWORD", {"kind": "password"}]]
+    hidden = plan["hidden_segment"]
+    assert hidden["segments"] == [".fargate-smb", ".fargate-smb-content.json"]
+    assert hidden["add_if_missing"]["args"] == ["set", "config", "Default Web Site",
+                                                "/section:system.webServer/security/requestFiltering",
+                                                "/+hiddenSegments.[segment='.fargate-smb']",
+                                                "/+hiddenSegments.[segment='.fargate-smb-content.json']", "/commit:apphost"]
     vdir = plan["virtual_directories"][0]
     assert vdir["add_if_missing"]["args"] == ["add", "vdir", "/app.name:Default Web Site/", "/path:/content", "/physicalPath:G:\\web"]
     assert plan["main_process"] == ["C:\\ServiceMonitor.exe", "w3svc"]

@@ -5,7 +5,9 @@
 //! - PowerShell (`-EncodedCommand`): prints $FAKE_TOOL_MAP_OUTCOME (default `created`) and exits
 //!   $FAKE_TOOL_MAP_EXIT (default 0); it fails like the script would if no password arrived.
 //! - `appcmd list vdir`: prints $FAKE_TOOL_VDIR_PATH and exits 0, or exits 1 when it is unset.
-//! - `appcmd add|set vdir`: exits 0.
+//! - `appcmd list config`: prints $FAKE_TOOL_CONFIG (default: a request filtering section with
+//!   IIS's default hidden segments only) and exits 0.
+//! - `appcmd add|set ...`: exits 0.
 //!
 //! With $FAKE_TOOL_MAP_WAIT_FOR set, PowerShell first waits (at most two minutes) until that file
 //! exists: a mapping that takes as long as the test wants, so a test can act while the
@@ -46,6 +48,15 @@ fn main() {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         std::process::exit(code);
+    }
+    if argv.get(1).map(String::as_str) == Some("list")
+        && argv.get(2).map(String::as_str) == Some("config")
+    {
+        let section = std::env::var("FAKE_TOOL_CONFIG").unwrap_or_else(|_| {
+            "<system.webServer>\r\n  <security>\r\n    <requestFiltering>\r\n      <hiddenSegments applyToWebDAV=\"true\">\r\n        <add segment=\"web.config\" />\r\n        <add segment=\"bin\" />\r\n      </hiddenSegments>\r\n    </requestFiltering>\r\n  </security>\r\n</system.webServer>".into()
+        });
+        println!("{section}");
+        return;
     }
     if argv.get(1).map(String::as_str) == Some("list") {
         match std::env::var("FAKE_TOOL_VDIR_PATH") {

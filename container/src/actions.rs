@@ -176,6 +176,62 @@ pub fn vdir_set(config: &Config, vdir: &VirtualDirectory) -> Invocation {
     )
 }
 
+/// What IIS must never serve: the folder at the share root where fargate-smb keeps its
+/// bookkeeping (content manifests and ACL records; `crates/content-copy`'s `BOOKKEEPING_FOLDER`),
+/// even when a virtual directory is the share root; and the name of the content manifest that
+/// earlier versions kept in the content folder itself, which stays there until the next Update
+/// of `Custom::WebContent` moves it (an upgrade that changes only code sends none).
+pub const HIDDEN_SEGMENTS: [&str; 2] = [".fargate-smb", ".fargate-smb-content.json"];
+
+/// The configuration section that holds the site's hidden segments.
+const REQUEST_FILTERING: &str = "/section:system.webServer/security/requestFiltering";
+
+/// `appcmd list config` of the site's request filtering: prints the effective section as XML,
+/// hidden segments included.
+pub fn hidden_segment_query(config: &Config) -> Invocation {
+    appcmd(
+        config,
+        vec![
+            "list".into(),
+            "config".into(),
+            config.site.clone(),
+            REQUEST_FILTERING.into(),
+        ],
+    )
+}
+
+/// Hide `segments` in every URL of the site, each virtual directory included: IIS answers 404
+/// for a path with such a segment anywhere in it (a folder or a file name). One appcmd call adds
+/// them all. Written to applicationHost.config (`/commit:apphost`), not to a web.config that
+/// appcmd would otherwise put in the served folder, on the share.
+pub fn hidden_segment_add(config: &Config, segments: &[&str]) -> Invocation {
+    let mut args = vec![
+        "set".into(),
+        "config".into(),
+        config.site.clone(),
+        REQUEST_FILTERING.into(),
+    ];
+    args.extend(
+        segments
+            .iter()
+            .map(|s| format!("/+hiddenSegments.[segment='{s}']")),
+    );
+    args.push("/commit:apphost".into());
+    appcmd(config, args)
+}
+
+/// The segments of [`HIDDEN_SEGMENTS`] the `list config` answer does not hide yet: its XML has
+/// `<add segment=".fargate-smb" />` for one that is (IIS compares segments without regard to
+/// case). Adding one twice would fail (a duplicate collection entry), so a start adds only what
+/// is missing; an answer that failed counts as none hidden.
+pub fn hidden_segments_missing(exit_code: Option<i32>, stdout: &str) -> Vec<&'static str> {
+    let listed = stdout.to_ascii_lowercase();
+    HIDDEN_SEGMENTS
+        .into_iter()
+        .filter(|s| exit_code != Some(0) || !listed.contains(&format!("segment=\"{s}\"")))
+        .collect()
+}
+
 fn appcmd(config: &Config, args: Vec<String>) -> Invocation {
     Invocation {
         program: config.tools.appcmd.clone(),
@@ -215,6 +271,9 @@ fn same_path(a: &str, b: &str) -> bool {
 #[derive(Debug, Serialize)]
 pub struct Plan {
     pub mappings: Vec<PlannedMapping>,
+    /// With any virtual directory: hide the bookkeeping folder first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_segment: Option<PlannedHiddenSegment>,
     pub virtual_directories: Vec<PlannedVdir>,
     pub main_process: Vec<String>,
     pub removed_from_child_environment: Vec<String>,
@@ -225,6 +284,13 @@ pub struct PlannedMapping {
     pub local: String,
     pub remote: String,
     pub invocation: Invocation,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlannedHiddenSegment {
+    pub segments: [&'static str; 2],
+    pub query: Invocation,
+    pub add_if_missing: Invocation,
 }
 
 #[derive(Debug, Serialize)]
@@ -247,6 +313,11 @@ pub fn plan(config: &Config, username: &str, main: &[String]) -> Plan {
                 invocation: map_share(config, m, username),
             })
             .collect(),
+        hidden_segment: (!config.vdirs.is_empty()).then(|| PlannedHiddenSegment {
+            segments: HIDDEN_SEGMENTS,
+            query: hidden_segment_query(config),
+            add_if_missing: hidden_segment_add(config, &HIDDEN_SEGMENTS),
+        }),
         virtual_directories: config
             .vdirs
             .iter()
@@ -370,7 +441,9 @@ mod tests {
         for v in &p.virtual_directories {
             all.extend([&v.query, &v.add_if_missing, &v.set_if_different]);
         }
-        assert_eq!(all.len(), 2 + 2 * 3);
+        let hidden = p.hidden_segment.as_ref().unwrap();
+        all.extend([&hidden.query, &hidden.add_if_missing]);
+        assert_eq!(all.len(), 2 + 2 * 3 + 2);
         for inv in all {
             for a in inv.args.iter().chain(inv.script.iter()) {
                 assert!(!a.contains("S3cret"));
@@ -416,6 +489,58 @@ mod tests {
             display(&vdir_add(&c, v)),
             r#"C:\Windows\System32\inetsrv\appcmd.exe add vdir "/app.name:Default Web Site/" /path:/content /physicalPath:G:\web"#
         );
+    }
+
+    #[test]
+    fn the_bookkeeping_folder_is_hidden_by_request_filtering() {
+        let c = config();
+        assert_eq!(
+            hidden_segment_query(&c).args,
+            [
+                "list",
+                "config",
+                "Default Web Site",
+                "/section:system.webServer/security/requestFiltering"
+            ]
+        );
+        let add = hidden_segment_add(&c, &HIDDEN_SEGMENTS);
+        assert_eq!(
+            add.args,
+            [
+                "set",
+                "config",
+                "Default Web Site",
+                "/section:system.webServer/security/requestFiltering",
+                "/+hiddenSegments.[segment='.fargate-smb']",
+                "/+hiddenSegments.[segment='.fargate-smb-content.json']",
+                "/commit:apphost"
+            ]
+        );
+        assert_eq!(
+            display(&hidden_segment_add(&c, &[".fargate-smb"])),
+            r#"C:\Windows\System32\inetsrv\appcmd.exe set config "Default Web Site" /section:system.webServer/security/requestFiltering /+hiddenSegments.[segment='.fargate-smb'] /commit:apphost"#
+        );
+        // appcmd's XML, as it prints the section.
+        let listed = "<system.webServer>\r\n  <security>\r\n    <requestFiltering>\r\n      <hiddenSegments>\r\n        <add segment=\"web.config\" />\r\n        <add segment=\".FARGATE-SMB\" />\r\n      </hiddenSegments>\r\n";
+        assert_eq!(
+            hidden_segments_missing(Some(0), listed),
+            [".fargate-smb-content.json"]
+        );
+        let both = listed.replace(
+            "</hiddenSegments>",
+            "  <add segment=\".fargate-smb-content.json\" />\r\n      </hiddenSegments>",
+        );
+        assert!(hidden_segments_missing(Some(0), &both).is_empty());
+        assert_eq!(
+            hidden_segments_missing(Some(0), &listed.replace(".FARGATE-SMB", "bin")),
+            HIDDEN_SEGMENTS
+        );
+        assert_eq!(hidden_segments_missing(Some(1), &both), HIDDEN_SEGMENTS);
+        // Planned only when IIS is configured at all.
+        assert!(plan(&c, "x", &[]).hidden_segment.is_some());
+        let mut bare = c.clone();
+        bare.vdirs.clear();
+        assert!(plan(&bare, "x", &[]).hidden_segment.is_none());
     }
 
     #[test]

@@ -21,6 +21,9 @@ configuration (environment):
   SMB_MAPPINGS         several mappings instead: G:=\\fs\share;H:=\\fs\other
   SMB_USERNAME         DOMAIN\name or name@domain, or SMB_USERNAME_PARAMETER (SSM name)
   SMB_PASSWORD         the password, or SMB_PASSWORD_PARAMETER (SSM SecureString read with the task role)
+  SMB_APP_USES_TASK_ROLE
+                       true: with the credential read from SSM, the main process keeps the task role
+                       (AWS_CONTAINER_*), and with it the means to read the password (default false)
   SMB_IIS_VDIRS        /content=G:\content;... virtual directories of SMB_IIS_SITE (default Default Web Site)
   SMB_DEADLINE_SECONDS how long the preflight may retry (default 120)
   SMB_CONNECT_TIMEOUT_SECONDS, SMB_WRITE_TEST (true: write and delete a file), SMB_PORT (default 445)
@@ -116,6 +119,19 @@ pub fn render_plan(plan: &Plan, config: &Config) -> String {
                 let _ = writeln!(out, "#     {line}");
             }
         }
+    }
+    if let Some(h) = &plan.hidden_segment {
+        let _ = writeln!(
+            out,
+            "\n# 3. IIS request filtering: hide {} (the share's bookkeeping) on the site",
+            h.segments.join(" and ")
+        );
+        let _ = writeln!(out, "{}", actions::display(&h.query));
+        let _ = writeln!(
+            out,
+            "#   if the answer does not list them (only the missing ones are added):"
+        );
+        let _ = writeln!(out, "{}", actions::display(&h.add_if_missing));
     }
     for (n, v) in plan.virtual_directories.iter().enumerate() {
         let _ = writeln!(

@@ -26,12 +26,22 @@ pub mod vars {
     pub const PORT: &str = "SMB_PORT";
     pub const POWERSHELL: &str = "SMB_POWERSHELL";
     pub const APPCMD: &str = "SMB_APPCMD";
+    /// `true`: with the credential read from SSM, the main process keeps the task role too.
+    pub const APP_USES_TASK_ROLE: &str = "SMB_APP_USES_TASK_ROLE";
     pub const COMPAT_SHARE: &str = "fileshare";
     pub const COMPAT_USERNAME: &str = "username";
     pub const COMPAT_PASSWORD: &str = "password";
     /// Set only in the environment of the short-lived PowerShell that makes the mapping.
     pub const CHILD_USERNAME: &str = "FARGATE_SMB_USERNAME";
     pub const CHILD_PASSWORD: &str = "FARGATE_SMB_PASSWORD";
+    /// How a process in an ECS task finds the task role's credentials: the SDKs fetch them from
+    /// the ECS credential endpoint that these name (and authorize against).
+    pub const TASK_ROLE: [&str; 4] = [
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    ];
 }
 
 pub const DEFAULT_DRIVE: char = 'G';
@@ -166,7 +176,11 @@ pub struct Config {
     pub write_test: bool,
     pub port: u16,
     pub tools: Tools,
-    /// Variables no child may see: the credential's, whichever names were used.
+    /// `SMB_APP_USES_TASK_ROLE`: the operator's choice to let the main process keep the task
+    /// role even though the entrypoint reads the credential with it.
+    pub app_uses_task_role: bool,
+    /// Variables no child may see: the credential's, whichever names were used, and the task
+    /// role's when the entrypoint reads the credential with it (see [`Config::withholds_task_role`]).
     pub credential_vars: Vec<String>,
 }
 
@@ -184,33 +198,37 @@ impl Config {
         let mappings = read_mappings(&nonempty)?;
 
         // The password decides whether the compatibility names are in use: `username` alone
-        // is the Windows built-in and means nothing here.
-        let compat = get(vars::PASSWORD).is_none()
-            && get(vars::PASSWORD_PARAMETER).is_none()
-            && get(vars::COMPAT_PASSWORD).is_some();
-        let password = if let Some(v) = get(vars::PASSWORD) {
+        // is the Windows built-in and means nothing here. Each password value is read once and
+        // goes straight into a `Secret`, so no copy of it is freed without being wiped.
+        let smb_password = get(vars::PASSWORD).map(Secret::new);
+        let compat_password = if smb_password.is_none() && get(vars::PASSWORD_PARAMETER).is_none() {
+            get(vars::COMPAT_PASSWORD).map(Secret::new)
+        } else {
+            None
+        };
+        let compat = compat_password.is_some();
+        let password = if let Some(value) = smb_password {
             // A password may have leading or trailing spaces; take it as given.
-            if v.is_empty() {
+            if value.is_empty() {
                 return Err(ConfigError::Empty {
                     var: vars::PASSWORD.into(),
                 });
             }
             Source::Env {
                 var: vars::PASSWORD.into(),
-                value: Secret::new(v),
+                value,
             }
         } else if let Some(name) = nonempty(vars::PASSWORD_PARAMETER)? {
             Source::Parameter(name)
-        } else if compat {
-            let v = get(vars::COMPAT_PASSWORD).unwrap_or_default();
-            if v.is_empty() {
+        } else if let Some(value) = compat_password {
+            if value.is_empty() {
                 return Err(ConfigError::Empty {
                     var: vars::COMPAT_PASSWORD.into(),
                 });
             }
             Source::Env {
                 var: vars::COMPAT_PASSWORD.into(),
-                value: Secret::new(v),
+                value,
             }
         } else {
             return Err(ConfigError::NoPassword);
@@ -268,6 +286,11 @@ impl Config {
             appcmd: nonempty(vars::APPCMD)?.unwrap_or_else(|| DEFAULT_APPCMD.to_owned()),
         };
 
+        let app_uses_task_role = match nonempty(vars::APP_USES_TASK_ROLE)? {
+            None => false,
+            Some(v) => parse_bool(vars::APP_USES_TASK_ROLE, &v)?,
+        };
+
         let mut credential_vars = vec![
             vars::PASSWORD.to_owned(),
             vars::USERNAME.to_owned(),
@@ -278,6 +301,10 @@ impl Config {
         // Removing `username` otherwise would remove the Windows built-in USERNAME.
         if matches!(&username, Source::Env { var, .. } if var == vars::COMPAT_USERNAME) {
             credential_vars.push(vars::COMPAT_USERNAME.to_owned());
+        }
+        // The same decision as `withholds_task_role`, which explains it.
+        if reads_ssm(&username, &password) && !app_uses_task_role {
+            credential_vars.extend(vars::TASK_ROLE.map(str::to_owned));
         }
 
         Ok(Self {
@@ -291,13 +318,43 @@ impl Config {
             write_test,
             port,
             tools,
+            app_uses_task_role,
             credential_vars,
         })
     }
 
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// The process environment, with the variables [`crate::own_env::take`] already took out
+    /// of it looked up in `taken` instead.
+    pub fn from_env(taken: &crate::own_env::Taken) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| match taken.get(name) {
+            Some(secret) => Some(secret.expose().to_owned()),
+            None => std::env::var(name).ok(),
+        })
     }
+
+    /// Whether the entrypoint reads the credential from SSM itself, with the task role
+    /// (`CredentialDelivery=task-role`).
+    pub fn reads_ssm(&self) -> bool {
+        reads_ssm(&self.username, &self.password)
+    }
+
+    /// Whether the task role's variables ([`vars::TASK_ROLE`]) are kept from every child.
+    ///
+    /// In task-role mode the task role may read the SSM parameters, the password's included.
+    /// IIS's ServiceMonitor copies its environment into the application pools, so a main
+    /// process that kept `AWS_CONTAINER_CREDENTIALS_*` would let any code in w3wp fetch the
+    /// role's credentials from the ECS endpoint and read the password with them: two HTTP
+    /// calls. There the role is the entrypoint's alone, unless `SMB_APP_USES_TASK_ROLE=true`
+    /// says the application needs it (and accepts that it can then read the password). With
+    /// ECS `secrets` the entrypoint calls no AWS API: the task role, if any, is the
+    /// application's, and it is left alone.
+    pub fn withholds_task_role(&self) -> bool {
+        self.reads_ssm() && !self.app_uses_task_role
+    }
+}
+
+fn reads_ssm(username: &Source<String>, password: &Source<Secret>) -> bool {
+    matches!(username, Source::Parameter(_)) || matches!(password, Source::Parameter(_))
 }
 
 fn read_mappings(
@@ -587,6 +644,76 @@ mod tests {
         .unwrap();
         assert_eq!(c.username, Source::Parameter("/app/username".into()));
         assert_eq!(c.password, Source::Parameter("/app/password".into()));
+    }
+
+    const TASK_ROLE_VARS: [&str; 4] = [
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    ];
+
+    fn withholds(c: &Config) -> [bool; 4] {
+        TASK_ROLE_VARS.map(|v| c.credential_vars.iter().any(|r| r == v))
+    }
+
+    #[test]
+    fn task_role_mode_keeps_the_task_role_from_the_children() {
+        let ssm = [
+            ("SMB_SHARE", r"\\fs\share"),
+            ("SMB_USERNAME_PARAMETER", "/app/username"),
+            ("SMB_PASSWORD_PARAMETER", "/app/password"),
+        ];
+        let c = config(&ssm).unwrap();
+        assert!(c.reads_ssm() && c.withholds_task_role() && !c.app_uses_task_role);
+        assert_eq!(withholds(&c), [true; 4]);
+        // A user name from SSM is read with the task role as well.
+        let c = config(&[
+            ("SMB_SHARE", r"\\fs\share"),
+            ("SMB_USERNAME_PARAMETER", "/app/username"),
+            ("SMB_PASSWORD", "x"),
+        ])
+        .unwrap();
+        assert_eq!(withholds(&c), [true; 4]);
+    }
+
+    #[test]
+    fn the_application_may_keep_the_task_role_when_it_says_so() {
+        for yes in ["true", "TRUE", "1", "yes", "on"] {
+            let c = config(&[
+                ("SMB_SHARE", r"\\fs\share"),
+                ("SMB_USERNAME_PARAMETER", "/app/username"),
+                ("SMB_PASSWORD_PARAMETER", "/app/password"),
+                ("SMB_APP_USES_TASK_ROLE", yes),
+            ])
+            .unwrap();
+            assert!(c.app_uses_task_role && !c.withholds_task_role(), "{yes}");
+            assert_eq!(withholds(&c), [false; 4], "{yes}");
+        }
+        let c = config(&[
+            ("SMB_SHARE", r"\\fs\share"),
+            ("SMB_USERNAME_PARAMETER", "/app/username"),
+            ("SMB_PASSWORD_PARAMETER", "/app/password"),
+            ("SMB_APP_USES_TASK_ROLE", "false"),
+        ])
+        .unwrap();
+        assert_eq!(withholds(&c), [true; 4]);
+        let mut bad = BASE.to_vec();
+        bad.push(("SMB_APP_USES_TASK_ROLE", "sometimes"));
+        assert_eq!(
+            config(&bad).unwrap_err(),
+            ConfigError::BadBool {
+                var: "SMB_APP_USES_TASK_ROLE".into(),
+                value: "sometimes".into()
+            }
+        );
+    }
+
+    #[test]
+    fn with_ecs_secrets_the_task_role_is_the_application_s() {
+        let c = config(BASE).unwrap();
+        assert!(!c.reads_ssm() && !c.withholds_task_role());
+        assert_eq!(withholds(&c), [false; 4]);
     }
 
     #[test]

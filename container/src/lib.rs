@@ -2,9 +2,9 @@
 //!
 //! `fargate-smb-mount.exe -- C:\ServiceMonitor.exe w3svc` reads the share and credential from
 //! the environment (or SSM), proves the share usable, maps it with `New-SmbGlobalMapping`, adds
-//! the IIS virtual directories, then runs the main process with the credential removed from its
-//! environment and exits with its exit code. `doctor` runs the checks alone; `--plan` prints
-//! the Windows commands a start would run.
+//! the IIS virtual directories, then runs the main process with the credential (and, in
+//! task-role mode, the task role) removed from its environment and exits with its exit code.
+//! `doctor` runs the checks alone; `--plan` prints the Windows commands a start would run.
 
 pub mod actions;
 pub mod cli;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod doctor;
 pub mod mount;
+pub mod own_env;
 pub mod preflight;
 pub mod supervise;
 
@@ -28,7 +29,8 @@ pub mod exit {
     pub const MAIN_PROCESS_START: i32 = 5;
 }
 
-pub async fn main(args: Vec<String>, started: Instant) -> i32 {
+/// `taken`: what [`own_env::take_from_process`] took out of the environment at the very start.
+pub async fn main(args: Vec<String>, taken: own_env::Taken, started: Instant) -> i32 {
     let mode = match cli::parse(&args) {
         Ok(mode) => mode,
         Err(message) => {
@@ -45,9 +47,9 @@ pub async fn main(args: Vec<String>, started: Instant) -> i32 {
             println!("fargate-smb-mount {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        Mode::Plan { json, main } => plan(json, &main),
-        Mode::Doctor { wait } => doctor(wait).await,
-        Mode::Run { main } => start(&main, started).await,
+        Mode::Plan { json, main } => plan(json, &main, &taken),
+        Mode::Doctor { wait } => doctor(wait, &taken).await,
+        Mode::Run { main } => start(&main, taken, started).await,
     }
 }
 
@@ -71,8 +73,8 @@ fn init_logging(level: tracing::Level, stdout: bool) {
     };
 }
 
-fn plan(json: bool, main: &[String]) -> i32 {
-    let config = match Config::from_env() {
+fn plan(json: bool, main: &[String], taken: &own_env::Taken) -> i32 {
+    let config = match Config::from_env(taken) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration error: {e}");
@@ -99,9 +101,9 @@ fn plan(json: bool, main: &[String]) -> i32 {
     0
 }
 
-async fn doctor(wait: bool) -> i32 {
+async fn doctor(wait: bool, taken: &own_env::Taken) -> i32 {
     init_logging(tracing::Level::WARN, false);
-    let config = match Config::from_env() {
+    let config = match Config::from_env(taken) {
         Ok(c) => c,
         Err(e) => {
             println!("fargate-smb doctor\n  FAIL  configuration          [config] {e}");
@@ -129,8 +131,9 @@ async fn doctor(wait: bool) -> i32 {
     if ok { 0 } else { exit::PREFLIGHT }
 }
 
-async fn start(main: &[String], started: Instant) -> i32 {
+async fn start(main: &[String], taken: own_env::Taken, started: Instant) -> i32 {
     init_logging(tracing::Level::INFO, true);
+    log_taken(&taken);
     // First of all, so that a stop at any moment from here on is neither lost nor the end of
     // the entrypoint half-way through a mapping.
     let mut stops = match supervise::StopSignals::install() {
@@ -150,7 +153,7 @@ async fn start(main: &[String], started: Instant) -> i32 {
     let env = tokio::select! {
         biased;
         stop = stops.requested() => return stopped_before_start(stop),
-        prepared = prepare() => match prepared {
+        prepared = prepare(taken) => match prepared {
             Ok(env) => env,
             Err(code) => return code,
         },
@@ -189,6 +192,22 @@ async fn start(main: &[String], started: Instant) -> i32 {
     }
 }
 
+fn log_taken(taken: &own_env::Taken) {
+    let removed = taken.removed();
+    if !removed.is_empty() {
+        tracing::info!(
+            variables = ?removed,
+            "credential removed from the entrypoint's own environment"
+        );
+    }
+    if !taken.left_in_environment().is_empty() {
+        tracing::warn!(
+            variables = ?taken.left_in_environment(),
+            "could not show that removing a variable is sound here (the process has more than one thread, or no way to tell): the credential stays in the entrypoint's own environment, and still reaches no child"
+        );
+    }
+}
+
 fn stopped_before_start(stop: supervise::Stop) -> i32 {
     tracing::warn!(
         signal = stop.name,
@@ -201,8 +220,17 @@ fn stopped_before_start(stop: supervise::Stop) -> i32 {
 /// Everything before the main process: configuration, credential, preflight, mappings and
 /// virtual directories. Returns the main process's environment (without the credential), or
 /// the exit code to stop with.
-async fn prepare() -> Result<Vec<(std::ffi::OsString, std::ffi::OsString)>, i32> {
-    let config = match Config::from_env() {
+///
+/// Every copy of the password the entrypoint holds is owned here — `taken`, the configuration's
+/// and the credential's, each a [`secrets::Secret`] that wipes its memory when dropped — and
+/// none outlives this function: what it returns holds no secret, so the password is gone from
+/// the entrypoint before the main process starts.
+async fn prepare(
+    taken: own_env::Taken,
+) -> Result<Vec<(std::ffi::OsString, std::ffi::OsString)>, i32> {
+    let config = Config::from_env(&taken);
+    drop(taken);
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(code = "config", error = %e, "configuration error; the task stops");
@@ -214,9 +242,15 @@ async fn prepare() -> Result<Vec<(std::ffi::OsString, std::ffi::OsString)>, i32>
         mappings = ?config.mappings.iter().map(|m| format!("{}={}", m.local(), m.remote)).collect::<Vec<_>>(),
         username_from = %config.username.describe(),
         password_from = %config.password.describe(),
+        task_role = task_role_use(&config),
         deadline_s = config.deadline.as_secs(),
         "starting"
     );
+    if config.reads_ssm() && config.app_uses_task_role {
+        tracing::warn!(
+            "SMB_APP_USES_TASK_ROLE=true: the main process keeps the task role, which may read the password's SSM parameter; the application can read the password"
+        );
+    }
     let credential = match credentials::resolve(&config).await {
         Ok(c) => c,
         Err(e) => {
@@ -252,12 +286,15 @@ async fn prepare() -> Result<Vec<(std::ffi::OsString, std::ffi::OsString)>, i32>
         }
     }
 
-    // From here on, every child gets the environment without the credential.
+    // From here on, every child gets the environment without the credential. It is built from
+    // the process environment as it is now, which no longer holds what `own_env` took.
     let env = supervise::child_env(
         std::env::vars_os(),
         &config.credential_vars,
         Some(&credential.password),
     );
+    env.log();
+    let env = env.vars;
     if let Err(e) = mount::map_all(&config, &credential.username, &credential.password, &env).await
     {
         tracing::error!(code = "mapping", error = %e, "the task stops");
@@ -267,6 +304,17 @@ async fn prepare() -> Result<Vec<(std::ffi::OsString, std::ffi::OsString)>, i32>
         tracing::error!(code = "virtual_directory", error = %e, "the task stops");
         return Err(exit::MOUNT);
     }
+    // The last copies of the password: wiped here, before the main process exists.
     drop(credential);
+    drop(config);
     Ok(env)
+}
+
+/// The `starting` line's account of the task role (see `Config::withholds_task_role`).
+fn task_role_use(config: &Config) -> &'static str {
+    match (config.reads_ssm(), config.app_uses_task_role) {
+        (true, false) => "the entrypoint's alone: withheld from every child",
+        (true, true) => "shared with the main process (SMB_APP_USES_TASK_ROLE=true)",
+        (false, _) => "not used by the entrypoint: left to the application",
+    }
 }

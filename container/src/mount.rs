@@ -24,6 +24,15 @@ pub enum MountError {
         "PowerShell mapped {local} but answered {answer:?} instead of kept, created or replaced"
     )]
     Unexpected { local: String, answer: String },
+    #[error(
+        "appcmd could not hide {segment} in {site}'s request filtering (exit {code:?}): {detail}. The entrypoint stops rather than serve the share's bookkeeping folder"
+    )]
+    HiddenSegment {
+        segment: String,
+        site: String,
+        code: Option<i32>,
+        detail: String,
+    },
     #[error("appcmd could not {action} the virtual directory {id} (exit {code:?}): {detail}")]
     Vdir {
         action: &'static str,
@@ -71,6 +80,12 @@ pub async fn virtual_directories(
     env: &[(OsString, OsString)],
 ) -> Result<Vec<VdirDecision>, MountError> {
     let mut decisions = Vec::new();
+    if config.vdirs.is_empty() {
+        return Ok(decisions);
+    }
+    // Before any directory points at the share: from the first request on, the bookkeeping
+    // folder is not served, whichever folder of the share a directory serves.
+    hide_bookkeeping(config, password, env).await?;
     for vdir in &config.vdirs {
         let id = actions::vdir_id(&config.site, vdir);
         let query = supervise::run(
@@ -101,4 +116,45 @@ pub async fn virtual_directories(
         decisions.push(decision);
     }
     Ok(decisions)
+}
+
+/// Make the site's request filtering hide [`actions::HIDDEN_SEGMENTS`], idempotently.
+async fn hide_bookkeeping(
+    config: &Config,
+    password: &Secret,
+    env: &[(OsString, OsString)],
+) -> Result<(), MountError> {
+    let query = supervise::run(
+        &actions::hidden_segment_query(config),
+        env,
+        password,
+        COMMAND_TIMEOUT,
+    )
+    .await?;
+    let missing = actions::hidden_segments_missing(query.code, &query.stdout);
+    if !missing.is_empty() {
+        let out = supervise::run(
+            &actions::hidden_segment_add(config, &missing),
+            env,
+            password,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+        if !out.success() {
+            return Err(MountError::HiddenSegment {
+                segment: missing.join(", "),
+                site: config.site.clone(),
+                code: out.code,
+                detail: out.tail(),
+            });
+        }
+    }
+    tracing::info!(
+        site = %config.site,
+        segments = %actions::HIDDEN_SEGMENTS.join(", "),
+        added = %missing.join(", "),
+        decision = if missing.is_empty() { "keep" } else { "add" },
+        "hidden segment"
+    );
+    Ok(())
 }

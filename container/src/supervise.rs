@@ -3,8 +3,9 @@
 //!
 //! IIS's ServiceMonitor copies its own environment into every application pool, so whatever the
 //! main process inherits, the web application can read. It therefore gets the container's
-//! environment minus every credential variable — by name, and any other variable that holds the
-//! password's value.
+//! environment minus every credential variable — by name (in task-role mode the task role's
+//! too, see `Config::withholds_task_role`), and any other variable that holds the password's
+//! value or contains it.
 
 use crate::actions::{EnvValue, Invocation};
 use secrets::Secret;
@@ -21,23 +22,111 @@ fn same_name(a: &OsStr, b: &str) -> bool {
     }
 }
 
+/// A password at least this long is looked for inside values too (a connection string
+/// `Server=x;Password=...;`); a shorter one only as a whole value. Generated passwords have 32
+/// characters; a substring match of an absurdly short one (one character is in half the
+/// environment) would strip variables that merely share a letter with it.
+pub const MIN_CONTAINED_PASSWORD_CHARS: usize = 8;
+
+/// Why a variable was kept from the children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// A credential variable, or the task role's: expected, by configuration.
+    Named,
+    /// Its value is the password.
+    EqualsPassword,
+    /// Its value contains the password.
+    ContainsPassword,
+}
+
+impl Removal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Named => "a credential variable",
+            Self::EqualsPassword => "its value is the password",
+            Self::ContainsPassword => "its value contains the password",
+        }
+    }
+}
+
+/// The environment every child gets, and what was left out of it (names only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildEnv {
+    pub vars: Vec<(OsString, OsString)>,
+    pub removed: Vec<(String, Removal)>,
+}
+
+impl ChildEnv {
+    /// One warning per variable removed for its value, naming it (never the value), and one
+    /// line with every name left out.
+    pub fn log(&self) {
+        for (name, removal) in &self.removed {
+            if *removal != Removal::Named {
+                tracing::warn!(
+                    variable = %name,
+                    reason = removal.reason(),
+                    "a variable that holds the password was removed from the children's environment, the main process's included"
+                );
+            }
+        }
+        tracing::info!(
+            removed = ?self.removed.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+            "children's environment"
+        );
+    }
+}
+
 /// The environment for a child: `parent` without the names in `remove` and without any variable
-/// whose value is the password.
+/// whose value is, or (for a password of [`MIN_CONTAINED_PASSWORD_CHARS`] or more) contains,
+/// the password.
+///
+/// A variable that contains the password is removed, not refused: refusing would turn a
+/// variable the operator may not even control (one baked into the image) into a task that
+/// never starts, while removing keeps the secret from the application just the same; the
+/// warning names the variable, so whatever needed it fails with a cause in the log.
 pub fn child_env(
     parent: impl IntoIterator<Item = (OsString, OsString)>,
     remove: &[String],
     password: Option<&Secret>,
-) -> Vec<(OsString, OsString)> {
-    parent
-        .into_iter()
-        .filter(|(name, value)| {
-            let named = remove.iter().any(|r| same_name(name, r));
-            let holds = password
-                .filter(|p| !p.is_empty())
-                .is_some_and(|p| value == OsStr::new(p.expose()));
-            !named && !holds
-        })
-        .collect()
+) -> ChildEnv {
+    let mut env = ChildEnv {
+        vars: Vec::new(),
+        removed: Vec::new(),
+    };
+    for (name, value) in parent {
+        let removal = if remove.iter().any(|r| same_name(&name, r)) {
+            Some(Removal::Named)
+        } else {
+            password.and_then(|p| holds_password(&value, p))
+        };
+        match removal {
+            Some(removal) => env
+                .removed
+                .push((name.to_string_lossy().into_owned(), removal)),
+            None => env.vars.push((name, value)),
+        }
+    }
+    env
+}
+
+fn holds_password(value: &OsStr, password: &Secret) -> Option<Removal> {
+    let password = password.expose();
+    if password.is_empty() {
+        return None;
+    }
+    // On Windows the encoded bytes are WTF-8, which is UTF-8 wherever the value is valid
+    // UTF-16: a password (a `str`) appears in them exactly when it appears in the value.
+    let value = value.as_encoded_bytes();
+    let needle = password.as_bytes();
+    if value == needle {
+        Some(Removal::EqualsPassword)
+    } else if password.chars().count() >= MIN_CONTAINED_PASSWORD_CHARS
+        && value.windows(needle.len()).any(|w| w == needle)
+    {
+        Some(Removal::ContainsPassword)
+    } else {
+        None
+    }
 }
 
 /// What a short-lived command printed, with the password (should a tool ever echo it) replaced.
@@ -526,6 +615,10 @@ mod tests {
             .collect()
     }
 
+    fn names(env: &ChildEnv) -> Vec<&str> {
+        env.vars.iter().map(|(k, _)| k.to_str().unwrap()).collect()
+    }
+
     #[test]
     fn credential_variables_are_removed() {
         let password = Secret::new("Correct-Horse-9");
@@ -545,13 +638,94 @@ mod tests {
             ],
             Some(&password),
         );
-        assert_eq!(env, os(&[("PATH", "/bin"), ("SMB_SHARE", "\\\\fs\\share")]));
+        assert_eq!(
+            env.vars,
+            os(&[("PATH", "/bin"), ("SMB_SHARE", "\\\\fs\\share")])
+        );
+        assert_eq!(
+            env.removed,
+            [
+                ("SMB_PASSWORD".to_string(), Removal::Named),
+                ("SMB_USERNAME".to_string(), Removal::Named),
+                ("password".to_string(), Removal::Named),
+                ("COPY_OF_IT".to_string(), Removal::EqualsPassword),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_variable_that_contains_the_password_is_removed() {
+        let password = Secret::new("Correct-Horse-9");
+        let env = child_env(
+            os(&[
+                // With no user name in it, and with one.
+                ("DB", "Server=db;Password=Correct-Horse-9;"),
+                (
+                    "DB_FULL",
+                    "Server=db;User Id=EXAMPLE\\svc;Password=Correct-Horse-9",
+                ),
+                ("URL", "smb://svc:Correct-Horse-9@fs/share"),
+                // The user name alone, a prefix of the password, the password in another case:
+                // none of them is the password.
+                ("WHO", "EXAMPLE\\svc"),
+                ("PREFIX", "Correct-Horse-"),
+                ("UPPER", "CORRECT-HORSE-9"),
+            ]),
+            &[],
+            Some(&password),
+        );
+        assert_eq!(names(&env), ["WHO", "PREFIX", "UPPER"]);
+        assert!(
+            env.removed
+                .iter()
+                .all(|(_, removal)| *removal == Removal::ContainsPassword)
+        );
+        assert_eq!(
+            env.removed
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["DB", "DB_FULL", "URL"]
+        );
+        // What is logged is the name and the reason: nothing in `removed` holds the value.
+        assert!(!format!("{:?}", env.removed).contains("Correct-Horse-9"));
+    }
+
+    #[test]
+    fn a_short_password_is_matched_only_as_a_whole_value() {
+        let password = Secret::new("a");
+        let env = child_env(
+            os(&[("PATH", "/bin:/usr/local/bin"), ("ONE", "a")]),
+            &[],
+            Some(&password),
+        );
+        assert_eq!(names(&env), ["PATH"]);
+        assert_eq!(env.removed, [("ONE".to_string(), Removal::EqualsPassword)]);
+        // Seven characters: still whole values only; eight: inside values too.
+        let seven = Secret::new("Abcdef7");
+        let eight = Secret::new("Abcdefg8");
+        let inside = os(&[("X", "k=Abcdef7;"), ("Y", "k=Abcdefg8;")]);
+        assert_eq!(
+            names(&child_env(inside.clone(), &[], Some(&seven))),
+            ["X", "Y"]
+        );
+        assert_eq!(names(&child_env(inside, &[], Some(&eight))), ["X"]);
+        assert_eq!(MIN_CONTAINED_PASSWORD_CHARS, 8);
+    }
+
+    #[test]
+    fn the_length_limit_counts_characters_not_bytes() {
+        // Four characters in eight bytes: too short to be looked for inside values.
+        let password = Secret::new("éééé");
+        let env = child_env(os(&[("X", "xéééé")]), &[], Some(&password));
+        assert_eq!(names(&env), ["X"]);
     }
 
     #[test]
     fn an_empty_password_removes_nothing_by_value() {
         let env = child_env(os(&[("EMPTY", "")]), &[], Some(&Secret::new("")));
-        assert_eq!(env.len(), 1);
+        assert_eq!(env.vars.len(), 1);
+        assert!(env.removed.is_empty());
     }
 
     #[test]
