@@ -110,6 +110,22 @@ impl Timeouts {
             operation: operation_or_default,
         };
 
+        // A connect timeout that contradicts an explicit operation timeout is named as such,
+        // not as the attempt timeout the user never set (which only followed CONNECT up).
+        if attempt.is_none()
+            && let (Some(c), Some(o)) = (connect, operation)
+            && c > o
+        {
+            return Err(EnvError {
+                variable: CONNECT_VAR,
+                problem: format!(
+                    "{} s is longer than {OPERATION_VAR} ({} s), which includes connecting",
+                    secs(c),
+                    secs(o)
+                ),
+                fix: format!("make it at most {OPERATION_VAR}"),
+            });
+        }
         if timeouts.attempt > timeouts.operation {
             return Err(EnvError {
                 variable: ATTEMPT_VAR,
@@ -314,6 +330,10 @@ mod tests {
         let e = timeouts(&[(CONNECT_VAR, "5"), (ATTEMPT_VAR, "2")]).unwrap_err();
         assert_eq!(e.variable, CONNECT_VAR);
         assert!(e.problem.contains("(2 s)"), "{e}");
+        // With the attempt timeout unset, the contradiction is between the two that were set.
+        let e = timeouts(&[(CONNECT_VAR, "5"), (OPERATION_VAR, "2")]).unwrap_err();
+        assert_eq!(e.variable, CONNECT_VAR, "{e}");
+        assert!(e.problem.contains(OPERATION_VAR), "{e}");
         // Equal is fine.
         assert!(timeouts(&[(CONNECT_VAR, "2"), (ATTEMPT_VAR, "2"), (OPERATION_VAR, "2")]).is_ok());
     }
