@@ -449,7 +449,7 @@ def test_the_task_role_reaches_the_application_only_when_it_is_the_application_s
         env = {**ssm_credential(aws, user, moto_url), "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing"}
     else:
-        env = share_env(user)
+        env = {**share_env(user), "AWS_ACCESS_KEY_ID": "app-key"}
     env.update(task_role)
     if opt_in is not None:
         env["SMB_APP_USES_TASK_ROLE"] = opt_in
@@ -465,6 +465,9 @@ def test_the_task_role_reaches_the_application_only_when_it_is_the_application_s
         assert not set(TASK_ROLE_VARS) & set(main)
         for names in tool_env_names(build):
             assert not set(TASK_ROLE_VARS) & names
+    # The static keys the entrypoint read SSM with could read the password again: in task-role
+    # mode they are withheld like the task role.
+    assert ("AWS_ACCESS_KEY_ID" in main) == (delivery == "ecs-secrets" or opt_in == "true"), sorted(main)
     logs = json_lines(out.stdout)
     warned = [e for e in logs if e["message"].startswith("SMB_APP_USES_TASK_ROLE=true")]
     assert len(warned) == (1 if opt_in == "true" else 0), logs

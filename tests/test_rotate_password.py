@@ -191,6 +191,12 @@ class World:
         except self.aws.ssm.exceptions.ParameterNotFound:
             return None
 
+    def lock_free(self) -> bool:
+        """The lock is never deleted (its version numbers are the compare-and-set): a run gives
+        it back by writing `free`."""
+        held = self.lock()
+        return held is None or held.startswith("free ")
+
     def expire_lock(self) -> None:
         """What time does for a run Lambda killed: its lock's lease (the invocation's deadline)
         ends. The token is kept; only the lease moves into the past."""
@@ -304,7 +310,7 @@ def test_two_rotations_alternate_and_the_previous_account_keeps_working(fn, worl
     assert record["state"] == "idle" and record["active"] == user1 and record["previous"] == user0 and record["outcome"] == "rotated"
     tags = world.aws.ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=f"{world.prefix}/rotation")["TagList"]
     assert {"Key": "fargate-smb:owner", "Value": world.owner} in tags, "the record is owned like the parameters"
-    assert world.lock() is None and world.pending() is None, "the run's lock and pending copy are gone"
+    assert world.lock_free() and world.pending() is None, "the run's lock is given back and the pending copy is gone"
 
     kind, report = fn.run(world.env())
     assert kind == "response" and report["outcome"] == "rotated", report
@@ -463,7 +469,7 @@ def test_a_run_killed_at_any_step_never_strands_a_dead_password(fn, world, proxy
     assert final_user == (user if mode == "single" else {f"EXAMPLE\\{world.a}": f"EXAMPLE\\{world.b}", f"EXAMPLE\\{world.b}": f"EXAMPLE\\{world.a}"}[user])
     record = world.record()
     assert record["state"] == "idle" and "fingerprint" not in record, record
-    assert world.pending() is None and world.lock() is None
+    assert world.pending() is None and world.lock_free()
     if mode == "alternating":
         assert world.logs_on(user, pw), "the account running tasks use was never reset"
     output = fn.output()
@@ -589,8 +595,170 @@ def test_a_run_while_another_holds_the_lock_changes_nothing(fn, world, aws):
     world.expire_lock()
     kind, report = fn.run(world.env())
     assert kind == "response" and report["outcome"] == "rotated", report
-    assert world.lock() is None
+    assert world.lock_free()
     assert "taking it over" in fn.output()
+
+
+def test_two_runs_taking_over_an_expired_lock_at_once_rotate_once(fn, world, aws, moto_url):
+    """A killed run left an expired lock, and two deliveries arrive together. Both read the lock
+    at version n; B writes only after A has written. SSM gives A's write n + 1 and B's n + 2, so
+    A holds the lock and B, seeing its write was not the next version, stops. Deleting and
+    re-creating the lock (the first design) let both take it: AD ended with one run's password
+    and SSM with the other's."""
+    aws.ssm.put_parameter(Name=f"{world.prefix}/rotation-lock", Value=f"deadbeefdeadbeef {int(time.time() * 1000) - 1}", Type="String")
+    a_wrote = threading.Event()
+    pa, pb = FaultProxy(moto_url), FaultProxy(moto_url)
+
+    def a_took(answer):
+        a_wrote.set()
+        return answer
+
+    def b_read(answer):  # B has read the expired lock; it acts only after A has written its own
+        assert a_wrote.wait(60)
+        return answer
+
+    pa.rules.append(("PutParameter", "/rotation-lock\"", a_took))
+    pb.rules.append(("GetParameter", "/rotation-lock\"", b_read))
+    from lambda_harness import Bootstrap, RuntimeApi, binary
+    ra, rb = RuntimeApi(), RuntimeApi()
+    ba = Bootstrap(binary("rotate-password"), ra, {"AWS_ENDPOINT_URL": pa.url, **world.env(AWS_ENDPOINT_URL=pa.url)})
+    bb = Bootstrap(binary("rotate-password"), rb, {"AWS_ENDPOINT_URL": pb.url, **world.env(AWS_ENDPOINT_URL=pb.url)})
+    results = {}
+    threads = [threading.Thread(target=lambda k=k, r=r: results.__setitem__(k, r.invoke({}, timeout=120))) for k, r in (("A", ra), ("B", rb))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for b in (ba, bb):
+            b.stop()
+        for r in (ra, rb):
+            r.close()
+        pa.close()
+        pb.close()
+    assert results["A"][0] == "response" and results["A"][1]["outcome"] == "rotated", results
+    assert results["B"][0] == "response" and results["B"][1]["outcome"] == "skipped", results
+    assert world.logs_on(*world.ssm()) and world.record()["state"] == "idle" and world.lock_free()
+
+
+def test_a_lock_that_cannot_be_taken_fails_the_run(fn, world, proxy):
+    """SSM refuses the lock's creation (a missing permission, throttling): that is an error
+    Lambda retries, not a "skipped" success that hides the problem."""
+    before = world.versions(), world.ssm()
+    proxy.rules.append(("PutParameter", "/rotation-lock\"", "fail"))
+    kind, error = fn.run(world.env(AWS_ENDPOINT_URL=proxy.url))
+    assert kind == "error" and "rotation-lock" in json.dumps(error), error
+    assert (world.versions(), world.ssm()) == before and world.record() is None
+
+
+def test_a_duplicate_delivery_of_a_scheduled_invocation_rotates_once(fn, world):
+    """EventBridge Scheduler delivers at least once: a second delivery with the same scheduled
+    time, after the first completed, is skipped (in single-account mode it would cost a second
+    outage); a later scheduled time rotates."""
+    event = json.loads((ROOT / "events" / "rotate-password" / "scheduled.json").read_text())
+    kind, report = fn.run(world.env(ACCOUNTS=world.a), event)
+    assert kind == "response" and report["outcome"] == "rotated", report
+    after = world.versions(), world.ssm()
+    kind, report = fn.run(world.env(ACCOUNTS=world.a), event)
+    assert kind == "response" and report["outcome"] == "skipped" and "duplicate" in report["reason"], report
+    assert (world.versions(), world.ssm()) == after
+    kind, report = fn.run(world.env(ACCOUNTS=world.a), {**event, "scheduledTime": "2027-01-01T03:00:00Z"})
+    assert kind == "response" and report["outcome"] == "rotated", report
+
+
+def test_an_interrupted_rotation_for_accounts_no_longer_configured_is_abandoned(fn, world, proxy):
+    """Killed while pending; then a stack update renamed the pair (ACCOUNTS and the username now
+    name other accounts). Finishing the old rotation would move SSM outside ACCOUNTS; the next
+    run abandons it (recorded, pending copy dropped) and rotates the new pair."""
+    proxy.on_crash = fn.crash
+    proxy.rules.append(CRASH_POINTS["after-the-ad-reset-and-proof"])
+    fn.run_until_crash(world.env(AWS_ENDPOINT_URL=proxy.url))
+    proxy.rules.clear()
+    world.expire_lock()
+    c, c_pw = domain_user()
+    d, _ = domain_user()
+    world.aws.ssm.put_parameter(Name=f"{world.prefix}/username", Value=f"EXAMPLE\\{c}", Type="String", Overwrite=True)
+    world.aws.ssm.put_parameter(Name=f"{world.prefix}/password", Value=c_pw, Type="SecureString", KeyId=world.key, Overwrite=True)
+    kind, report = fn.run(world.env(ACCOUNTS=f"{c},{d}"))
+    assert kind == "response" and report["outcome"] == "rotated" and report["active"] == f"EXAMPLE\\{d}", report
+    assert world.logs_on(*world.ssm()) and world.record()["state"] == "idle" and world.pending() is None
+    assert "abandoning an interrupted rotation" in fn.output()
+
+
+def test_a_resumed_switch_resets_ad_again_first(fn, world, proxy):
+    """Killed after recording the switch; then someone reset the target in AD (an administrator,
+    or a PasswordVersion update in single-account mode). Writing the kept password to SSM
+    without resetting AD to it again would leave SSM with a password AD no longer has."""
+    proxy.on_crash = fn.crash
+    proxy.rules.append(CRASH_POINTS["after-recording-the-switch"])
+    fn.run_until_crash(world.env(AWS_ENDPOINT_URL=proxy.url, ACCOUNTS=world.a))
+    proxy.rules.clear()
+    world.expire_lock()
+    env = samba_env()
+    import base64
+    other = f"Other-{uuid.uuid4().hex}-Pw"
+    pwd = base64.b64encode(f'"{other}"'.encode("utf-16-le")).decode()
+    ldif = f"dn: CN={world.a},OU=fargate-smb,DC=example,DC=test\nchangetype: modify\nreplace: unicodePwd\nunicodePwd:: {pwd}\n-\n"
+    out = subprocess.run(["ldapmodify", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test", "-y", env["FARGATE_SMB_ADMIN_PASSWORD_FILE"]],
+                         input=ldif, capture_output=True, text=True, timeout=60, env={**os.environ, "LDAPTLS_CACERT": env["FARGATE_SMB_CA"]})
+    assert out.returncode == 0, out.stderr
+    kind, report = fn.run(world.env(ACCOUNTS=world.a))
+    assert kind == "response" and report["outcome"].startswith("rotated"), report
+    assert world.logs_on(*world.ssm()), "SSM holds what AD holds"
+
+
+def test_single_account_mode_a_record_of_the_previous_version_starts_over(fn, world, aws):
+    """A `switching` record written by the previous version (no fingerprint, no pending copy) in
+    single-account mode: the username always names the target there, so it says nothing about
+    the switch; the run starts over and ends with a pair that logs on."""
+    user, _ = world.ssm()
+    lost = f"Lost-{uuid.uuid4().hex}-Pw"
+    env = samba_env()
+    import base64
+    pwd = base64.b64encode(f'"{lost}"'.encode("utf-16-le")).decode()
+    ldif = f"dn: CN={world.a},OU=fargate-smb,DC=example,DC=test\nchangetype: modify\nreplace: unicodePwd\nunicodePwd:: {pwd}\n-\n"
+    out = subprocess.run(["ldapmodify", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test", "-y", env["FARGATE_SMB_ADMIN_PASSWORD_FILE"]],
+                         input=ldif, capture_output=True, text=True, timeout=60, env={**os.environ, "LDAPTLS_CACERT": env["FARGATE_SMB_CA"]})
+    assert out.returncode == 0, out.stderr
+    aws.ssm.put_parameter(Name=f"{world.prefix}/rotation", Type="String", Value=json.dumps(
+        {"state": "switching", "active": user, "target": user, "time": "2026-11-30T00:00:00Z", "outcome": "switching SSM to the new credential"}))
+    kind, report = fn.run(world.env(ACCOUNTS=world.a))
+    assert kind == "response" and report["outcome"] == "rotated", report
+    assert world.logs_on(*world.ssm())
+
+
+def test_single_account_mode_a_slow_file_server_never_keeps_ssm_on_a_dead_password(fn, world):
+    """The file server accepts connections and never answers: each proof attempt takes the whole
+    TIMEOUT_SECONDS. In single-account mode SSM is switched right after the reset, and the proof
+    is cut to the time left, so the run ends with SSM holding what AD holds."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        kind, report = fn.run(world.env(ACCOUNTS=world.a, SMB_PORT=str(silent.getsockname()[1]), TIMEOUT_SECONDS="4",
+                                        PROOF_ATTEMPTS="10", PROOF_DELAY_MS="100", AWS_OPERATION_TIMEOUT_SECONDS="2",
+                                        AWS_ATTEMPT_TIMEOUT_SECONDS="1"), deadline_s=30)
+    finally:
+        silent.close()
+    assert kind == "response" and report["outcome"] == "rotated" and "unproven" in report, report
+    assert "no time is left" in report["unproven"], report
+    assert world.logs_on(*world.ssm())
+
+
+def test_an_unreadable_pending_password_starts_over(fn, world, proxy):
+    """The pending copy cannot be decrypted any more (its key was replaced, a policy changed):
+    that is the same as having none, and the run starts over instead of failing forever."""
+    proxy.on_crash = fn.crash
+    proxy.rules.append(CRASH_POINTS["after-the-ad-reset-and-proof"])
+    fn.run_until_crash(world.env(AWS_ENDPOINT_URL=proxy.url))
+    proxy.rules.clear()
+    world.expire_lock()
+    proxy.rules.append(("GetParameter", "/rotation-pending\"", "fail"))
+    kind, report = fn.run(world.env(AWS_ENDPOINT_URL=proxy.url))
+    assert kind == "response" and report["outcome"] == "rotated", report
+    assert world.logs_on(*world.ssm()) and world.pending() is None
 
 
 def test_single_account_mode(fn, world):

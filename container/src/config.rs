@@ -35,12 +35,19 @@ pub mod vars {
     pub const CHILD_USERNAME: &str = "FARGATE_SMB_USERNAME";
     pub const CHILD_PASSWORD: &str = "FARGATE_SMB_PASSWORD";
     /// How a process in an ECS task finds the task role's credentials: the SDKs fetch them from
-    /// the ECS credential endpoint that these name (and authorize against).
-    pub const TASK_ROLE: [&str; 4] = [
+    /// the ECS credential endpoint that these name (and authorize against). Then the other
+    /// credential sources the SDK reads from the environment, ahead of the endpoint: whichever
+    /// of them read the password's parameter could read it again, so they go too.
+    pub const TASK_ROLE: [&str; 9] = [
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
     ];
 }
 

@@ -13,6 +13,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 const UAC_ACCOUNTDISABLE: u32 = 0x0002;
 const UAC_NORMAL_ACCOUNT: u32 = 0x0200;
 const UAC_DONT_EXPIRE_PASSWORD: u32 = 0x1_0000;
+/// msDS-User-Account-Control-Computed: the account is locked out now.
+const UF_LOCKOUT: u32 = 0x0010;
 /// A global security group.
 const GROUP_TYPE_GLOBAL_SECURITY: i32 = 0x8000_0002_u32 as i32;
 
@@ -445,13 +447,22 @@ impl LdapsDirectory {
         Ok(())
     }
 
-    /// Clear a lockout. A password reset does not (in AD or Samba): an account locked by
-    /// logons with its old password would refuse the new one until the lockout expires. Written
-    /// only when set, so an account that is not locked needs no right to `lockoutTime`.
+    /// Clear a lockout, before the reset: a password reset does not (in AD or Samba), and an
+    /// account locked by logons with its old password would refuse the new one until the lockout
+    /// expires. Whether the account is locked comes from the constructed
+    /// `msDS-User-Account-Control-Computed` (`UF_LOCKOUT`), not from `lockoutTime`, which stays
+    /// set after a lockout has expired until the next successful logon (an inactive account of
+    /// the pair may never have one). So an account that is not locked needs no right to
+    /// `lockoutTime`, and one whose unlock is refused fails here, before its password changes.
     async fn unlock(&self, dn: &str) -> Result<()> {
         let (entries, _) = self
             .handle()
-            .search(dn, Scope::Base, "(objectClass=*)", vec!["lockoutTime"])
+            .search(
+                dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["msDS-User-Account-Control-Computed"],
+            )
             .await
             .and_then(|r| r.success())
             .map_err(|e| self.fail(&format!("read {dn}"), None, e))?;
@@ -459,8 +470,9 @@ impl LdapsDirectory {
             .into_iter()
             .next()
             .map(SearchEntry::construct)
-            .and_then(|e| Self::first(&e, "lockoutTime"))
-            .is_some_and(|v| v.trim() != "0");
+            .and_then(|e| Self::first(&e, "msDS-User-Account-Control-Computed"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .is_some_and(|v| v & UF_LOCKOUT != 0);
         if !locked {
             return Ok(());
         }
@@ -555,6 +567,7 @@ impl Directory for LdapsDirectory {
 
     async fn set_password(&self, user: &User, password: &Secret) -> Result<()> {
         let dn = self.dn_of(user)?;
+        self.unlock(dn).await?;
         let mods = vec![Mod::Replace(
             b"unicodePwd".to_vec(),
             HashSet::from([unicode_pwd(password)]),
@@ -570,7 +583,6 @@ impl Directory for LdapsDirectory {
                     e,
                 )
             })?;
-        self.unlock(dn).await?;
         self.set_disabled(dn, false).await
     }
 

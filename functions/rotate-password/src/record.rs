@@ -48,6 +48,14 @@ pub struct Record {
     /// versions have none; they are resumed without one (see `Rotator::resume`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<Fingerprint>,
+    /// The EventBridge Scheduler time of the invocation that started the rotation, so a
+    /// duplicate delivery of it is recognised once the rotation is done.
+    #[serde(
+        default,
+        rename = "scheduledTime",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub execution: Option<String>,
 }
 
 /// `sha256:<salt>:<digest>`, hex: SHA-256 over a random 16-byte salt and the password. Tells
@@ -154,6 +162,7 @@ mod tests {
             time: now_utc(),
             outcome: "switching".into(),
             fingerprint: Some(Fingerprint::of(&Secret::new("pw-1")).unwrap()),
+            execution: Some("c0ffee".into()),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains(r#""state":"switching""#), "{text}");

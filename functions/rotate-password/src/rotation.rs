@@ -54,6 +54,8 @@ pub enum RotationError {
     Disabled(String),
     #[error("could not generate a password: {0}")]
     Generate(String),
+    #[error("could not take the rotation lock: {0}")]
+    Lock(String),
     #[error(
         "too little time is left to {step} safely ({left_ms} ms left, {needed_ms} ms needed); nothing was \
          changed by this step: raise the function's timeout (60 s is ample with the default timeouts)"
@@ -174,8 +176,17 @@ impl Rotator {
     pub async fn handle(&self, event: Json, deadline_ms: u64) -> Result<Json, RotationError> {
         let dry_run =
             self.config.dry_run || event.get("dryRun").and_then(Json::as_bool) == Some(true);
+        // EventBridge Scheduler's `<aws.scheduler.scheduled-time>` (the template puts it in the
+        // input): the same for every delivery of one scheduled invocation, retries and duplicates
+        // included, so a delivery for a time that already rotated is a duplicate.
+        let execution = event
+            .get("scheduledTime")
+            .and_then(Json::as_str)
+            .map(str::trim)
+            .filter(|e| !e.is_empty() && !e.starts_with('<'))
+            .map(str::to_owned);
         let report = if dry_run {
-            self.run(true, deadline_ms).await?
+            self.run(true, None, deadline_ms).await?
         } else {
             let Some(lock) = self.acquire(deadline_ms).await? else {
                 let why = format!(
@@ -185,7 +196,7 @@ impl Rotator {
                 tracing::info!(reason = %why, "skipped");
                 return Ok(json!({"outcome": "skipped", "reason": why}));
             };
-            let result = self.run(false, deadline_ms).await;
+            let result = self.run(false, execution, deadline_ms).await;
             self.release(&lock).await;
             result?
         };
@@ -220,103 +231,185 @@ impl Rotator {
             parameter: self.config.record_parameter(),
             detail: e.to_string(),
         })?;
-        self.put_owned(
-            &self.config.record_parameter(),
-            Value::Plain(&text),
-            "fargate-smb: the last password rotation and, while one runs, its step",
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Write one of this function's own parameters (the record, the pending password), owned
-    /// like the parameters it describes, so deleting Custom::SsmParameters removes it too.
-    async fn put_owned(
-        &self,
-        name: &str,
-        value: Value<'_>,
-        description: &str,
-    ) -> Result<(), StoreError> {
-        self.store
-            .put(name, value, description, true, &BTreeMap::new())
+        let name = self.config.record_parameter();
+        let version = self
+            .store
+            .put(
+                &name,
+                Value::Plain(&text),
+                "fargate-smb: the last password rotation and, while one runs, its step",
+                true,
+                &BTreeMap::new(),
+            )
             .await?;
-        let owner = self.owner_tags().await?;
-        if !owner.is_empty() {
-            self.store.tag(name, &owner).await?;
+        // Owned like the parameters it describes, so deleting Custom::SsmParameters removes it;
+        // tagged when it is first made (a tag survives overwrites).
+        if version == 1 {
+            let owner = self.owner_tags().await?;
+            if !owner.is_empty() {
+                self.store.tag(&name, &owner).await?;
+            }
         }
         Ok(())
     }
 
-    /// Take `<prefix>/rotation-lock`: one run at a time. Two runs started from the same idle
-    /// record would each keep a password of their own and reset the same account, and SSM could
-    /// end with one while AD holds the other. SSM has no compare-and-set, but a create that
-    /// refuses an existing name is one: the lock is created with `Overwrite: false` and holds the
-    /// run's token and the time its lease ends (the invocation's deadline: Lambda has ended the
-    /// run by then). A lock past its lease is a run that was killed; it is removed and taken.
-    /// `None`: another run holds it.
-    async fn acquire(&self, deadline_ms: u64) -> Result<Option<String>, RotationError> {
+    /// Keep the pending password. Created with its owner tag in the same call when it does not
+    /// exist (the usual case: it is deleted when a rotation completes), so no crash can leave an
+    /// untagged copy of a password that outlives the stack.
+    async fn put_pending(&self, password: &Secret, key_id: Option<&str>) -> Result<(), StoreError> {
+        let name = self.config.pending_parameter();
+        let value = || Value::Secure {
+            value: password,
+            key_id,
+        };
+        let description = "fargate-smb: the password a rotation in progress is setting (deleted when it completes)";
+        let tags = self.owner_tags().await?;
+        match self
+            .store
+            .put(&name, value(), description, false, &tags)
+            .await
+        {
+            Err(StoreError::AlreadyExists { .. }) => self
+                .store
+                .put(&name, value(), description, true, &BTreeMap::new())
+                .await
+                .map(|_| ()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Take `<prefix>/rotation-lock`: one run at a time. Two runs started together would each
+    /// keep a password of their own and reset the same account, and SSM could end with one while
+    /// AD holds the other.
+    ///
+    /// SSM has no conditional write, but its version numbers are one: every write of a
+    /// parameter gets the next version, so of two writes that both read version `n`, exactly one
+    /// is answered `n + 1`. The lock is never deleted (a delete would reset the count): a run
+    /// takes it by overwriting a free or expired value and holds it only if its write got
+    /// `n + 1`; it gives it back by writing `free`. The value is the run's token and the end of
+    /// its lease, the invocation's deadline (Lambda has ended the run by then), so the lock of a
+    /// run that was killed expires by itself. The first run creates it (`Overwrite: false`, which
+    /// only one create can win). `None`: another run holds it.
+    ///
+    /// A losing write still lands (as version `n + 2`) and replaces the winner's value with the
+    /// loser's. So the lease is the deadline plus the whole invocation again: a loser started
+    /// before the winner's write, so its lease outlasts the winner's run, and no third run can
+    /// take the lock while the winner works. For the same reason the winner may give the lock
+    /// back even when a loser's value is on top of its own (see [`Self::release`]).
+    async fn acquire(&self, deadline_ms: u64) -> Result<Option<Held>, RotationError> {
         let name = self.config.lock_parameter();
         let mut token = [0u8; 8];
         getrandom::fill(&mut token).map_err(|e| RotationError::Generate(e.to_string()))?;
         let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let now = now_ms();
         let until = match deadline_ms {
-            0 => now_ms() + 15 * 60 * 1000,
-            d => d + 5_000,
+            0 => now + 30 * 60 * 1000,
+            d => d + d.saturating_sub(now) + 5_000,
+        };
+        let held = |version| Held {
+            token: token.clone(),
+            version,
         };
         let value = format!("{token} {until}");
-        let tags = self.owner_tags().await?;
+        let description = "fargate-smb: the rotation run in progress (its token and lease end, ms since the epoch), or free";
         for _ in 0..3 {
-            let err = match self
+            let expected = match self.store.get(&name, false).await? {
+                None => {
+                    let tags = self.owner_tags().await?;
+                    match self
+                        .store
+                        .put(&name, Value::Plain(&value), description, false, &tags)
+                        .await
+                    {
+                        Ok(version) => return Ok(Some(held(version))),
+                        // Another run created it first, or this create was applied and still
+                        // answered with an error: look again.
+                        Err(e) => {
+                            tracing::warn!(parameter = %name, error = %e, "creating the lock failed; reading it back");
+                            if let Some(found) = self.store.get(&name, false).await?
+                                && found.value.expose() == value
+                                && found.version == 1
+                            {
+                                return Ok(Some(held(1)));
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Some(held) => {
+                    let mut parts = held.value.expose().split(' ');
+                    let (holder, lease) = (parts.next().unwrap_or_default(), parts.next());
+                    let lease = lease.and_then(|l| l.parse::<u64>().ok()).unwrap_or(0);
+                    if holder != "free" && lease > now_ms() {
+                        return Ok(None);
+                    }
+                    if holder != "free" {
+                        tracing::warn!(parameter = %name, holder, "the lock's lease has ended (a run that was killed): taking it over");
+                    }
+                    held.version + 1
+                }
+            };
+            match self
                 .store
                 .put(
                     &name,
                     Value::Plain(&value),
-                    "fargate-smb: held by the rotation run in progress (its token and lease end, ms since the epoch)",
-                    false,
-                    &tags,
+                    description,
+                    true,
+                    &BTreeMap::new(),
                 )
                 .await
             {
-                Ok(_) => return Ok(Some(token)),
-                Err(e) => e,
-            };
-            if !matches!(err, StoreError::AlreadyExists { .. }) {
-                // Possibly applied: a read-back decides.
-                tracing::warn!(parameter = %name, error = %err, "taking the lock failed");
-            }
-            let Some(held) = self.store.get(&name, false).await? else {
-                continue; // released meanwhile
-            };
-            let mut parts = held.value.expose().split(' ');
-            let (holder, lease) = (parts.next().unwrap_or_default(), parts.next());
-            if holder == token {
-                return Ok(Some(token));
-            }
-            match lease.and_then(|l| l.parse::<u64>().ok()) {
-                Some(end) if end > now_ms() => return Ok(None),
-                _ => {
-                    tracing::warn!(parameter = %name, holder, "the lock's lease has ended (a run that was killed): taking it over");
-                    self.store.delete(&name).await?;
+                Ok(version) if version == expected => return Ok(Some(held(version))),
+                Ok(_) => return Ok(None),
+                Err(e) => {
+                    // Applied or not, only the version says whose it is.
+                    tracing::warn!(parameter = %name, error = %e, "taking the lock failed; reading it back");
+                    return match self.store.get(&name, false).await? {
+                        Some(found)
+                            if found.value.expose() == value && found.version == expected =>
+                        {
+                            Ok(Some(held(expected)))
+                        }
+                        Some(_) => Ok(None),
+                        None => Err(e.into()),
+                    };
                 }
             }
         }
-        Ok(None)
+        Err(RotationError::Lock(format!(
+            "{name} changed under this run three times in a row; run it again"
+        )))
     }
 
-    /// Give the lock back, if it is still ours. A failure only delays the next run until the
-    /// lease ends.
-    async fn release(&self, token: &str) {
+    /// Give the lock back. It is ours to free when it holds our token, or when a later version
+    /// is on top of ours: while our lease runs nobody can win the lock (every value since ours
+    /// is ours or a loser's, whose lease outlasts our run), so a later version is a loser's. A
+    /// failure only delays the next run until the lease ends.
+    async fn release(&self, lock: &Held) {
         let name = self.config.lock_parameter();
-        match self.store.get(&name, false).await {
-            Ok(Some(held)) if held.value.expose().split(' ').next() == Some(token) => {
-                if let Err(e) = self.store.delete(&name).await {
-                    tracing::warn!(parameter = %name, error = %e, "could not release the lock; it expires with its lease");
-                }
+        let result = match self.store.get(&name, false).await {
+            Ok(Some(found))
+                if found.value.expose().split(' ').next() == Some(lock.token.as_str())
+                    || found.version > lock.version =>
+            {
+                self
+                .store
+                .put(
+                    &name,
+                    Value::Plain(&format!("free {}", now_ms())),
+                    "fargate-smb: the rotation run in progress (its token and lease end, ms since the epoch), or free",
+                    true,
+                    &BTreeMap::new(),
+                )
+                .await
+                .map(|_| ())
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(parameter = %name, error = %e, "could not release the lock; it expires with its lease")
-            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(parameter = %name, error = %e, "could not release the lock; it expires with its lease");
         }
     }
 
@@ -369,15 +462,28 @@ impl Rotator {
     }
 
     /// An SMB logon to the share as `username`, retried (the file server may authenticate
-    /// against a DC the new password has not replicated to yet).
+    /// against a DC the new password has not replicated to yet) while an attempt and the pause
+    /// before it still leave `reserve_ms` of the invocation for what follows.
     async fn prove(
         &self,
         share: &str,
         username: &str,
         password: &Secret,
+        deadline_ms: u64,
+        reserve_ms: u64,
     ) -> Result<(), RotationError> {
         let mut last = String::new();
-        for attempt in 1..=self.config.proof_attempts {
+        let attempt_ms = (self.config.timeout + self.config.proof_delay).as_millis() as u64;
+        let mut attempt = 0;
+        while attempt < self.config.proof_attempts {
+            if attempt > 0 {
+                if Self::left_ms(deadline_ms).is_some_and(|left| left < attempt_ms + reserve_ms) {
+                    last = format!("{last}; no time is left for another attempt");
+                    break;
+                }
+                tokio::time::sleep(self.config.proof_delay).await;
+            }
+            attempt += 1;
             let mut config = ShareConfig::new(share, username, password.clone());
             config.port = self.config.smb_port;
             config.require_encryption = self.config.smb_require_encryption;
@@ -398,23 +504,15 @@ impl Rotator {
                     last = e.to_string();
                     // A missing share or a malformed UNC will not get better by waiting.
                     if matches!(e, ShareError::BadUnc(_) | ShareError::ShareNotFound { .. }) {
-                        return Err(RotationError::Proof {
-                            account: username.to_owned(),
-                            share: share.to_owned(),
-                            attempts: attempt,
-                            detail: last,
-                        });
+                        break;
                     }
                 }
-            }
-            if attempt < self.config.proof_attempts {
-                tokio::time::sleep(self.config.proof_delay).await;
             }
         }
         Err(RotationError::Proof {
             account: username.to_owned(),
             share: share.to_owned(),
-            attempts: self.config.proof_attempts,
+            attempts: attempt,
             detail: last,
         })
     }
@@ -496,6 +594,7 @@ impl Rotator {
         active: &str,
         previous: Option<String>,
         how: &str,
+        execution: Option<String>,
     ) -> Result<Json, RotationError> {
         let services = self
             .deploy()
@@ -512,16 +611,21 @@ impl Rotator {
             time: now_utc(),
             outcome: how.to_owned(),
             fingerprint: None,
+            execution,
         })
         .await?;
         // After the record: a run that finds Idle never reads the pending parameter, so losing
         // this delete costs nothing but a second copy of the active password under the same key
         // and path, which the next rotation overwrites.
+        self.drop_pending().await;
+        Ok(json!({"outcome": how, "active": active, "previous": previous, "deployed": services}))
+    }
+
+    async fn drop_pending(&self) {
         let pending = self.config.pending_parameter();
         if let Err(e) = self.store.delete(&pending).await {
             tracing::warn!(parameter = %pending, error = %e, "could not delete the pending password; the next rotation overwrites it");
         }
-        Ok(json!({"outcome": how, "active": active, "previous": previous, "deployed": services}))
     }
 
     /// Milliseconds left before the invocation's deadline (`None` if unknown).
@@ -530,15 +634,22 @@ impl Rotator {
     }
 
     /// The time the two writes of a switch may take at worst (each bounded by the SDK's
-    /// operation timeout). A run killed after that is finished by the next one, but until then
-    /// SSM may hold a mismatched pair, so no write round starts with less time than this left.
+    /// operation timeout).
     fn switch_budget_ms(&self) -> u64 {
         self.operation_timeout.as_millis() as u64 * 2
     }
 
-    /// Refuse to start a step that must not be cut short without the time to finish it. Nothing
-    /// is lost when this refuses (the pending password and the record let the next run go on),
-    /// but a run killed mid-switch leaves SSM mismatched until then.
+    /// What a rotation needs before its first SSM write once AD is reset: the LDAP connection,
+    /// lookup and reset (each bounded by TIMEOUT_SECONDS), the reads and the record (SDK calls),
+    /// and the switch itself.
+    fn start_budget_ms(&self) -> u64 {
+        let ldap = self.config.timeout.as_millis() as u64 * 4;
+        let calls = self.operation_timeout.as_millis() as u64 * 4;
+        ldap + calls + self.switch_budget_ms()
+    }
+
+    /// Refuse to start a step that must not be cut short without the time to finish it. Only
+    /// ever asked before AD is reset, or while SSM still holds the previous, consistent pair.
     fn time_for(&self, step: &str, needed_ms: u64, deadline_ms: u64) -> Result<(), RotationError> {
         match Self::left_ms(deadline_ms) {
             Some(left) if left < needed_ms => Err(RotationError::NoTime {
@@ -550,7 +661,20 @@ impl Rotator {
         }
     }
 
-    async fn run(&self, dry_run: bool, deadline_ms: u64) -> Result<Json, RotationError> {
+    fn in_accounts(&self, username: &str) -> bool {
+        let name = account_of(username);
+        self.config
+            .accounts
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(name))
+    }
+
+    async fn run(
+        &self,
+        dry_run: bool,
+        execution: Option<String>,
+        deadline_ms: u64,
+    ) -> Result<Json, RotationError> {
         let c = &self.config;
         let username_parameter = c.username_parameter();
         let username = self
@@ -560,7 +684,7 @@ impl Rotator {
             .trim()
             .to_owned();
         let active = account_of(&username).to_owned();
-        if !c.accounts.iter().any(|a| a.eq_ignore_ascii_case(&active)) {
+        if !self.in_accounts(&username) {
             return Err(RotationError::UnknownActive {
                 parameter: username_parameter,
                 value: username,
@@ -575,16 +699,27 @@ impl Rotator {
             .trim()
             .to_owned();
 
-        if let Some(r) = &record
-            && r.state != State::Idle
-        {
-            if dry_run {
-                return Ok(json!({"outcome": "dry-run", "plan": [format!(
-                    "resume the interrupted rotation ({:?}) to {}", r.state, r.target.as_deref().unwrap_or("?")
-                )]}));
-            }
-            if let Some(done) = self.resume(r, &username, &share, deadline_ms).await? {
-                return Ok(done);
+        if let Some(r) = &record {
+            if r.state != State::Idle {
+                if dry_run {
+                    return Ok(json!({"outcome": "dry-run", "plan": [format!(
+                        "resume the interrupted rotation ({:?}) to {}", r.state, r.target.as_deref().unwrap_or("?")
+                    )]}));
+                }
+                if let Some(done) = self
+                    .resume(r, &username, &share, execution.clone(), deadline_ms)
+                    .await?
+                {
+                    return Ok(done);
+                }
+            } else if execution.is_some() && r.execution == execution {
+                let why = format!(
+                    "the schedule's invocation for {} already rotated the password at {}: a duplicate delivery",
+                    execution.as_deref().unwrap_or_default(),
+                    r.time
+                );
+                tracing::info!(reason = %why, "skipped");
+                return Ok(json!({"outcome": "skipped", "active": username, "reason": why}));
             }
         }
 
@@ -616,13 +751,18 @@ impl Rotator {
                         Backend::ManagedAd { directory_id } => directory_id.clone(),
                     }
                 ),
-                format!("prove it with an SMB logon to {share}"),
-                format!(
-                    "write {} (SecureString, same KMS key), then {} = {target}, and read both back",
-                    c.password_parameter(),
-                    username_parameter
-                ),
             ];
+            let prove = format!("prove it with an SMB logon to {share}");
+            let switch = format!(
+                "write {} (SecureString, same KMS key), then {} = {target}, and read both back",
+                c.password_parameter(),
+                username_parameter
+            );
+            if c.alternating() {
+                plan.extend([prove, switch]);
+            } else {
+                plan.extend([switch, prove]);
+            }
             if let Some(cluster) = &c.ecs_cluster {
                 plan.push(format!(
                     "force a new deployment of {} in {cluster}",
@@ -648,9 +788,9 @@ impl Rotator {
             tracing::info!(reason = %why, "skipped: the previous rotation's deployment is still rolling out, and old tasks may still use {target}");
             return Ok(json!({"outcome": "skipped", "active": username, "reason": why}));
         }
-        // In single-account mode the reset below kills the credential SSM holds until the switch
-        // after it: do not start what there is no time to finish.
-        self.time_for("start a rotation", self.switch_budget_ms(), deadline_ms)?;
+        // Once AD is reset the run never refuses an SSM write for lack of time, so it must not
+        // start without the time to get there.
+        self.time_for("start a rotation", self.start_budget_ms(), deadline_ms)?;
 
         let dir = self.directory().await?;
         let user = dir.usable(&target_name).await?;
@@ -667,79 +807,103 @@ impl Rotator {
         // 1. The new password is kept before AD has it: from here on, whatever dies, the next run
         //    can finish with it. This write is also the first use of the KMS key for this
         //    password, so a key policy that refuses it stops the rotation before AD changes.
-        self.put_owned(
-            &c.pending_parameter(),
-            Value::Secure {
-                value: &password,
-                key_id: key_id.as_deref(),
-            },
-            "fargate-smb: the password a rotation in progress is setting (deleted when it completes)",
-        )
-        .await
-        .map_err(|e| RotationError::Switch {
-            parameter: c.pending_parameter(),
-            detail: e.to_string(),
-            rollback: "nothing was changed in AD or in the credential parameters".into(),
-        })?;
+        self.put_pending(&password, key_id.as_deref())
+            .await
+            .map_err(|e| RotationError::Switch {
+                parameter: c.pending_parameter(),
+                detail: e.to_string(),
+                rollback: "nothing was changed in AD or in the credential parameters".into(),
+            })?;
         let plan = Plan {
             active: username.clone(),
             target,
             password,
             fingerprint,
+            key_id,
+            execution,
         };
         self.write_record(&plan.record(State::Pending, "new password kept; resetting AD"))
             .await?;
-        self.complete(&dir, &user, &plan, &share, deadline_ms, "rotated")
-            .await
+        let old = self.parameter(&c.password_parameter(), true).await?;
+        self.complete(
+            &dir,
+            &user,
+            &plan,
+            &share,
+            Some(old),
+            deadline_ms,
+            "rotated",
+        )
+        .await
     }
 
     /// From `Pending`: reset AD to the pending password, prove it, switch SSM, deploy, record.
+    /// `old` (alternating mode, a run that started the rotation itself): the password SSM held,
+    /// which still logs on, to put back if the switch cannot be finished.
+    #[allow(clippy::too_many_arguments)]
     async fn complete(
         &self,
         dir: &Dir,
         user: &User,
         plan: &Plan,
         share: &str,
+        old: Option<Secret>,
         deadline_ms: u64,
         how: &str,
     ) -> Result<Json, RotationError> {
-        let c = &self.config;
-        // What SSM holds before the switch, for an undo if the switch cannot be finished (only
-        // in alternating mode: in single-account mode the old password no longer logs on).
-        let old = if c.alternating() {
-            let current = self.parameter(&c.password_parameter(), true).await?;
-            (!plan.fingerprint.matches(&current)).then_some(current)
-        } else {
-            None
-        };
+        let alternating = self.config.alternating();
+        let old = old.filter(|o| alternating && !plan.fingerprint.matches(o));
 
         // 2. AD. Resetting to the value it may already hold (a resumed run) is accepted: an
         //    administrative reset is not a password change and history does not apply.
         dir.set_password(user, &plan.password).await?;
         tracing::info!(account = %plan.target, "password reset in AD");
 
-        // 3. Proven before SSM changes. In single-account mode AD holds only the new password
-        //    now, so SSM follows whatever the proof says (it may only be replication lag); the
-        //    report says whether it was proven.
-        let unproven = match self.prove(share, &plan.target, &plan.password).await {
-            Ok(()) => None,
-            Err(e) if c.alternating() => return Err(e),
-            Err(e) => {
-                tracing::error!(error = %e, "single-account mode: switching SSM to the new password anyway, the only one AD accepts now");
-                Some(e.to_string())
+        let mut report = if alternating {
+            // 3. Proven before SSM changes: the previous pair keeps working meanwhile.
+            self.prove(
+                share,
+                &plan.target,
+                &plan.password,
+                deadline_ms,
+                self.switch_budget_ms(),
+            )
+            .await?;
+            // 4. SSM, verified by reading it back.
+            self.time_for("switch SSM", self.switch_budget_ms(), deadline_ms)?;
+            self.switch(plan, old.as_ref(), deadline_ms).await?;
+            self.finish(
+                &plan.target,
+                Some(plan.active.clone()),
+                how,
+                plan.execution.clone(),
+            )
+            .await?
+        } else {
+            // Single-account mode: AD now accepts only the new password, so SSM follows at once,
+            // whatever the time; the proof comes after, for the report (a failure there is
+            // typically replication to the DC the file server asks).
+            self.switch(plan, None, 0).await?;
+            let proof = self
+                .prove(share, &plan.target, &plan.password, deadline_ms, 0)
+                .await;
+            let mut report = self
+                .finish(&plan.target, None, how, plan.execution.clone())
+                .await?;
+            if let Err(RotationError::Proof {
+                attempts, detail, ..
+            }) = proof
+            {
+                tracing::error!(account = %plan.target, attempts, detail = %detail, "the new password, which AD and SSM hold, did not log on to the share yet");
+                report["unproven"] = Json::String(format!(
+                    "the new password, which AD and SSM hold, did not log on to {share} after {attempts} attempt(s): \
+                     {detail}; most likely replication to the DC the file server asks"
+                ));
             }
+            report
         };
-
-        // 4. SSM, verified by reading it back.
-        self.time_for("switch SSM", self.switch_budget_ms(), deadline_ms)?;
-        self.switch(plan, old.as_ref(), deadline_ms).await?;
-
-        // 5. Deploy and record.
-        let previous =
-            (!plan.target.eq_ignore_ascii_case(&plan.active)).then(|| plan.active.clone());
-        let mut report = self.finish(&plan.target, previous, how).await?;
-        if let Some(why) = unproven {
-            report["unproven"] = Json::String(why);
+        if report.get("unproven").is_none() {
+            report["proven"] = Json::Bool(true);
         }
         Ok(report)
     }
@@ -790,7 +954,9 @@ impl Rotator {
     /// A write that returned an error may still have been applied (a timeout, a 5xx after the
     /// write), so no error is taken to mean "nothing changed": every round starts by reading
     /// both parameters back, and the switch is done only when the read-back shows the target
-    /// with the pending password.
+    /// with the pending password. A round is refused for lack of time only while SSM still holds
+    /// the previous pair unchanged (`deadline_ms` 0: never, as in single-account mode, where the
+    /// previous pair no longer logs on).
     async fn switch(
         &self,
         plan: &Plan,
@@ -798,9 +964,20 @@ impl Rotator {
         deadline_ms: u64,
     ) -> Result<(), RotationError> {
         let c = &self.config;
-        let key_id = self.store.key_id(&c.password_parameter()).await?;
-        self.write_record(&plan.record(State::Switching, "switching SSM to the new credential"))
-            .await?;
+        let key_id = plan.key_id.as_deref();
+        let recorded = self
+            .write_record(&plan.record(State::Switching, "switching SSM to the new credential"))
+            .await;
+        match recorded {
+            Ok(()) => {}
+            // Before any SSM write the previous pair still works: stop cleanly.
+            Err(e) if c.alternating() => return Err(e),
+            // In single-account mode SSM holds a dead password now; the Pending record is enough
+            // for a later run to finish, so the switch goes on.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the switch; switching anyway (the pending record lets a later run finish)")
+            }
+        }
         let mut last = String::from("no attempt was made");
         for round in 0..=SWITCH_ROUNDS {
             if round > 0 {
@@ -820,10 +997,11 @@ impl Rotator {
                     state: State::Deploying,
                     active: plan.target.clone(),
                     target: None,
-                    previous: Some(plan.active.clone()),
+                    previous: (plan.target != plan.active).then(|| plan.active.clone()),
                     time: now_utc(),
                     outcome: "SSM switched (read back); deploying".into(),
                     fingerprint: None,
+                    execution: plan.execution.clone(),
                 })
                 .await?;
                 tracing::info!(from = %plan.active, to = %plan.target, "SSM switched to the new credential");
@@ -832,13 +1010,14 @@ impl Rotator {
             if round == SWITCH_ROUNDS {
                 break;
             }
-            if let Err(e) = self.time_for("write SSM", self.switch_budget_ms(), deadline_ms) {
+            let untouched = !has_password && user == plan.active;
+            if untouched
+                && let Err(e) = self.time_for("write SSM", self.switch_budget_ms(), deadline_ms)
+            {
                 last = e.to_string();
                 break;
             }
-            if !has_password
-                && let Err(e) = self.put_password(&plan.password, key_id.as_deref()).await
-            {
+            if !has_password && let Err(e) = self.put_password(&plan.password, key_id).await {
                 tracing::warn!(round, parameter = %c.password_parameter(), error = %e, "writing the password failed (it may still have been applied)");
                 last = format!("writing {}: {e}", c.password_parameter());
                 continue;
@@ -850,15 +1029,25 @@ impl Rotator {
                 last = format!("writing {}: {e}", c.username_parameter());
             }
         }
-        // Not verified. In alternating mode the previous pair still logs on: put it back, and
-        // believe that only from a read-back.
-        if let Some(old) = old
-            && let Ok((user, password)) = self.observe().await
-            && user == plan.active
-        {
-            let restored = password == *old
-                || (self.put_password(old, key_id.as_deref()).await.is_ok()
-                    && matches!(self.observe().await, Ok((u, p)) if u == plan.active && p == *old));
+        // Not verified. A run that started this rotation knows the previous pair, which still
+        // logs on (alternating mode): put both back, and believe it only from a read-back.
+        if let Some(old) = old {
+            let mut restored = false;
+            for _ in 0..2 {
+                let Ok((user, password)) = self.observe().await else {
+                    continue;
+                };
+                if user == plan.active && password == *old {
+                    restored = true;
+                    break;
+                }
+                if password != *old {
+                    let _ = self.put_password(old, key_id).await;
+                }
+                if user != plan.active {
+                    let _ = self.put_username(&plan.active).await;
+                }
+            }
             if restored {
                 self.write_record(&Record {
                     state: State::Idle,
@@ -868,6 +1057,7 @@ impl Rotator {
                     time: now_utc(),
                     outcome: format!("rolled back: the switch could not be completed: {last}"),
                     fingerprint: None,
+                    execution: None,
                 })
                 .await?;
                 return Err(RotationError::Switch {
@@ -882,11 +1072,30 @@ impl Rotator {
             parameter: c.password_parameter(),
             detail: last,
             rollback: format!(
-                "the record says switching and {} keeps the new password, which AD holds: the next run \
+                "the record says it is switching and {} keeps the new password, which AD holds: the next run \
                  finishes the switch; until then SSM may hold a pair that does not log on",
                 c.pending_parameter()
             ),
         })
+    }
+
+    /// Give up an interrupted rotation that no longer fits the configuration: record why, drop
+    /// its pending password, and let a fresh rotation start.
+    async fn abandon(&self, r: &Record, why: &str) -> Result<(), RotationError> {
+        tracing::warn!(state = ?r.state, target = ?r.target, reason = why, "abandoning an interrupted rotation");
+        self.write_record(&Record {
+            state: State::Idle,
+            active: r.active.clone(),
+            target: None,
+            previous: r.previous.clone(),
+            time: now_utc(),
+            outcome: format!("an interrupted rotation was abandoned: {why}"),
+            fingerprint: None,
+            execution: None,
+        })
+        .await?;
+        self.drop_pending().await;
+        Ok(())
     }
 
     /// Finish what an earlier run left: `Some(report)` when this run is done, `None` to go on
@@ -900,9 +1109,33 @@ impl Rotator {
         r: &Record,
         username: &str,
         share: &str,
+        execution: Option<String>,
         deadline_ms: u64,
     ) -> Result<Option<Json>, RotationError> {
-        if r.state == State::Idle {
+        let target = r.target.clone().unwrap_or_default();
+        // The configuration may have changed since (a stack update renamed the pair, or set
+        // another Username): finishing for accounts that are no longer the pair would move SSM
+        // outside ACCOUNTS.
+        let fits = match r.state {
+            State::Idle => return Ok(None),
+            State::Deploying => self.in_accounts(&r.active) && username == r.active,
+            _ => {
+                self.in_accounts(&r.active)
+                    && self.in_accounts(&target)
+                    && (username == r.active || username == target)
+            }
+        };
+        if !fits {
+            self.abandon(
+                r,
+                &format!(
+                    "it was for {} and {target}, and ACCOUNTS ({}) or {} ({username}) have changed since",
+                    r.active,
+                    self.config.accounts.join(", "),
+                    self.config.username_parameter()
+                ),
+            )
+            .await?;
             return Ok(None);
         }
         if r.state == State::Deploying {
@@ -912,38 +1145,44 @@ impl Rotator {
                     &r.active,
                     r.previous.clone(),
                     "rotated (deployment completed by a later run)",
+                    r.execution.clone().or(execution),
                 )
                 .await
                 .map(Some);
         }
-        let target = r.target.clone().unwrap_or_default();
-        let pending = self
-            .store
-            .get(&self.config.pending_parameter(), true)
-            .await?
-            .map(|s| s.value);
-        let plan = match (&r.fingerprint, pending) {
-            (Some(fingerprint), Some(password))
-                if fingerprint.matches(&password) && !target.is_empty() =>
-            {
-                Plan {
-                    active: r.active.clone(),
-                    target: target.clone(),
-                    password,
-                    fingerprint: fingerprint.clone(),
-                }
+        let pending = match self.store.get(&self.config.pending_parameter(), true).await {
+            Ok(p) => p.map(|s| s.value),
+            // A key that was replaced or a policy that changed: the kept password is lost to
+            // this function, which is the same as having none.
+            Err(e @ (StoreError::Key { .. } | StoreError::AccessDenied { .. })) => {
+                tracing::warn!(error = %e, "the pending password cannot be read");
+                None
             }
+            Err(e) => return Err(e.into()),
+        };
+        let plan = match (&r.fingerprint, pending) {
+            (Some(fingerprint), Some(password)) if fingerprint.matches(&password) => Plan {
+                active: r.active.clone(),
+                target: target.clone(),
+                password,
+                fingerprint: fingerprint.clone(),
+                key_id: self.store.key_id(&self.config.password_parameter()).await?,
+                execution: r.execution.clone().or(execution),
+            },
             _ => {
                 // A record of the previous version (no pending password), or one whose pending
-                // password is gone. The password is always written before the username, so a
-                // username that already names the target means the switch had completed.
-                if !target.is_empty() && username == target {
+                // password is gone. In alternating mode the password is always written before
+                // the username, so a username that already names the target means the switch
+                // had completed. (In single-account mode the username always names the target
+                // and says nothing.)
+                if target != r.active && username == target {
                     tracing::info!(target = %target, "the interrupted switch had completed: deploying");
                     return self
                         .finish(
                             &target,
                             Some(r.active.clone()),
                             "rotated (switch completed by a later run)",
+                            execution,
                         )
                         .await
                         .map(Some);
@@ -954,36 +1193,21 @@ impl Rotator {
                 return Ok(None);
             }
         };
-        match r.state {
-            State::Pending => {
-                tracing::info!(target = %plan.target, "an interrupted rotation had kept its new password: finishing it");
-                self.time_for("resume a rotation", self.switch_budget_ms(), deadline_ms)?;
-                let dir = self.directory().await?;
-                let user = dir.usable(account_of(&plan.target)).await?;
-                self.complete(
-                    &dir,
-                    &user,
-                    &plan,
-                    share,
-                    deadline_ms,
-                    "rotated (completed by a later run)",
-                )
-                .await
-                .map(Some)
-            }
-            _ => {
-                tracing::info!(target = %plan.target, "an interrupted switch is finished from the pending password");
-                self.time_for("finish the switch", self.switch_budget_ms(), deadline_ms)?;
-                self.switch(&plan, None, deadline_ms).await?;
-                self.finish(
-                    &plan.target,
-                    Some(plan.active.clone()),
-                    "rotated (switch completed by a later run)",
-                )
-                .await
-                .map(Some)
-            }
-        }
+        // Pending or Switching: AD is reset to the kept password again before the switch is
+        // finished, in case someone reset the account since (a PasswordVersion update, an
+        // administrator). The reset is idempotent and costs no failed logon.
+        tracing::info!(state = ?r.state, target = %plan.target, "an interrupted rotation had kept its new password: finishing it");
+        self.time_for("resume a rotation", self.start_budget_ms(), deadline_ms)?;
+        let dir = self.directory().await?;
+        let user = dir.usable(account_of(&plan.target)).await?;
+        let how = if r.state == State::Pending {
+            "rotated (completed by a later run)"
+        } else {
+            "rotated (switch completed by a later run)"
+        };
+        self.complete(&dir, &user, &plan, share, None, deadline_ms, how)
+            .await
+            .map(Some)
     }
 }
 
@@ -993,6 +1217,12 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The rotation lock, as this run holds it: its token and the version its write got.
+struct Held {
+    token: String,
+    version: i64,
 }
 
 /// Rounds of read-back-and-write in a switch, and the pause between them.
@@ -1007,6 +1237,10 @@ struct Plan {
     target: String,
     password: Secret,
     fingerprint: Fingerprint,
+    /// The password parameter's KMS key, passed again on every overwrite.
+    key_id: Option<String>,
+    /// The schedule's time of the invocation that started it, if known.
+    execution: Option<String>,
 }
 
 impl Plan {
@@ -1019,6 +1253,7 @@ impl Plan {
             time: now_utc(),
             outcome: outcome.to_owned(),
             fingerprint: Some(self.fingerprint.clone()),
+            execution: self.execution.clone(),
         }
     }
 }
