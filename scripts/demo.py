@@ -1264,9 +1264,12 @@ class Demo:
         r.step(f"{lid}: dry run {{\"dryRun\": true}} (prints the plan, SSM unchanged)", dry)
 
         def rotate() -> Result:
-            status, answer = fn.invoke(json.loads(target.get("Input") or "{}"))
+            # EventBridge Scheduler replaces its context attributes in the Input when it invokes.
+            scheduled = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            given = (target.get("Input") or "{}").replace("<aws.scheduler.scheduled-time>", scheduled)
+            status, answer = fn.invoke(json.loads(given))
             ok = status == "response" and isinstance(answer, dict) and answer.get("outcome") == "rotated"
-            return check(ok, "rotated", str(answer)[:80], [f"Input {target.get('Input')}"])
+            return check(ok, "rotated", str(answer)[:80], [f"Input {given}"])
 
         r.step(f"{lid}: invoke {fn.name} with the schedule's Input", rotate)
         for line in w.show_parameters(prefix):

@@ -58,7 +58,7 @@ pub enum RotationError {
     Lock(String),
     #[error(
         "too little time is left to {step} safely ({left_ms} ms left, {needed_ms} ms needed); nothing was \
-         changed by this step: raise the function's timeout (60 s is ample with the default timeouts)"
+         changed by this step: raise the function's timeout (the template's 120 s is ample with its timeouts)"
     )]
     NoTime {
         step: String,
@@ -639,11 +639,13 @@ impl Rotator {
         self.operation_timeout.as_millis() as u64 * 2
     }
 
-    /// What a rotation needs before its first SSM write once AD is reset: the LDAP connection,
-    /// lookup and reset (each bounded by TIMEOUT_SECONDS), the reads and the record (SDK calls),
-    /// and the switch itself.
+    /// What a rotation needs from its start to its first SSM write after the AD reset: the LDAP
+    /// connection and the reset (TIMEOUT_SECONDS each), the pending copy, the record and a read
+    /// (SDK calls), then the switch. A budget of the likely worst, not of every timeout at once
+    /// (that would exceed any sensible function timeout); a run that still dies after the reset
+    /// is finished by the next.
     fn start_budget_ms(&self) -> u64 {
-        let ldap = self.config.timeout.as_millis() as u64 * 4;
+        let ldap = self.config.timeout.as_millis() as u64 * 2;
         let calls = self.operation_timeout.as_millis() as u64 * 4;
         ldap + calls + self.switch_budget_ms()
     }
