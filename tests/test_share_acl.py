@@ -66,6 +66,16 @@ class Domain:
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
 
+    def cacls_may_fail(self, path: str, *args: str) -> None:
+        subprocess.run(["smbcacls", "//127.0.0.1/share", path, "-A", self.admin_auth, "-s", self.conf, *args],
+                       capture_output=True, text=True, timeout=60)
+
+    def owner(self, path: str) -> str:
+        out = subprocess.run(["smbcacls", "//127.0.0.1/share", path, "--numeric", "-A", self.admin_auth, "-s", self.conf],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return next(line.split(":", 1)[1] for line in out.stdout.splitlines() if line.startswith("OWNER:"))
+
     def exists(self, path: str) -> bool:
         out = self.smbclient(f'ls "{path}"', check=False)
         return out.returncode == 0 and "NT_STATUS_OBJECT_NAME_NOT_FOUND" not in out.stdout + out.stderr
@@ -356,3 +366,40 @@ def test_a_delete_for_an_id_cloudformation_made_up_undoes_the_grant(fn, domain, 
     assert cfn.create(p)["Status"] == "SUCCESS"
     assert cfn.delete("fargate-smb-demo-WebFolderAcl-9Z8Y7X", p)["Status"] == "SUCCESS"
     assert not can_write(domain, granted_auth, folder, tmp_path)
+
+
+def test_the_records_folder_is_private_whatever_the_share_root_grants(fn, domain, admin_parameter, tmp_path):
+    """A record holds the DACL that Delete restores: an account that could write one would choose
+    the folder's permissions. A Windows/FSx volume root lets Users or Authenticated Users read (or
+    more) whatever is made below it; ShareAcl makes .fargate-smb private (protected, full control
+    for SYSTEM, Administrators and its own account only) and resets what is inside to inherit
+    exactly that — other resources' records included, which stay readable to the admin."""
+    _, cfn = fn
+    reader, reader_auth, reader_sid = domain.user()
+    granted, _, granted_sid = domain.user()
+    folder = f"acl-{uuid.uuid4().hex[:8]}"
+    p = props(folder, admin_parameter, [{"Principal": granted_sid, "Rights": "Read"}])
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    record = created["Data"]["RecordPath"]
+    # .fargate-smb as a root that grants `reader` read (this folder, subfolders and files) leaves it.
+    domain.cacls_may_fail(".fargate-smb", "--inherit", "allow")  # fails when already inheriting
+    for path, flags in [(".fargate-smb", 0x13), (".fargate-smb\\acl", 0x13), (record, 0x10)]:
+        domain.cacls(path, "--add", f"ACL:{reader_sid}:ALLOWED/{flags:#x}/{READ:#x}")
+    assert record.rpartition("\\")[2] in domain.smbclient('ls ".fargate-smb\\acl\\*"', auth=reader_auth).stdout
+
+    updated = cfn.update(created["PhysicalResourceId"], dict(p, Grants=[{"Principal": granted_sid, "Rights": "Modify"}]), p)
+    assert updated["Status"] == "SUCCESS", updated
+    control, aces = domain.acl(".fargate-smb")
+    assert control & 0x1000, f"not protected: {control:#x}"
+    account = domain.owner(record)  # the function's account as Samba records it (admins: BUILTIN\Administrators)
+    assert aces == {ace_line(sid, FULL) for sid in ("S-1-5-18", "S-1-5-32-544", account)}, aces
+    for path, flags in [(".fargate-smb\\acl", 0x13), (record, 0x10)]:
+        control, below = domain.acl(path)
+        assert not control & 0x1000 and below == {ace_line(sid, FULL, flags) for sid in ("S-1-5-18", "S-1-5-32-544", account)}, (path, below)
+    denied = domain.smbclient('ls ".fargate-smb\\acl\\*"', auth=reader_auth, check=False)
+    assert "NT_STATUS_ACCESS_DENIED" in denied.stdout + denied.stderr, denied.stdout + denied.stderr
+    # Delete still reads its record and undoes the grant.
+    assert cfn.delete(created["PhysicalResourceId"], p)["Status"] == "SUCCESS"
+    assert not any(granted_sid in a for a in domain.acl(folder)[1])
+    assert not domain.exists(record)

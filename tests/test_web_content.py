@@ -13,7 +13,7 @@ import botocore.config
 import pytest
 
 from conftest import samba_env
-from lambda_harness import ROOT, STACK_ID, CloudFormation
+from lambda_harness import ROOT, STACK_ID, CloudFormation, domain_user
 
 RESOURCE = "Custom::WebContent"
 SHARE = "\\\\127.0.0.1\\share"
@@ -620,3 +620,208 @@ def test_a_delete_of_a_folder_the_previous_version_deployed_removes_exactly_its_
     assert deleted["Status"] == "SUCCESS", deleted
     assert smb.tree(folder) == {"css/b.css": b"b"}, "only the listed files (and the old manifest) go"
     assert smb.get(manifest_path(folder)) is None, "Delete wrote a manifest"
+
+
+def test_a_folder_emptied_behind_the_manifests_back_is_copied_again(fn, s3, smb, bucket, folder, admin_parameter):
+    """The manifest lives outside the folder, so it outlives it: an operator's deltree, or a stack
+    deleted with RemoveOnDelete false and deployed again. Unchanged is decided by the manifest AND
+    the folder: files that are gone, or whose size is not the recorded one, are copied again."""
+    bootstrap, cfn = fn
+    upload(s3, bucket, SITE)
+    p = props(bucket, folder, admin_parameter)
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    want = expected(SITE)
+
+    smb.run(f'deltree "{folder}"')
+    assert not smb.exists(folder)
+    p2 = dict(p, Parallelism="4")  # any property change makes CloudFormation send an Update
+    updated = cfn.update(created["PhysicalResourceId"], p2, p)
+    assert updated["Status"] == "SUCCESS", updated
+    assert (updated["Data"]["Copied"], updated["Data"]["Skipped"]) == (str(len(want)), "0"), updated["Data"]
+    assert content(smb.tree(folder)) == want
+    assert "not in the folder as recorded" in bootstrap.output()
+
+    # Part of it: a subfolder removed, one file deleted, one edited by hand to another size.
+    smb.run(f'deltree "{folder}\\img"')
+    smb.run(f'del "{folder}\\css\\site.css"')
+    smb.put(folder, "index.html", b"edited by hand, and longer than the original was")
+    again = cfn.update(created["PhysicalResourceId"], p, p2)
+    assert again["Status"] == "SUCCESS", again
+    assert (again["Data"]["Copied"], again["Data"]["Skipped"]) == ("3", str(len(want) - 3)), again["Data"]
+    assert content(smb.tree(folder)) == want
+    same = cfn.update(created["PhysicalResourceId"], p2, p)
+    assert (same["Data"]["Copied"], same["Data"]["Skipped"]) == ("0", str(len(want))), same["Data"]
+
+
+def test_a_manifest_stamped_with_another_folder_is_not_used(fn, s3, smb, bucket, folder, admin_parameter):
+    """The manifest records the folder it was written for. One found under another folder's name
+    (copied there by hand, restored from another share) is not this folder's list: pruning by it
+    would delete files this resource never wrote."""
+    bootstrap, cfn = fn
+    upload(s3, bucket, SITE)
+    first = cfn.create(props(bucket, folder, admin_parameter))
+    assert first["Status"] == "SUCCESS", first
+    other = folder + "-x"
+    upload(s3, bucket, {"other/page.html": b"other"})
+    p = props(bucket, other, admin_parameter, Prefix="other", DeleteExtraneous="true")
+    second = cfn.create(p)
+    assert second["Status"] == "SUCCESS", second
+    # A file of someone else's in the other folder, the same size as one the first manifest lists.
+    theirs = b"b" * len(SITE["site/css/site.css"])
+    smb.mkdir(f"{other}\\css")
+    smb.put(f"{other}\\css", "site.css", theirs)
+    smb.put(".fargate-smb\\content", manifest_path(other).rpartition("\\")[2], smb.get(manifest_path(folder)))
+
+    updated = cfn.update(second["PhysicalResourceId"], p, p)
+    assert updated["Status"] == "SUCCESS", updated
+    assert updated["Data"]["Removed"] == "0", updated["Data"]
+    assert smb.tree(other) == {"page.html": b"other", "css/site.css": theirs}, "pruned by another folder's list"
+    assert manifest_of(smb, other)["folder"] == other
+    assert sorted(manifest_of(smb, other)["files"]) == ["page.html"]
+    assert "records another folder" in bootstrap.output()
+
+
+@pytest.mark.parametrize("body", ["another-folders-manifest", "not-a-manifest"])
+def test_an_inner_resource_leaves_the_outer_resources_file_of_the_old_manifest_name(
+        fn, runtime, responses, s3, smb, bucket, folder, admin_parameter, body):
+    """WebContent at F copies the key sub/.fargate-smb-content.json (allowed below the top); a
+    second WebContent at F\\sub must not take that file for the manifest an earlier version of
+    itself left there: it neither adopts it nor removes it."""
+    bootstrap, outer = fn
+    inner = CloudFormation(runtime, responses, RESOURCE, "InnerContent")
+    if body == "not-a-manifest":
+        old_name_file = json.dumps({"settings": {"theme": "dark"}}).encode()
+    else:
+        old_name_file = json.dumps({
+            "format": 1, "bucket": bucket, "prefix": "site/", "files": {"x.txt": {"path": "x.txt", "size": 1, "etag": "e"}},
+            "ownership": {"id": f"{SHARE}\\{folder}"}, "owner": OWNER,
+        }).encode()
+    upload(s3, bucket, {"site/index.html": b"outer", "site/sub/.fargate-smb-content.json": old_name_file,
+                        "inner/page.html": b"inner"})
+    p_outer = props(bucket, folder, admin_parameter)
+    created = outer.create(p_outer)
+    assert created["Status"] == "SUCCESS" and created["Data"]["Copied"] == "2", created
+
+    p_inner = props(bucket, f"{folder}\\sub", admin_parameter, Prefix="inner", RemoveOnDelete="true")
+    made = inner.create(p_inner)
+    assert made["Status"] == "SUCCESS", made
+    assert made["Data"]["Copied"] == "1", made["Data"]
+    assert smb.get(f"{folder}\\sub\\{LEGACY_MANIFEST}") == old_name_file, "the outer resource's file was removed"
+    mine = manifest_of(smb, f"{folder}\\sub")
+    assert sorted(mine["files"]) == ["page.html"] and mine["owner"] == f"{STACK_ID}/InnerContent", mine
+    assert "not this resource's manifest" in bootstrap.output()
+
+    # The inner resource's Delete removes its own file only; the outer resource finds all of its own.
+    assert inner.delete(made["PhysicalResourceId"], p_inner)["Status"] == "SUCCESS"
+    assert smb.get(f"{folder}\\sub\\{LEGACY_MANIFEST}") == old_name_file
+    assert not smb.exists(f"{folder}\\sub\\page.html")
+    again = outer.update(created["PhysicalResourceId"], p_outer, p_outer)
+    assert (again["Data"]["Copied"], again["Data"]["Skipped"]) == ("0", "2"), again["Data"]
+
+
+READ, FULL = 0x001200A9, 0x001F01FF
+SYSTEM, ADMINISTRATORS = "S-1-5-18", "S-1-5-32-544"
+
+
+def cacls(smb, path: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run(["smbcacls", "//127.0.0.1/share", path, "-A", str(smb.auth), "-s", samba_env()["FARGATE_SMB_SMB_CONF"],
+                          *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def dacl(smb, path: str) -> tuple[int, list[tuple[str, int, int]]]:
+    """(control flags, [(sid, ace flags, mask)]) as smbcacls reads them."""
+    out = cacls(smb, path, "--numeric").stdout
+    control = int(out.split("CONTROL:")[1].splitlines()[0], 16)
+    aces = []
+    for line in out.splitlines():
+        if line.startswith("ACL:"):
+            sid, rest = line[4:].rsplit(":", 1)
+            _, flags, mask = rest.split("/")
+            aces.append((sid, int(flags, 16), int(mask, 16)))
+    return control, aces
+
+
+def user_sid(name: str) -> str:
+    out = subprocess.run(["samba-tool", "user", "show", name, "--attributes=objectSid", "-s", samba_env()["FARGATE_SMB_SMB_CONF"]],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return next(line.split(":", 1)[1].strip() for line in out.stdout.splitlines() if line.startswith("objectSid:"))
+
+
+def expose_bookkeeping(smb, sid: str, below: list[str]) -> None:
+    """.fargate-smb as a share root that grants `sid` read (this folder, subfolders and files)
+    leaves it: unprotected, inheriting from the root, and `sid`'s read inherited by it and by
+    everything already in it (`below`: (path) folders, then files)."""
+    cacls(smb, ".fargate-smb", "--inherit", "allow", check=False)  # fails when already inheriting
+    assert not dacl(smb, ".fargate-smb")[0] & 0x1000
+    cacls(smb, ".fargate-smb", "--add", f"ACL:{sid}:ALLOWED/0x13/{READ:#x}")
+    for path in below:
+        flags = "0x10" if path.endswith(".json") else "0x13"
+        cacls(smb, path, "--add", f"ACL:{sid}:ALLOWED/{flags}/{READ:#x}")
+
+
+def smbclient_as(tmp_path, user: str, password: str, command: str) -> str:
+    auth = tmp_path / f"{user}.auth"
+    auth.write_text(f"username = {user}\npassword = {password}\ndomain = EXAMPLE\n")
+    auth.chmod(0o600)
+    out = subprocess.run(["smbclient", "//127.0.0.1/share", "-A", str(auth), "-m", "SMB3", "--client-protection=encrypt",
+                          "-c", command], capture_output=True, text=True, timeout=60)
+    return out.stdout + out.stderr
+
+
+def owner(smb, path: str) -> str:
+    out = cacls(smb, path, "--numeric").stdout
+    return next(line.split(":", 1)[1] for line in out.splitlines() if line.startswith("OWNER:"))
+
+
+def assert_private(smb, path: str, below: list[str], account: str) -> None:
+    """Protected (inherits nothing from the root), full control for SYSTEM, Administrators and
+    `account` (the function's, as the owner of a file it made shows it: Samba, like Windows, makes
+    an administrator's files BUILTIN\\Administrators'), to this folder, subfolders and files; and
+    what is below carries exactly that, inherited."""
+    control, aces = dacl(smb, path)
+    assert control & 0x1000, f"{path}: DACL not protected (SE_DACL_PROTECTED) in {control:#x}"
+    assert {sid for sid, _, _ in aces} == {SYSTEM, ADMINISTRATORS, account}, aces
+    assert all(flags == 0x3 and mask == FULL for _, flags, mask in aces), aces
+    for child in below:
+        flags = 0x10 if child.endswith(".json") else 0x13
+        control, child_aces = dacl(smb, child)
+        assert not control & 0x1000, child
+        assert sorted(child_aces) == sorted((sid, flags, mask) for sid, _, mask in aces), (child, child_aces)
+
+
+def test_the_bookkeeping_folder_is_private_whatever_the_share_root_grants(fn, s3, smb, bucket, folder, admin_parameter, tmp_path):
+    """A Windows/FSx volume root lets Users or Authenticated Users read (or more) whatever is made
+    below it. The manifests must not be readable (or writable) by the web app's account: a
+    forged manifest makes pruning delete what it lists. Whoever made .fargate-smb, WebContent
+    makes it private (protected, no inherited ACEs) before it reads or writes a manifest, and
+    resets what is already inside it to inherit exactly that."""
+    _, cfn = fn
+    upload(s3, bucket, SITE)
+    user, password = domain_user()
+    sid = user_sid(user)
+    first = cfn.create(props(bucket, folder, admin_parameter))
+    assert first["Status"] == "SUCCESS", first
+    mine = manifest_path(folder)
+    expose_bookkeeping(smb, sid, [".fargate-smb\\content", mine])
+    listed = smbclient_as(tmp_path, user, password, 'ls ".fargate-smb\\content\\*"')
+    assert mine.rpartition("\\")[2] in listed, listed  # the setup works: the account can read them
+
+    again = cfn.update(first["PhysicalResourceId"], props(bucket, folder, admin_parameter, Parallelism="3"),
+                       props(bucket, folder, admin_parameter))
+    assert again["Status"] == "SUCCESS", again
+    assert_private(smb, ".fargate-smb", [".fargate-smb\\content", mine], account=owner(smb, mine))
+    denied = smbclient_as(tmp_path, user, password, 'ls ".fargate-smb\\content\\*"')
+    assert "NT_STATUS_ACCESS_DENIED" in denied, denied
+    denied = smbclient_as(tmp_path, user, password, f'get "{mine}" "{tmp_path / "stolen.json"}"')
+    assert "NT_STATUS_ACCESS_DENIED" in denied and not (tmp_path / "stolen.json").exists(), denied
+    # The admin account keeps its access; a manifest written now inherits the private DACL.
+    other = folder + "-p"
+    made = cfn.create(props(bucket, other, admin_parameter))
+    assert made["Status"] == "SUCCESS", made
+    assert_private(smb, ".fargate-smb", [manifest_path(other)], account=owner(smb, mine))
+    assert manifest_of(smb, other)["folder"] == other

@@ -14,6 +14,11 @@
 //!   ([`content_paths`]), and so are keys that Windows would fold onto another key's file.
 //! - **Only its own files are removed:** prune and [`remove_copied`] delete exactly what the
 //!   manifest lists.
+//! - **Checked against the folder:** the manifest outlives the folder (it is not in it), so before
+//!   planning, one listing per folder it reaches into drops the records of files that are gone
+//!   or changed in size ([`forget_missing`]): those are copied again.
+//! - **Private bookkeeping:** `.fargate-smb` is made private to administrators before a manifest
+//!   is read or written ([`smb_share::Share::ensure_private_folder`]).
 //!
 //! The planning ([`plan`]) is pure; this module does the I/O. The S3-event sync reuses
 //! [`copy_file`], [`remove_file`] and the manifest functions.
@@ -49,6 +54,17 @@ pub enum CopyError {
     Source(#[from] SourceError),
     #[error("could not create the target folder {path}: {source}")]
     Folder { path: String, source: ShareError },
+    #[error(
+        "could not make {path} private to administrators: {source} (it holds the manifests and ShareAcl's records; \
+         give the admin account full control of it, or protect it by hand: no inheritance, full control for SYSTEM, \
+         Administrators and the admin account)"
+    )]
+    Private { path: String, source: ShareError },
+    #[error(
+        "could not list {path} to check the manifest against the folder: {source} (run the update again; files are \
+         never removed on a failed check)"
+    )]
+    List { path: String, source: ShareError },
     #[error("could not read the manifest {path}: {source}")]
     ReadManifest { path: String, source: ShareError },
     #[error("the manifest {path} cannot be used: {detail}")]
@@ -165,6 +181,10 @@ pub struct Summary {
     pub folder_markers: usize,
     /// Everything was copied because the content version changed.
     pub forced: bool,
+    /// Files the manifest listed that were not in the folder as recorded (gone, or another
+    /// size): their records were dropped, so they were copied again (or, gone from the source
+    /// too, left alone).
+    pub missing: usize,
     /// Relative to the share root.
     pub manifest_path: String,
 }
@@ -177,6 +197,7 @@ pub async fn copy_prefix(
     options: &Options,
 ) -> Result<Summary, CopyError> {
     let started = Instant::now();
+    ensure_private(target.share).await?;
     if !target.folder.is_empty() {
         target
             .share
@@ -205,6 +226,7 @@ pub async fn copy_prefix(
         other => other.map(|l| l.manifest),
     };
     let mut manifest = loaded.clone().unwrap_or_default();
+    let missing = forget_missing(target, &mut manifest).await?;
     // The claim is recorded with the final manifest only: checkpoints of a copy that fails or
     // is cut short keep the owner the content had.
     let claimed = options.owner_id.as_deref().map(|id| {
@@ -230,6 +252,7 @@ pub async fn copy_prefix(
         unchanged = plan.unchanged.len(),
         rejected = plan.rejected.len(),
         stale = plan.stale.len(),
+        missing,
         forced,
         "copy planned"
     );
@@ -241,6 +264,7 @@ pub async fn copy_prefix(
         rejected: plan.rejected.clone(),
         folder_markers: plan.folder_markers,
         forced,
+        missing,
         manifest_path: target.manifest_path(),
         ..Summary::default()
     };
@@ -295,6 +319,70 @@ pub async fn copy_prefix(
         "copy finished"
     );
     Ok(summary)
+}
+
+/// `.fargate-smb` private to administrators (see [`Share::ensure_private_folder`]): one request
+/// when it already is.
+async fn ensure_private(share: &Share) -> Result<(), CopyError> {
+    share
+        .ensure_private_folder(BOOKKEEPING_FOLDER)
+        .await
+        .map(|_| ())
+        .map_err(|source| CopyError::Private {
+            path: BOOKKEEPING_FOLDER.to_owned(),
+            source,
+        })
+}
+
+/// Drop from `manifest` the records of files that are not in the target folder as recorded —
+/// missing, a folder now, or of another size — and return how many. The manifest is not in the
+/// folder and outlives it: an operator's `deltree`, a stack deleted without RemoveOnDelete and
+/// deployed again, a rollback's Delete by a version that removed the files. "Unchanged" must not
+/// be believed from the manifest alone, or the copy skips files that are not there. A dropped
+/// record is copied again if its object is still in the source; if not, it is left alone
+/// (pruning never removes a file of another size: it may be someone else's by now).
+///
+/// Cost: one listing (QUERY_DIRECTORY, a folder's entries many to a response) of each folder
+/// that holds a recorded file, never of any other (at the share root that spares every other
+/// folder), and nothing per file: for 100,000 files in 2,000 folders, 2,000 listings rather
+/// than 100,000 opens. Memory: one folder's entries at a time, besides a map of the records.
+/// The ETag is not checked (SMB has none); a same-size edit by hand is not detected.
+async fn forget_missing(target: Target<'_>, manifest: &mut Manifest) -> Result<usize, CopyError> {
+    if manifest.files.is_empty() {
+        return Ok(0);
+    }
+    let mut presence = plan::Presence::of(manifest);
+    let walked = target
+        .share
+        .walk(target.folder, |folder, entry| {
+            presence.visit(folder, &entry.name, entry.is_dir, entry.size)
+        })
+        .await;
+    match walked {
+        Ok(()) => {}
+        // A folder gone while it was walked: what was not seen yet counts as missing, and is
+        // copied again (the conservative side).
+        Err(ShareError::NotFound { .. }) => {}
+        Err(source) => {
+            return Err(CopyError::List {
+                path: target.folder.to_owned(),
+                source,
+            });
+        }
+    }
+    let gone = presence.missing();
+    for key in &gone {
+        manifest.files.remove(key);
+    }
+    if !gone.is_empty() {
+        tracing::warn!(
+            folder = %target.folder,
+            missing = gone.len(),
+            first = %gone[0],
+            "files the manifest lists are not in the folder as recorded (removed, or changed by hand): they are copied again"
+        );
+    }
+    Ok(gone.len())
 }
 
 /// Make every folder the copies need, parents first; a folder that cannot be made fails the
@@ -651,10 +739,13 @@ struct Loaded {
 
 /// The manifest of the target folder; `None` if there is none. An unreadable manifest is
 /// treated as none (with a warning): the next copy writes everything and a fresh manifest, and
-/// files only the lost manifest knew are left in place, never deleted.
+/// files only the lost manifest knew are left in place, never deleted. So is one that records
+/// another folder than this one (a file copied or restored under this folder's name): pruning
+/// or Delete by its list would remove files this folder's resource never wrote.
 ///
 /// A manifest an earlier version left in the target folder is read too (a folder deployed by
-/// it and not updated since, whose Delete must still find what it may remove).
+/// it and not updated since, whose Delete must still find what it may remove), if it is this
+/// folder's ([`manifest::legacy_manifest`]).
 pub async fn read_manifest(target: Target<'_>) -> Result<Option<Manifest>, CopyError> {
     Ok(load_manifest(target).await?.map(|l| l.manifest))
 }
@@ -664,35 +755,35 @@ pub async fn read_manifest(target: Target<'_>) -> Result<Option<Manifest>, CopyE
 /// when an earlier version of the function ran again after the move (a stack update rolled
 /// back to it, which never saw the new file): then the old file is the newer record.
 async fn load_manifest(target: Target<'_>) -> Result<Option<Loaded>, CopyError> {
-    if let Some(manifest) = read_at(target.share, &target.legacy_manifest_path()).await? {
+    if let Some(manifest) = read_legacy(target).await? {
         return Ok(Some(Loaded {
             manifest,
             legacy: true,
         }));
     }
-    Ok(read_at(target.share, &target.manifest_path())
-        .await?
-        .map(|manifest| Loaded {
-            manifest,
-            legacy: false,
-        }))
-}
-
-async fn read_at(share: &Share, path: &str) -> Result<Option<Manifest>, CopyError> {
-    let bytes = match share.read(path).await {
-        Ok(b) => b,
-        Err(ShareError::NotFound { .. }) => return Ok(None),
-        Err(source) => {
-            return Err(CopyError::ReadManifest {
-                path: path.to_owned(),
-                source,
-            });
-        }
+    let path = target.manifest_path();
+    let Some(bytes) = read_bytes(target.share, &path).await? else {
+        return Ok(None);
     };
     match Manifest::parse(&bytes) {
-        Ok(m) => Ok(Some(m)),
+        Ok(m) => match m.folder.as_deref() {
+            Some(other) if !manifest::same_folder(other, target.folder) => {
+                tracing::warn!(
+                    path = %path,
+                    recorded = %other,
+                    folder = %target.folder,
+                    "the manifest records another folder than the one it is named for (copied or restored by hand?): \
+                     not used, and replaced by a fresh one; no file is removed by its list"
+                );
+                Ok(None)
+            }
+            _ => Ok(Some(Loaded {
+                manifest: m,
+                legacy: false,
+            })),
+        },
         Err(e @ manifest::ManifestError::Newer(_)) => Err(CopyError::BadManifest {
-            path: path.to_owned(),
+            path,
             detail: e.to_string(),
         }),
         Err(e) => {
@@ -702,14 +793,47 @@ async fn read_at(share: &Share, path: &str) -> Result<Option<Manifest>, CopyErro
     }
 }
 
+/// The manifest at the old place, in the target folder, if it is this folder's. A file of that
+/// name that is not (another resource's content: see [`manifest::legacy_manifest`]) is left
+/// alone, never read as ours nor removed.
+async fn read_legacy(target: Target<'_>) -> Result<Option<Manifest>, CopyError> {
+    let path = target.legacy_manifest_path();
+    let Some(bytes) = read_bytes(target.share, &path).await? else {
+        return Ok(None);
+    };
+    match manifest::legacy_manifest(&bytes, target.folder) {
+        Ok(m) => Ok(Some(m)),
+        Err(why) => {
+            tracing::info!(
+                path = %path,
+                why = %why,
+                "the file of the manifest's old name in the folder is not this resource's manifest: left alone"
+            );
+            Ok(None)
+        }
+    }
+}
+
+async fn read_bytes(share: &Share, path: &str) -> Result<Option<Vec<u8>>, CopyError> {
+    match share.read(path).await {
+        Ok(b) => Ok(Some(b)),
+        Err(ShareError::NotFound { .. }) => Ok(None),
+        Err(source) => Err(CopyError::ReadManifest {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Write the manifest atomically (temporary name, then rename) at the share root's
 /// `.fargate-smb\content`, creating that folder if it is missing (ShareAcl creates
-/// `.fargate-smb` too; either may come first). The folder inherits the share root's
-/// permissions: the admin account that writes the content writes it, and the web app's account,
-/// granted the content folder only, needs (and gets) nothing there.
+/// `.fargate-smb` too; either may come first), private to administrators
+/// ([`Share::ensure_private_folder`]): the web app's account, granted the content folder only,
+/// can neither read a manifest nor forge one (which would make pruning delete what it lists).
 ///
-/// Then the manifest an earlier version kept in the target folder, if any, is removed — only
-/// after the new file is in place, so a crash in between leaves two copies, never none.
+/// Then the manifest an earlier version kept in the target folder, if any and if it is this
+/// folder's, is removed — only after the new file is in place, so a crash in between leaves two
+/// copies, never none.
 pub async fn write_manifest(target: Target<'_>, manifest: &Manifest) -> Result<(), CopyError> {
     let path = target.manifest_path();
     let temp = temp_name(&path);
@@ -721,25 +845,49 @@ pub async fn write_manifest(target: Target<'_>, manifest: &Manifest) -> Result<(
     let result = async {
         match target.share.write(&temp, &bytes).await {
             Err(ShareError::NotFound { .. }) => {
-                target.share.create_dir_all(MANIFEST_FOLDER).await?;
-                target.share.write(&temp, &bytes).await?;
+                ensure_private(target.share).await?;
+                target
+                    .share
+                    .create_dir_all(MANIFEST_FOLDER)
+                    .await
+                    .map_err(|source| write_error(&path, source))?;
+                target
+                    .share
+                    .write(&temp, &bytes)
+                    .await
+                    .map_err(|source| write_error(&path, source))?;
             }
             other => {
-                other?;
+                other.map_err(|source| write_error(&path, source))?;
             }
         }
-        target.share.rename(&temp, &path, true).await
+        target
+            .share
+            .rename(&temp, &path, true)
+            .await
+            .map_err(|source| write_error(&path, source))
     }
     .await;
-    if let Err(source) = result {
+    if let Err(e) = result {
         discard(target.share, &temp).await;
-        return Err(CopyError::WriteManifest { path, source });
+        return Err(e);
     }
     remove_legacy_manifest(target).await
 }
 
-/// Gone already (the usual case) is fine.
+fn write_error(path: &str, source: ShareError) -> CopyError {
+    CopyError::WriteManifest {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Remove the manifest at the old place if it is this folder's (read again: the decision is on
+/// the file itself). Gone already (the usual case) is fine.
 async fn remove_legacy_manifest(target: Target<'_>) -> Result<(), CopyError> {
+    if read_legacy(target).await?.is_none() {
+        return Ok(());
+    }
     let legacy = target.legacy_manifest_path();
     target
         .share
@@ -797,14 +945,15 @@ pub async fn remove_copied(target: Target<'_>, parallelism: usize) -> Result<Rem
     remove_empty_folders(target, &removed_paths).await;
     if out.failed.is_empty() {
         // Both places: a manifest found in the old one may have a (stale) copy in the new one,
-        // and neither may outlive the files. Either order is safe to repeat after a crash.
-        for path in [target.legacy_manifest_path(), target.manifest_path()] {
-            target
-                .share
-                .remove(&path)
-                .await
-                .map_err(|source| CopyError::WriteManifest { path, source })?;
-        }
+        // and neither may outlive the files (the old one only if it is this folder's). Either
+        // order is safe to repeat after a crash.
+        remove_legacy_manifest(target).await?;
+        let path = target.manifest_path();
+        target
+            .share
+            .remove(&path)
+            .await
+            .map_err(|source| write_error(&path, source))?;
     } else {
         write_manifest(target, &manifest).await?;
     }

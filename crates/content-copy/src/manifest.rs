@@ -112,6 +112,47 @@ pub fn manifest_path(folder: &str) -> String {
     format!(r"{MANIFEST_FOLDER}\{}.json", folder_key(folder))
 }
 
+/// Whether two folders (relative to the share root, `\\`-separated) are one, as NTFS compares
+/// names: they have one manifest.
+pub fn same_folder(a: &str, b: &str) -> bool {
+    folder_key(a) == folder_key(b)
+}
+
+/// A path as NTFS compares it (each character upcased, one to one; see [`upcase`]), to match a
+/// listing's names with the manifest's paths.
+pub(crate) fn ntfs_fold(path: &str) -> String {
+    path.chars().map(upcase).collect()
+}
+
+/// The manifest an earlier version of this resource left in `folder` itself (at
+/// [`LEGACY_MANIFEST_NAME`]), if `bytes` (the file found there) is one; otherwise why it is not.
+///
+/// A file of that name below the top of another resource's folder is that resource's content
+/// (the name is reserved at the top only): with WebContent at `F` and another at `F\sub`, the
+/// file `F\sub\.fargate-smb-content.json` may be `F`'s. It is this folder's manifest only if it
+/// parses as one and what it records names this folder: its `folder` stamp, if any, and the
+/// physical id that owns it (a WebContent's id is `\\server\share\folder`), or the id it was
+/// taken over from. One that records no owning id predates ownership: it is taken, as
+/// [`ownership::Before::Unrecorded`] content always was. Another stack's resource on this very
+/// folder is not refused here: as in the new place, its manifest is taken over afresh.
+pub fn legacy_manifest(bytes: &[u8], folder: &str) -> Result<Manifest, String> {
+    let m = Manifest::parse(bytes).map_err(|e| e.to_string())?;
+    if let Some(stamped) = m.folder.as_deref().filter(|f| !same_folder(f, folder)) {
+        return Err(format!("it records the folder {stamped:?}"));
+    }
+    if let Some(o) = &m.ownership {
+        let names =
+            |id: &str| smb_share::Unc::parse(id).is_ok_and(|unc| same_folder(&unc.path, folder));
+        if !names(&o.id) && !o.previous.as_deref().is_some_and(names) {
+            return Err(format!(
+                "it belongs to {}, which names another folder",
+                o.id
+            ));
+        }
+    }
+    Ok(m)
+}
+
 /// 32 hex digits: FNV-1a (128 bits) of the folded, `\`-joined folder path. Not a cryptographic
 /// hash, and it need not be: the folders are named by whoever deploys the stack, and an
 /// accidental collision among a share's folders at 128 bits does not happen. It must only stay
@@ -199,6 +240,55 @@ mod tests {
             Manifest::parse(br#"{"format": 9}"#),
             Err(ManifestError::Newer(9))
         ));
+    }
+
+    #[test]
+    fn an_old_place_manifest_is_taken_only_when_it_names_this_folder() {
+        let with = |ownership: &str, extra: &str| {
+            format!(r#"{{"format": 1, "files": {{}}{ownership}{extra}}}"#).into_bytes()
+        };
+        let mine = with(r#", "ownership": {"id": "\\\\fs\\share\\web\\sub"}"#, "");
+        assert!(legacy_manifest(&mine, r"web\sub").is_ok());
+        assert!(
+            legacy_manifest(&mine, r"WEB\Sub").is_ok(),
+            "NTFS compares names by case"
+        );
+        // The outer resource's file of that name: its manifest names the outer folder.
+        let outer = with(r#", "ownership": {"id": "\\\\fs\\share\\web"}"#, "");
+        let why = legacy_manifest(&outer, r"web\sub").unwrap_err();
+        assert!(
+            why.contains(r"\\fs\share\web") && why.contains("another folder"),
+            "{why}"
+        );
+        // Taken over by this folder's id during a replacement.
+        let taken = with(
+            r#", "ownership": {"id": "\\\\fs\\share\\other", "previous": "\\\\fs\\share\\web\\sub"}"#,
+            "",
+        );
+        assert!(legacy_manifest(&taken, r"web\sub").is_ok());
+        let stamped = with("", r#", "folder": "elsewhere""#);
+        assert!(
+            legacy_manifest(&stamped, r"web\sub")
+                .unwrap_err()
+                .contains("elsewhere")
+        );
+        // Written before ownership was recorded: this folder's, as such content always was.
+        assert!(legacy_manifest(&with("", ""), r"web\sub").is_ok());
+        // Not a manifest at all.
+        assert!(legacy_manifest(br#"{"settings": 1}"#, "web").is_err());
+        assert!(legacy_manifest(b"<html>", "web").is_err());
+        assert!(legacy_manifest(br#"{"format": 9}"#, "web").is_err());
+        assert!(
+            legacy_manifest(&with(r#", "ownership": {"id": "not a unc"}"#, ""), "web").is_err()
+        );
+    }
+
+    #[test]
+    fn folders_compare_as_ntfs_names() {
+        assert!(same_folder(r"web\Img", r"\WEB\img\"));
+        assert!(!same_folder("straße", "STRASSE"));
+        assert!(!same_folder(r"web\sub", "web"));
+        assert_eq!(ntfs_fold(r"Css\Straße.css"), r"CSS\STRAßE.CSS");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! cannot be files on a Windows share, and which files of an earlier copy are no longer in the
 //! source. Pure, so every decision is unit-tested.
 
-use crate::manifest::{FileRecord, Manifest, is_reserved};
+use crate::manifest::{FileRecord, Manifest, is_reserved, ntfs_fold};
 use content_paths::{Mapped, fold, share_path};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -176,6 +176,71 @@ fn conflict(
         ancestor = parent;
     }
     None
+}
+
+/// Which files a manifest lists are in the target folder as recorded, from a walk of it
+/// (`Share::walk`): the records whose file is missing, a folder, or of another size are
+/// [`Presence::missing`]. Paths compare as NTFS compares names.
+#[derive(Debug)]
+pub struct Presence {
+    /// By the recorded path, folded.
+    records: HashMap<String, Recorded>,
+    /// Every folder (folded) that holds a recorded file: the only ones worth listing.
+    folders: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct Recorded {
+    key: String,
+    size: u64,
+    present: bool,
+}
+
+impl Presence {
+    pub fn of(manifest: &Manifest) -> Self {
+        let mut records = HashMap::new();
+        let mut folders = BTreeSet::new();
+        for (key, r) in &manifest.files {
+            let path = ntfs_fold(&r.path);
+            let mut parent = content_paths::parent(&path);
+            while !parent.is_empty() {
+                folders.insert(parent.to_owned());
+                parent = content_paths::parent(parent);
+            }
+            let recorded = Recorded {
+                key: key.clone(),
+                size: r.size,
+                present: false,
+            };
+            records.insert(path, recorded);
+        }
+        Self { records, folders }
+    }
+
+    /// One entry of the listing of `folder` (relative to the target folder); whether to list it
+    /// too (a folder that holds recorded files).
+    pub fn visit(&mut self, folder: &str, name: &str, is_dir: bool, size: u64) -> bool {
+        let path = ntfs_fold(&content_paths::join(folder, name));
+        if is_dir {
+            return self.folders.contains(&path);
+        }
+        if let Some(r) = self.records.get_mut(&path) {
+            r.present = r.size == size;
+        }
+        false
+    }
+
+    /// The keys whose file was not seen as recorded, sorted.
+    pub fn missing(self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .records
+            .into_values()
+            .filter(|r| !r.present)
+            .map(|r| r.key)
+            .collect();
+        keys.sort();
+        keys
+    }
 }
 
 /// The folders (relative to the target folder) the files to copy need, parents before children.
@@ -362,6 +427,35 @@ mod tests {
                 "sub/.fargate-smb/x.json"
             ]
         );
+    }
+
+    #[test]
+    fn presence_descends_only_where_records_are_and_checks_sizes() {
+        let m = manifest(&[
+            ("index.html", "index.html", 10, "e1"),
+            ("css/a.css", r"css\a.css", 5, "e2"),
+            ("img/deep/logo.png", r"img\deep\logo.png", 7, "e3"),
+            ("gone.txt", "gone.txt", 1, "e4"),
+            ("Edited.txt", "Edited.txt", 3, "e5"),
+        ]);
+        let mut p = Presence::of(&m);
+        // The listing of the target folder: names as the server has them, any case.
+        assert!(!p.visit("", "INDEX.HTML", false, 10));
+        assert!(p.visit("", "CSS", true, 0), "holds a recorded file");
+        assert!(p.visit("", "img", true, 0));
+        assert!(
+            !p.visit("", "other-site", true, 0),
+            "nothing recorded below: not listed"
+        );
+        assert!(!p.visit("", "edited.txt", false, 30));
+        assert!(!p.visit("", "foreign.txt", false, 1));
+        assert!(!p.visit("CSS", "a.css", false, 5));
+        assert!(p.visit("img", "deep", true, 0));
+        // img\deep\logo.png is a folder now: not the recorded file.
+        assert!(!p.visit(r"img\deep", "logo.png", true, 0));
+        assert_eq!(p.missing(), ["Edited.txt", "gone.txt", "img/deep/logo.png"]);
+        // An empty (or recreated) folder: everything is missing.
+        assert_eq!(Presence::of(&m).missing().len(), 5);
     }
 
     #[test]

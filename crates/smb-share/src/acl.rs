@@ -378,6 +378,82 @@ pub fn contains_explicit(aces: &[Ace], ace: &Ace) -> bool {
     aces.iter().any(|a| !a.inherited() && same(a, ace))
 }
 
+/// Well-known SIDs the private folder grants: LocalSystem and BUILTIN\Administrators.
+pub const SYSTEM: &str = "S-1-5-18";
+pub const ADMINISTRATORS: &str = "S-1-5-32-544";
+
+/// The DACL of a folder only administrators may use (see [`crate::Share::ensure_private_folder`]):
+/// full control, to this folder, subfolders and files, for SYSTEM, BUILTIN\Administrators and
+/// `account` (the principal that writes it), once each, in canonical order.
+pub fn private_folder_aces(account: &str) -> Vec<Ace> {
+    let mut sids = vec![SYSTEM.to_owned(), ADMINISTRATORS.to_owned()];
+    if !sids.iter().any(|s| s.eq_ignore_ascii_case(account)) {
+        sids.push(account.to_owned());
+    }
+    let aces: Vec<Ace> = sids
+        .into_iter()
+        .map(|sid| Ace {
+            kind: AceKind::Allow,
+            flags: flags::OBJECT_INHERIT | flags::CONTAINER_INHERIT,
+            mask: masks::FULL,
+            sid,
+        })
+        .collect();
+    canonical(&aces)
+}
+
+/// The ACEs a new child of a folder whose DACL is `parent` inherits (MS-DTYP 2.5.3.4, for the
+/// flags this crate models): a folder gets those marked CI (and, as inherit-only, those marked
+/// OI only, for the files below it); a file gets those marked OI; NP stops them there. Each is
+/// marked inherited. Windows and Samba compute this when a file is created; a DACL set over
+/// SMB is stored as sent, so whoever changes a folder's DACL passes it on to what is already
+/// below (as Explorer and icacls do).
+pub fn inherited_by(parent: &[Ace], is_dir: bool) -> Vec<Ace> {
+    use flags::{CONTAINER_INHERIT, INHERIT_ONLY, INHERITED, NO_PROPAGATE_INHERIT, OBJECT_INHERIT};
+    let mut out: Vec<Ace> = Vec::new();
+    for a in parent {
+        let (oi, ci, np) = (
+            a.flags & OBJECT_INHERIT != 0,
+            a.flags & CONTAINER_INHERIT != 0,
+            a.flags & NO_PROPAGATE_INHERIT != 0,
+        );
+        let flags = if !is_dir {
+            oi.then_some(INHERITED)
+        } else if ci {
+            Some(if np {
+                INHERITED
+            } else {
+                INHERITED | (a.flags & (OBJECT_INHERIT | CONTAINER_INHERIT))
+            })
+        } else if oi && !np {
+            Some(INHERITED | OBJECT_INHERIT | INHERIT_ONLY)
+        } else {
+            None
+        };
+        if let Some(flags) = flags {
+            out.push(Ace { flags, ..a.clone() });
+        }
+    }
+    // Inherited ACEs keep their order; Windows lists inherited denies before allows of one level.
+    let (deny, allow): (Vec<Ace>, Vec<Ace>) =
+        out.into_iter().partition(|a| a.kind == AceKind::Deny);
+    deny.into_iter().chain(allow).collect()
+}
+
+/// Whether `aces` is a private folder's DACL: nothing inherited, and at least full control for
+/// SYSTEM and Administrators to this folder and all below.
+pub fn is_private(protected: bool, aces: &[Ace]) -> bool {
+    let full = |sid: &str| Ace {
+        kind: AceKind::Allow,
+        flags: flags::OBJECT_INHERIT | flags::CONTAINER_INHERIT,
+        mask: masks::FULL,
+        sid: sid.to_owned(),
+    };
+    protected
+        && !aces.iter().any(Ace::inherited)
+        && satisfies(aces, &[full(SYSTEM), full(ADMINISTRATORS)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,5 +611,69 @@ mod tests {
             &original,
             &ace(AceKind::Allow, 0x03, masks::FULL, "S-1-5-32-544")
         ));
+    }
+
+    #[test]
+    fn a_private_folder_grants_system_administrators_and_the_writer_once_each() {
+        let aces = private_folder_aces("S-1-5-21-1-2-3-1105");
+        let sids: Vec<&str> = aces.iter().map(|a| a.sid.as_str()).collect();
+        assert_eq!(sids, [SYSTEM, ADMINISTRATORS, "S-1-5-21-1-2-3-1105"]);
+        assert!(
+            aces.iter()
+                .all(|a| a.kind == AceKind::Allow && a.flags == 0x03 && a.mask == masks::FULL)
+        );
+        // An administrator's files are owned by BUILTIN\Administrators: no duplicate.
+        assert_eq!(private_folder_aces("s-1-5-32-544").len(), 2);
+        assert!(is_private(true, &aces));
+        assert!(!is_private(false, &aces), "not protected");
+        let mut leaky = aces.clone();
+        leaky.push(ace(AceKind::Allow, 0x13, masks::READ, "S-1-5-32-545"));
+        assert!(
+            !is_private(true, &leaky),
+            "an inherited ACE in a protected DACL"
+        );
+        assert!(
+            !is_private(true, &aces[2..]),
+            "SYSTEM and Administrators missing"
+        );
+    }
+
+    #[test]
+    fn children_inherit_by_kind_and_flags() {
+        let parent = vec![
+            ace(AceKind::Allow, 0x03, masks::FULL, "S-1-5-18"),
+            ace(AceKind::Allow, 0x01, masks::READ, "S-1-5-11"),
+            ace(AceKind::Allow, 0x02, masks::MODIFY, "S-1-5-32-545"),
+            ace(AceKind::Allow, 0x07, masks::READ, "S-1-5-32-568"),
+            ace(AceKind::Allow, 0x00, masks::FULL, "S-1-5-32-546"),
+            ace(AceKind::Deny, 0x0b, masks::MODIFY, "S-1-1-0"),
+        ];
+        assert_eq!(
+            inherited_by(&parent, true),
+            vec![
+                ace(AceKind::Deny, 0x13, masks::MODIFY, "S-1-1-0"),
+                ace(AceKind::Allow, 0x13, masks::FULL, "S-1-5-18"),
+                ace(AceKind::Allow, 0x19, masks::READ, "S-1-5-11"),
+                ace(AceKind::Allow, 0x12, masks::MODIFY, "S-1-5-32-545"),
+                ace(AceKind::Allow, 0x10, masks::READ, "S-1-5-32-568"),
+            ]
+        );
+        assert_eq!(
+            inherited_by(&parent, false),
+            vec![
+                ace(AceKind::Deny, 0x10, masks::MODIFY, "S-1-1-0"),
+                ace(AceKind::Allow, 0x10, masks::FULL, "S-1-5-18"),
+                ace(AceKind::Allow, 0x10, masks::READ, "S-1-5-11"),
+                ace(AceKind::Allow, 0x10, masks::READ, "S-1-5-32-568"),
+            ]
+        );
+        // Two levels down, through a folder.
+        let sub = inherited_by(&parent, true);
+        assert_eq!(
+            inherited_by(&sub, false).len(),
+            3,
+            "{:?}",
+            inherited_by(&sub, false)
+        );
     }
 }

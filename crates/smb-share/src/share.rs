@@ -1,7 +1,7 @@
 //! A connected share and what can be done on it.
 
 use crate::{
-    acl::{Ace, AceKind},
+    acl::{self, Ace, AceKind},
     error::{Context, ShareError},
     transport::FastTcp,
 };
@@ -109,6 +109,16 @@ pub struct SecurityInfo {
     pub aces: Vec<Ace>,
 }
 
+/// What [`Share::ensure_private_folder`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Privacy {
+    /// Protected already, nothing inherited: left as it was.
+    AlreadyPrivate,
+    /// Given the private DACL, for `account` besides SYSTEM and Administrators; `below` files
+    /// and folders already in it were reset to inherit it.
+    MadePrivate { account: String, below: usize },
+}
+
 /// A connected, authenticated share. Holds the connection open until dropped or closed.
 pub struct Share {
     connection: Connection,
@@ -143,6 +153,14 @@ fn handle(r: &Resource) -> &ResourceHandle {
 
 fn norm(path: &str) -> String {
     path.replace('/', "\\").trim_matches('\\').to_owned()
+}
+
+fn join(folder: &str, name: &str) -> String {
+    if folder.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{folder}\\{name}")
+    }
 }
 
 impl Share {
@@ -390,12 +408,21 @@ impl Share {
         let path = norm(path);
         let args =
             FileCreateArgs::make_open_existing(FileAccessMask::new().with_generic_read(true));
-        let file = self
+        let file = match self
             .tree
             .create(&path, &args)
             .await
             .map_err(|e| self.fail("open", &path, e))?
-            .unwrap_file();
+        {
+            Resource::File(f) => f,
+            other => {
+                let _ = handle(&other).close().await;
+                return Err(ShareError::Other {
+                    operation: format!("read {path}"),
+                    detail: "it is a folder, not a file".into(),
+                });
+            }
+        };
         let result = async {
             let size = file
                 .query_info::<FileNetworkOpenInformation>()
@@ -553,6 +580,110 @@ impl Share {
         result.map(|_| out)
     }
 
+    /// Walk the tree below `root`: `visit(folder, entry)` is called for each entry of each folder
+    /// listed (`folder` relative to `root`, empty for `root` itself) and answers whether to list
+    /// a subfolder too. One listing per folder visited, never a request per file, and only one
+    /// folder's entries held at a time: the cost is set by the folders the caller descends into.
+    pub async fn walk<F>(&self, root: &str, mut visit: F) -> Result<(), ShareError>
+    where
+        F: FnMut(&str, &Entry) -> bool,
+    {
+        let root = norm(root);
+        let mut pending = vec![String::new()];
+        while let Some(folder) = pending.pop() {
+            let full = join(&root, &folder);
+            for entry in self.list(&full).await? {
+                if visit(&folder, &entry) && entry.is_dir {
+                    pending.push(join(&folder, &entry.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make `path` (and its parents) a folder only administrators may use, whatever its parent
+    /// passes down: a protected DACL (no inheritance) with full control, to the folder, its
+    /// subfolders and files, for SYSTEM, BUILTIN\Administrators and the account this session
+    /// logged on as ([`acl::private_folder_aces`]).
+    ///
+    /// A folder already protected, with nothing inherited and those two at full control, is
+    /// left as it is (an open and a read of its DACL: an administrator may have added principals
+    /// of their own).
+    /// Otherwise what is already below it gets the new DACL too, inherited (SMB stores a DACL as
+    /// sent, it does not pass it on), children first and the folder last, so that a failure
+    /// part-way leaves the folder unprotected and the next call does it all again.
+    pub async fn ensure_private_folder(&self, path: &str) -> Result<Privacy, ShareError> {
+        let path = norm(path);
+        self.create_dir_all(&path).await?;
+        let current = self.security(&path).await?;
+        if acl::is_private(current.protected, &current.aces) {
+            return Ok(Privacy::AlreadyPrivate);
+        }
+        let account = self.account_sid(&path).await?;
+        let aces = acl::private_folder_aces(&account);
+        // Each folder's inherited ACEs, computed from its parent's as the server would.
+        let mut below = Vec::new();
+        self.walk(&path, |folder, entry| {
+            below.push((join(folder, &entry.name), entry.is_dir));
+            true
+        })
+        .await?;
+        let mut inherited: std::collections::HashMap<String, Vec<Ace>> =
+            std::collections::HashMap::from([(String::new(), aces.clone())]);
+        let mut reset = 0;
+        for (child, is_dir) in &below {
+            let parent = child.rsplit_once('\\').map(|(p, _)| p).unwrap_or("");
+            let Some(from) = inherited.get(parent) else {
+                continue;
+            };
+            let child_aces = acl::inherited_by(from, *is_dir);
+            match self
+                .set_dacl_inheritable(&join(&path, child), &child_aces, false)
+                .await
+            {
+                // Removed meanwhile (a temporary file renamed into place): nothing to reset.
+                Err(ShareError::NotFound { .. }) => continue,
+                other => other?,
+            }
+            reset += 1;
+            if *is_dir {
+                inherited.insert(child.clone(), child_aces);
+            }
+        }
+        self.set_dacl_inheritable(&path, &aces, true).await?;
+        let after = self.security(&path).await?;
+        if !after.protected || !acl::satisfies(&after.aces, &aces) {
+            return Err(ShareError::Other {
+                operation: format!("protect {path}"),
+                detail: "the permissions read back are not the ones written".into(),
+            });
+        }
+        tracing::info!(folder = %path, account = %account, below = reset, "made the folder private to administrators");
+        Ok(Privacy::MadePrivate {
+            account,
+            below: reset,
+        })
+    }
+
+    /// The SID this session acts as, as the server records it: the owner of a file it creates
+    /// (SMB has no "who am I"). For a member of the server's Administrators group, Windows and
+    /// Samba make that BUILTIN\Administrators rather than the user.
+    async fn account_sid(&self, folder: &str) -> Result<String, ShareError> {
+        let probe = join(
+            folder,
+            &format!(".owner-probe.fargate-smb-tmp-{}", smb::Guid::generate()),
+        );
+        self.write(&probe, b"").await?;
+        let info = self.security(&probe).await;
+        if let Err(e) = self.remove(&probe).await {
+            tracing::warn!(path = %probe, error = %e, "could not remove a probe file");
+        }
+        info?.owner.ok_or_else(|| ShareError::Other {
+            operation: format!("read the owner of {probe}"),
+            detail: "the server returned no owner".into(),
+        })
+    }
+
     /// Owner, group and DACL. Only allow and deny ACEs are modelled; others are reported as an error
     /// rather than silently dropped.
     pub async fn security(&self, path: &str) -> Result<SecurityInfo, ShareError> {
@@ -618,6 +749,34 @@ impl Share {
         aces: &[Ace],
         protected: bool,
     ) -> Result<(), ShareError> {
+        let control = SecurityDescriptorControl::new()
+            .with_dacl_protected(protected)
+            .with_dacl_auto_inherited(true);
+        self.set_dacl_with(path, aces, control).await
+    }
+
+    /// [`Share::set_dacl`] asking the server to keep the DACL auto-inherited (SE_DACL_AUTO_INHERIT_REQ
+    /// with SE_DACL_AUTO_INHERITED, SDDL `ARAI`): Samba stores AUTO_INHERITED only when asked so,
+    /// and without it marks nothing later created below as inherited.
+    async fn set_dacl_inheritable(
+        &self,
+        path: &str,
+        aces: &[Ace],
+        protected: bool,
+    ) -> Result<(), ShareError> {
+        let control = SecurityDescriptorControl::new()
+            .with_dacl_protected(protected)
+            .with_dacl_computed(true)
+            .with_dacl_auto_inherited(true);
+        self.set_dacl_with(path, aces, control).await
+    }
+
+    async fn set_dacl_with(
+        &self,
+        path: &str,
+        aces: &[Ace],
+        control: SecurityDescriptorControl,
+    ) -> Result<(), ShareError> {
         let path = norm(path);
         let mut wire = Vec::with_capacity(aces.len());
         for a in aces {
@@ -639,11 +798,7 @@ impl Share {
         }
         let sd = SecurityDescriptor {
             sbz1: 0,
-            control: SecurityDescriptorControl::new()
-                .with_self_relative(true)
-                .with_dacl_present(true)
-                .with_dacl_protected(protected)
-                .with_dacl_auto_inherited(true),
+            control: control.with_self_relative(true).with_dacl_present(true),
             owner_sid: None,
             group_sid: None,
             sacl: None,

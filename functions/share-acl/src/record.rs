@@ -3,14 +3,18 @@
 //! Why on the share: CloudFormation hands Delete only the properties and the physical id, and
 //! the folder's DACL before our change (needed to restore a Replace, or to tell our ACEs from
 //! identical ones that were already there) can be larger than a physical id may be. The record
-//! sits beside the data it describes, in `.fargate-smb\acl` at the share root, where only the
-//! share's administrators can reach it; it is written before the DACL changes, so a crash in
+//! sits beside the data it describes, in `.fargate-smb\acl` at the share root, which is made
+//! private to administrators before a record is read or written (a protected DACL: whatever the
+//! share root grants, the web app's account can neither read a record nor forge one, which would
+//! choose the DACL Delete restores); it is written before the DACL changes, so a crash in
 //! between still leaves the original recorded.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use smb_share::acl::{Ace, AceKind};
 
+/// fargate-smb's own folder at the share root (WebContent keeps its manifests there too).
+pub const BOOKKEEPING_FOLDER: &str = ".fargate-smb";
 /// Folder of the records, at the share root.
 pub const RECORD_FOLDER: &str = r".fargate-smb\acl";
 

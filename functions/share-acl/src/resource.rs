@@ -2,7 +2,7 @@
 //! undo exactly on Delete.
 
 use crate::properties::{Checked, Mode, Properties};
-use crate::record::{RECORD_FOLDER, Record, RecordedAce, record_path};
+use crate::record::{BOOKKEEPING_FOLDER, RECORD_FOLDER, Record, RecordedAce, record_path};
 use admin_credential::AdminCredentials;
 use aws_config::SdkConfig;
 use custom_resource::{CustomResource, Invalid, Outcome, Request};
@@ -31,6 +31,12 @@ pub enum Error {
          remove it by hand (removing it means Delete will leave the folder's permissions as they are)"
     )]
     BadRecord { path: String, detail: String },
+    #[error(
+        "could not make {path} private to administrators: {source} (it holds the records Delete restores \
+         permissions from; give the admin account full control of it, or protect it by hand: no inheritance, full \
+         control for SYSTEM, Administrators and the admin account)"
+    )]
+    Private { path: String, source: ShareError },
     #[error(
         "the permissions read back from {folder} differ from what was written ({detail}): the file server \
          changed or refused part of the DACL"
@@ -110,6 +116,14 @@ async fn apply_on(
     if !folder.is_empty() {
         share.create_dir_all(folder).await?;
     }
+    // Before a record is read or written: one request when it is private already.
+    share
+        .ensure_private_folder(BOOKKEEPING_FOLDER)
+        .await
+        .map_err(|source| Error::Private {
+            path: BOOKKEEPING_FOLDER.to_owned(),
+            source,
+        })?;
     let owner = request.owner();
     let path = record_path(&owner, folder);
     let current = share.security(folder).await?;
