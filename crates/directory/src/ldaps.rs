@@ -455,22 +455,9 @@ impl LdapsDirectory {
     /// the pair may never have one). So an account that is not locked needs no right to
     /// `lockoutTime`, and one whose unlock is refused fails here, before its password changes.
     async fn unlock(&self, dn: &str) -> Result<()> {
-        let (entries, _) = self
-            .handle()
-            .search(
-                dn,
-                Scope::Base,
-                "(objectClass=*)",
-                vec!["msDS-User-Account-Control-Computed"],
-            )
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| self.fail(&format!("read {dn}"), None, e))?;
-        let locked = entries
-            .into_iter()
-            .next()
-            .map(SearchEntry::construct)
-            .and_then(|e| Self::first(&e, "msDS-User-Account-Control-Computed"))
+        let locked = self
+            .attribute(dn, "msDS-User-Account-Control-Computed")
+            .await?
             .and_then(|v| v.trim().parse::<u32>().ok())
             .is_some_and(|v| v & UF_LOCKOUT != 0);
         if !locked {
@@ -487,14 +474,18 @@ impl LdapsDirectory {
     }
 
     async fn user_account_control(&self, dn: &str) -> Result<u32> {
+        Ok(self
+            .attribute(dn, "userAccountControl")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(UAC_NORMAL_ACCOUNT))
+    }
+
+    /// One attribute of the entry `dn` (its first value), `None` if it has none.
+    async fn attribute(&self, dn: &str, name: &str) -> Result<Option<String>> {
         let (entries, _) = self
             .handle()
-            .search(
-                dn,
-                Scope::Base,
-                "(objectClass=*)",
-                vec!["userAccountControl"],
-            )
+            .search(dn, Scope::Base, "(objectClass=*)", vec![name])
             .await
             .and_then(|r| r.success())
             .map_err(|e| self.fail(&format!("read {dn}"), None, e))?;
@@ -502,9 +493,7 @@ impl LdapsDirectory {
             .into_iter()
             .next()
             .map(SearchEntry::construct)
-            .and_then(|e| Self::first(&e, "userAccountControl"))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(UAC_NORMAL_ACCOUNT))
+            .and_then(|e| Self::first(&e, name)))
     }
 }
 
