@@ -269,14 +269,16 @@ class Fn:
         """SIGKILL the running bootstrap, as Lambda ends an invocation that ran out of time."""
         self.current.process.kill()
 
-    def run_until_crash(self, env: dict, timeout: float = 120.0) -> None:
-        """Invoke, expecting the proxy to kill the function mid-way; returns once it is dead."""
+    def run_until_crash(self, env: dict, timeout: float = 120.0, deadline_s: float = 300.0) -> int:
+        """Invoke, expecting the proxy to kill the function mid-way; returns once it is dead,
+        with the invocation's deadline (ms since the epoch)."""
         if self.current is not None:
             self.outputs.append(self.current.output())
             self.current.stop()
         self.current = self.launch("rotate-password", env)
         request_id = str(uuid.uuid4())
-        self.runtime.events.put((request_id, {}, int((time.time() + 300) * 1000)))
+        deadline_ms = int((time.time() + deadline_s) * 1000)
+        self.runtime.events.put((request_id, {}, deadline_ms))
         end = time.monotonic() + timeout
         while self.current.alive():
             assert time.monotonic() < end, "the function was not killed: the crash point was never reached"
@@ -285,6 +287,7 @@ class Fn:
             except queue.Empty:
                 continue
             raise AssertionError(f"the run finished ({kind}: {body}) instead of reaching the crash point")
+        return deadline_ms
 
 
 @pytest.fixture
@@ -642,9 +645,12 @@ def test_two_runs_taking_over_an_expired_lock_at_once_rotate_once(fn, world, aws
     assert world.logs_on(*world.ssm()) and world.record()["state"] == "idle" and world.lock_free()
 
 
-def test_a_lock_that_cannot_be_taken_fails_the_run(fn, world, proxy):
-    """SSM refuses the lock's creation (a missing permission, throttling): that is an error
-    Lambda retries, not a "skipped" success that hides the problem."""
+@pytest.mark.parametrize("lock", ["absent", "free"])
+def test_a_lock_that_cannot_be_taken_fails_the_run(fn, world, proxy, aws, lock):
+    """SSM refuses the lock's creation, or the overwrite of a free lock (a missing permission,
+    throttling): that is an error Lambda retries, not a "skipped" success that hides it."""
+    if lock == "free":
+        aws.ssm.put_parameter(Name=f"{world.prefix}/rotation-lock", Value="free 0", Type="String")
     before = world.versions(), world.ssm()
     proxy.rules.append(("PutParameter", "/rotation-lock\"", "fail"))
     kind, error = fn.run(world.env(AWS_ENDPOINT_URL=proxy.url))
@@ -652,11 +658,46 @@ def test_a_lock_that_cannot_be_taken_fails_the_run(fn, world, proxy):
     assert (world.versions(), world.ssm()) == before and world.record() is None
 
 
+def test_a_killed_run_s_lock_makes_its_retry_fail_not_skip(fn, world, proxy):
+    """A run dies mid-rotation holding the lock. Lambda's retry comes before the lease ends: it
+    must fail (so Lambda retries again), not answer "skipped", which would end the retries with
+    SSM possibly on a dead password until the next schedule. The winner's lease is its own
+    deadline (plus 5 s), not the long lease a value is first written with."""
+    fast = {"ACCOUNTS": world.a, "AWS_OPERATION_TIMEOUT_SECONDS": "2", "AWS_ATTEMPT_TIMEOUT_SECONDS": "1"}
+    proxy.on_crash = fn.crash
+    proxy.rules.append(CRASH_POINTS["after-recording-the-switch"])
+    deadline_ms = fn.run_until_crash(world.env(AWS_ENDPOINT_URL=proxy.url, **fast), deadline_s=40)
+    proxy.rules.clear()
+    token, lease = world.lock().split(" ")
+    assert int(lease) <= deadline_ms + 5_000, "the winner shortened its lease to its deadline"
+    kind, error = fn.run(world.env(**fast))
+    assert kind == "error" and "another run holds" in json.dumps(error), error
+    world.expire_lock()  # the lease ends
+    kind, report = fn.run(world.env(**fast))
+    assert kind == "response" and report["outcome"].startswith("rotated"), report
+    assert world.logs_on(*world.ssm())
+
+
+def test_a_half_switched_pair_is_finished_before_any_proof(fn, world, proxy):
+    """Killed between the two writes: SSM holds the new password under the old username, which
+    does not log on. The next run cannot reach the file server (its proof would fail), yet it
+    finishes the switch first, since the pair in SSM is already broken."""
+    proxy.on_crash = fn.crash
+    proxy.rules.append(CRASH_POINTS["after-the-password-write"])
+    fn.run_until_crash(world.env(AWS_ENDPOINT_URL=proxy.url))
+    proxy.rules.clear()
+    world.expire_lock()
+    assert not world.logs_on(*world.ssm()), "the half-switched pair"
+    kind, report = fn.run(world.env(SMB_PORT="1"))
+    assert kind == "response" and report["outcome"] == "rotated (switch completed by a later run)", report
+    assert world.logs_on(*world.ssm())
+
+
 def test_a_duplicate_delivery_of_a_scheduled_invocation_rotates_once(fn, world):
     """EventBridge Scheduler delivers at least once: a second delivery with the same scheduled
     time, after the first completed, is skipped (in single-account mode it would cost a second
     outage); a later scheduled time rotates."""
-    event = json.loads((ROOT / "events" / "rotate-password" / "scheduled.json").read_text())
+    event = {**json.loads((ROOT / "events" / "rotate-password" / "scheduled.json").read_text()), "scheduledTime": "2026-12-01T03:00:00Z"}
     kind, report = fn.run(world.env(ACCOUNTS=world.a), event)
     assert kind == "response" and report["outcome"] == "rotated", report
     after = world.versions(), world.ssm()

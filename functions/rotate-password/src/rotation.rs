@@ -189,9 +189,21 @@ impl Rotator {
             self.run(true, None, deadline_ms).await?
         } else {
             let Some(lock) = self.acquire(deadline_ms).await? else {
+                let lock = self.config.lock_parameter();
+                // With a rotation in progress the holder may be a run that died (its lease ends
+                // at its deadline): fail, so that Lambda retries this delivery later, rather than
+                // answer a success that ends the retries with the rotation unfinished.
+                if let Ok(Some(r)) = self.read_record().await
+                    && r.state != State::Idle
+                {
+                    return Err(RotationError::Lock(format!(
+                        "another run holds {lock} while a rotation is {:?}: retry when its lease has ended \
+                         (Lambda retries this invocation by itself)",
+                        r.state
+                    )));
+                }
                 let why = format!(
-                    "another run holds {} (a duplicate delivery, or a run by hand): this one changes nothing",
-                    self.config.lock_parameter()
+                    "another run holds {lock} (a duplicate delivery, or a run by hand): this one changes nothing"
                 );
                 tracing::info!(reason = %why, "skipped");
                 return Ok(json!({"outcome": "skipped", "reason": why}));
@@ -292,52 +304,71 @@ impl Rotator {
     /// only one create can win). `None`: another run holds it.
     ///
     /// A losing write still lands (as version `n + 2`) and replaces the winner's value with the
-    /// loser's. So the lease is the deadline plus the whole invocation again: a loser started
-    /// before the winner's write, so its lease outlasts the winner's run, and no third run can
-    /// take the lock while the winner works. For the same reason the winner may give the lock
-    /// back even when a loser's value is on top of its own (see [`Self::release`]).
+    /// loser's. So a value is written with a long lease (the deadline plus 15 minutes, far more
+    /// than an invocation): a loser's value, on top of the winner's, outlasts the winner's run,
+    /// and no third run can take the lock while the winner works; for the same reason the winner
+    /// may give the lock back even when a loser's value is on top of its own (see
+    /// [`Self::release`]). The winner then shortens its own lease to its deadline (plus 5 s), so
+    /// that Lambda's retry of a run that was killed finds the lock expired. The lock must not be
+    /// edited by hand.
     async fn acquire(&self, deadline_ms: u64) -> Result<Option<Held>, RotationError> {
         let name = self.config.lock_parameter();
         let mut token = [0u8; 8];
         getrandom::fill(&mut token).map_err(|e| RotationError::Generate(e.to_string()))?;
         let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
-        let now = now_ms();
-        let until = match deadline_ms {
-            0 => now + 30 * 60 * 1000,
-            d => d + d.saturating_sub(now) + 5_000,
+        let end = match deadline_ms {
+            0 => now_ms() + 15 * 60 * 1000,
+            d => d,
         };
-        let held = |version| Held {
-            token: token.clone(),
-            version,
+        let value = format!("{token} {}", end + 15 * 60 * 1000);
+        let Some(version) = self.try_lock(&name, &value).await? else {
+            return Ok(None);
         };
-        let value = format!("{token} {until}");
-        let description = "fargate-smb: the rotation run in progress (its token and lease end, ms since the epoch), or free";
+        let short = format!("{token} {}", end + 5_000);
+        if let Err(e) = self
+            .store
+            .put(
+                &name,
+                Value::Plain(&short),
+                LOCK_DESCRIPTION,
+                true,
+                &BTreeMap::new(),
+            )
+            .await
+        {
+            tracing::warn!(parameter = %name, error = %e, "could not shorten the lock's lease; a retry of this run, should it die, waits 15 minutes longer");
+        }
+        Ok(Some(Held { token, version }))
+    }
+
+    /// One attempt at winning the lock with `value`: the version this run's write got, `None` if
+    /// another run holds it, an error if SSM refused or could not say.
+    async fn try_lock(&self, name: &str, value: &str) -> Result<Option<i64>, RotationError> {
+        let mut last = String::new();
         for _ in 0..3 {
-            let expected = match self.store.get(&name, false).await? {
+            let expected = match self.store.get(name, false).await? {
                 None => {
                     let tags = self.owner_tags().await?;
                     match self
                         .store
-                        .put(&name, Value::Plain(&value), description, false, &tags)
+                        .put(name, Value::Plain(value), LOCK_DESCRIPTION, false, &tags)
                         .await
                     {
-                        Ok(version) => return Ok(Some(held(version))),
+                        Ok(version) => return Ok(Some(version)),
                         // Another run created it first, or this create was applied and still
                         // answered with an error: look again.
                         Err(e) => {
                             tracing::warn!(parameter = %name, error = %e, "creating the lock failed; reading it back");
-                            if let Some(found) = self.store.get(&name, false).await?
-                                && found.value.expose() == value
-                                && found.version == 1
-                            {
-                                return Ok(Some(held(1)));
-                            }
+                            last = e.to_string();
                             continue;
                         }
                     }
                 }
-                Some(held) => {
-                    let mut parts = held.value.expose().split(' ');
+                Some(found) => {
+                    if found.value.expose() == value {
+                        return Ok(Some(found.version)); // our own create, answered with an error
+                    }
+                    let mut parts = found.value.expose().split(' ');
                     let (holder, lease) = (parts.next().unwrap_or_default(), parts.next());
                     let lease = lease.and_then(|l| l.parse::<u64>().ok()).unwrap_or(0);
                     if holder != "free" && lease > now_ms() {
@@ -346,39 +377,41 @@ impl Rotator {
                     if holder != "free" {
                         tracing::warn!(parameter = %name, holder, "the lock's lease has ended (a run that was killed): taking it over");
                     }
-                    held.version + 1
+                    found.version + 1
                 }
             };
-            match self
+            return match self
                 .store
                 .put(
-                    &name,
-                    Value::Plain(&value),
-                    description,
+                    name,
+                    Value::Plain(value),
+                    LOCK_DESCRIPTION,
                     true,
                     &BTreeMap::new(),
                 )
                 .await
             {
-                Ok(version) if version == expected => return Ok(Some(held(version))),
-                Ok(_) => return Ok(None),
+                Ok(version) if version == expected => Ok(Some(version)),
+                Ok(_) => Ok(None),
                 Err(e) => {
                     // Applied or not, only the version says whose it is.
                     tracing::warn!(parameter = %name, error = %e, "taking the lock failed; reading it back");
-                    return match self.store.get(&name, false).await? {
+                    match self.store.get(name, false).await? {
                         Some(found)
                             if found.value.expose() == value && found.version == expected =>
                         {
-                            Ok(Some(held(expected)))
+                            Ok(Some(expected))
                         }
-                        Some(_) => Ok(None),
-                        None => Err(e.into()),
-                    };
+                        // Another run's write is there: it decided.
+                        Some(found) if found.version >= expected => Ok(None),
+                        // Nothing was written: SSM refused (a missing permission, throttling).
+                        _ => Err(RotationError::Lock(e.to_string())),
+                    }
                 }
-            }
+            };
         }
         Err(RotationError::Lock(format!(
-            "{name} changed under this run three times in a row; run it again"
+            "{name} could not be created ({last}); run it again"
         )))
     }
 
@@ -393,17 +426,16 @@ impl Rotator {
                 if found.value.expose().split(' ').next() == Some(lock.token.as_str())
                     || found.version > lock.version =>
             {
-                self
-                .store
-                .put(
-                    &name,
-                    Value::Plain(&format!("free {}", now_ms())),
-                    "fargate-smb: the rotation run in progress (its token and lease end, ms since the epoch), or free",
-                    true,
-                    &BTreeMap::new(),
-                )
-                .await
-                .map(|_| ())
+                self.store
+                    .put(
+                        &name,
+                        Value::Plain(&format!("free {}", now_ms())),
+                        LOCK_DESCRIPTION,
+                        true,
+                        &BTreeMap::new(),
+                    )
+                    .await
+                    .map(|_| ())
             }
             Ok(_) => Ok(()),
             Err(e) => Err(e),
@@ -639,11 +671,12 @@ impl Rotator {
         self.operation_timeout.as_millis() as u64 * 2
     }
 
-    /// What a rotation needs from its start to its first SSM write after the AD reset: the LDAP
-    /// connection and the reset (TIMEOUT_SECONDS each), the pending copy, the record and a read
-    /// (SDK calls), then the switch. A budget of the likely worst, not of every timeout at once
-    /// (that would exceed any sensible function timeout); a run that still dies after the reset
-    /// is finished by the next.
+    /// A heuristic for the time from a rotation's start to its first SSM write after the AD
+    /// reset: two LDAP operations at TIMEOUT_SECONDS, four SDK calls at the operation timeout,
+    /// then the switch's two writes. Not every call at its timeout at once (about seven LDAP
+    /// operations and nine SDK calls: more than any sensible function timeout); it stops a run
+    /// started with plainly too little time. A run that still dies after the reset is finished
+    /// by the next.
     fn start_budget_ms(&self) -> u64 {
         let ldap = self.config.timeout.as_millis() as u64 * 2;
         let calls = self.operation_timeout.as_millis() as u64 * 4;
@@ -826,17 +859,16 @@ impl Rotator {
         };
         self.write_record(&plan.record(State::Pending, "new password kept; resetting AD"))
             .await?;
-        let old = self.parameter(&c.password_parameter(), true).await?;
-        self.complete(
-            &dir,
-            &user,
-            &plan,
-            &share,
-            Some(old),
-            deadline_ms,
-            "rotated",
-        )
-        .await
+        // The previous password, to put back if the switch cannot be finished: only alternating
+        // mode has a previous pair that still logs on (and single-account mode must not fail on
+        // a read it does not need).
+        let old = if c.alternating() {
+            Some(self.parameter(&c.password_parameter(), true).await?)
+        } else {
+            None
+        };
+        self.complete(&dir, &user, &plan, &share, old, deadline_ms, "rotated")
+            .await
     }
 
     /// From `Pending`: reset AD to the pending password, prove it, switch SSM, deploy, record.
@@ -862,17 +894,27 @@ impl Rotator {
         tracing::info!(account = %plan.target, "password reset in AD");
 
         let mut report = if alternating {
-            // 3. Proven before SSM changes: the previous pair keeps working meanwhile.
-            self.prove(
-                share,
-                &plan.target,
-                &plan.password,
-                deadline_ms,
-                self.switch_budget_ms(),
-            )
-            .await?;
+            // A resumed switch may find SSM already half switched: then the pair in SSM does not
+            // log on, and finishing comes before any proof or time check.
+            let untouched = match self.observe().await {
+                Ok((user, password)) => user == plan.active && !plan.fingerprint.matches(&password),
+                Err(_) => false,
+            };
+            if untouched {
+                // 3. Proven before SSM changes: the previous pair keeps working meanwhile.
+                self.prove(
+                    share,
+                    &plan.target,
+                    &plan.password,
+                    deadline_ms,
+                    self.switch_budget_ms(),
+                )
+                .await?;
+                self.time_for("switch SSM", self.switch_budget_ms(), deadline_ms)?;
+            } else {
+                tracing::warn!(target = %plan.target, "SSM already holds part of the new credential: finishing the switch before anything else");
+            }
             // 4. SSM, verified by reading it back.
-            self.time_for("switch SSM", self.switch_budget_ms(), deadline_ms)?;
             self.switch(plan, old.as_ref(), deadline_ms).await?;
             self.finish(
                 &plan.target,
@@ -886,12 +928,14 @@ impl Rotator {
             // whatever the time; the proof comes after, for the report (a failure there is
             // typically replication to the DC the file server asks).
             self.switch(plan, None, 0).await?;
-            let proof = self
-                .prove(share, &plan.target, &plan.password, deadline_ms, 0)
-                .await;
+            // Deployed and recorded first: the proof only feeds the report, and may take the
+            // rest of the invocation.
             let mut report = self
                 .finish(&plan.target, None, how, plan.execution.clone())
                 .await?;
+            let proof = self
+                .prove(share, &plan.target, &plan.password, deadline_ms, 0)
+                .await;
             if let Err(RotationError::Proof {
                 attempts, detail, ..
             }) = proof
@@ -1120,11 +1164,14 @@ impl Rotator {
         // outside ACCOUNTS.
         let fits = match r.state {
             State::Idle => return Ok(None),
-            State::Deploying => self.in_accounts(&r.active) && username == r.active,
+            State::Deploying => {
+                self.in_accounts(&r.active) && username.eq_ignore_ascii_case(&r.active)
+            }
             _ => {
                 self.in_accounts(&r.active)
                     && self.in_accounts(&target)
-                    && (username == r.active || username == target)
+                    && (username.eq_ignore_ascii_case(&r.active)
+                        || username.eq_ignore_ascii_case(&target))
             }
         };
         if !fits {
@@ -1220,6 +1267,8 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+const LOCK_DESCRIPTION: &str = "fargate-smb: the rotation run in progress (its token and lease end, ms since the epoch), or free";
 
 /// The rotation lock, as this run holds it: its token and the version its write got.
 struct Held {
