@@ -757,7 +757,9 @@ impl Share {
 
     /// [`Share::set_dacl`] asking the server to keep the DACL auto-inherited (SE_DACL_AUTO_INHERIT_REQ
     /// with SE_DACL_AUTO_INHERITED, SDDL `ARAI`): Samba stores AUTO_INHERITED only when asked so,
-    /// and without it marks nothing later created below as inherited.
+    /// and without it marks nothing later created below as inherited. Kept apart from
+    /// `set_dacl` on purpose: ShareAcl writes back a folder's previous descriptor exactly,
+    /// control bits included, and asking for this would change them.
     async fn set_dacl_inheritable(
         &self,
         path: &str,
