@@ -97,6 +97,8 @@ pub struct Entry {
     pub name: String,
     pub is_dir: bool,
     pub size: u64,
+    /// Last write time, as [`Meta::modified`]: 100 ns units since 1601 (a FILETIME).
+    pub modified: u64,
 }
 
 /// Owner, group and DACL of a file or folder.
@@ -566,6 +568,7 @@ impl Share {
                                 name,
                                 is_dir: entry.file_attributes.directory(),
                                 size: entry.end_of_file,
+                                modified: *entry.last_write_time,
                             });
                         }
                     }
