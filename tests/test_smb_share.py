@@ -199,3 +199,118 @@ def test_one_session_writes_more_than_the_servers_credit_limit(smb, tmp_path):
     stored = Path(smb.conf).parent.parent / "share" / name
     assert hashlib.sha256(stored.read_bytes()).digest() == hashlib.sha256(payload.read_bytes()).digest()
     stored.unlink()
+
+
+class Holder:
+    """A second SMB session (smbclient, independent of our code) holding a file open as a reader
+    such as IIS does: its `open` asks for read/write with FILE_SHARE_READ|FILE_SHARE_WRITE, never
+    FILE_SHARE_DELETE. Released by `close`, whenever the test says so."""
+
+    def __init__(self, smb: Smb, path: str):
+        self.process = subprocess.Popen(
+            ["stdbuf", "-oL", "smbclient", "//127.0.0.1/share", "-A", str(smb.auth), "-m", "SMB3", "--client-protection=encrypt"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.send(f'open "{path}"')
+        said = []
+        for line in self.process.stdout:
+            said.append(line)
+            if "fnum" in line:
+                self.fnum = line.rsplit("fnum", 1)[1].strip()
+                return
+            if "NT_STATUS" in line:
+                break
+        self.process.kill()
+        raise AssertionError(f"smbclient could not open {path}: {''.join(said)}")
+
+    def send(self, command: str) -> None:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
+    def release(self) -> None:
+        if self.process.poll() is None:
+            self.process.communicate(f"close {self.fnum}\nquit\n", timeout=30)
+
+
+def replace(smb, local: Path, remote: str, env: dict | None = None) -> subprocess.Popen:
+    """`smbctl replace`: the temporary file is written and named on stdout; the rename waits for a line."""
+    full = {"PATH": os.environ["PATH"], "SMB_SHARE": "\\\\127.0.0.1\\share", "SMB_USERNAME": "EXAMPLE\\Administrator",
+            "SMB_PASSWORD_FILE": smb.admin_password_file, **(env or {})}
+    return subprocess.Popen([str(binary("smbctl", example=True)), "replace", str(local), remote], env=full,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+
+
+def test_samba_enforces_share_modes_between_sessions_but_lets_a_rename_replace_a_held_file(smb, tmp_path):
+    """The facts the retry rests on, seen here: a second session's reader without FILE_SHARE_DELETE
+    makes a delete of the file fail with STATUS_SHARING_VIOLATION (our own error, naming the
+    cause), yet Samba lets a rename replace that file (NTFS refuses it: see the next test), so on
+    Samba readers never hold a copy up."""
+    base = f"sst-{uuid.uuid4().hex[:8]}"
+    smb.ok("mkdir", base)
+    (tmp_path / "old").write_bytes(b"old content")
+    (tmp_path / "new").write_bytes(b"new content")
+    smb.ok("put", str(tmp_path / "old"), f"{base}/page.html")
+    holder = Holder(smb, f"{base}\\page.html")
+    try:
+        refused = smb.error("rm", f"{base}/page.html")
+        assert "another program holds it open" in refused and "sharing violation" in refused, refused
+        job = replace(smb, tmp_path / "new", f"{base}/page.html")
+        assert "temp" in json.loads(job.stdout.readline())
+        out, err = job.communicate("go\n", timeout=60)
+        assert job.returncode == 0, err
+        assert "sharing violation" not in err, err
+    finally:
+        holder.release()
+    smb.smbclient(f'get "{base}\\page.html" "{tmp_path / "back"}"')
+    assert (tmp_path / "back").read_bytes() == b"new content"
+    smb.ok("rm", f"{base}/page.html")
+    smb.ok("rm", base)
+
+
+def test_a_rename_refused_by_a_sharing_violation_is_retried_until_the_reader_lets_go(smb, tmp_path):
+    """The rename opens the temporary file for DELETE; a reader holding it without sharing delete
+    access makes the server refuse with STATUS_SHARING_VIOLATION, as NTFS refuses a rename over a
+    final name IIS holds. The rename is retried; the reader lets go when the first retry is logged
+    (not on a timer), and the retried rename succeeds."""
+    base = f"sst-{uuid.uuid4().hex[:8]}"
+    smb.ok("mkdir", base)
+    (tmp_path / "new").write_bytes(b"new content")
+    # Many quick attempts: the bound only has to outlast the test's reaction to the log line.
+    job = replace(smb, tmp_path / "new", f"{base}/page.html", {"SMB_RENAME_ATTEMPTS": "500", "SMB_RENAME_PAUSE_MS": "20"})
+    temp = json.loads(job.stdout.readline())["temp"]
+    holder = Holder(smb, temp)
+    try:
+        job.stdin.write("go\n")
+        job.stdin.flush()
+        first = job.stderr.readline()
+        while first and "sharing violation" not in first:
+            first = job.stderr.readline()
+        assert "sharing violation" in first and "retried" in first, first
+    finally:
+        holder.release()
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 0, first + err
+    assert json.loads(out)["size"] == len(b"new content")
+    smb.smbclient(f'get "{base}\\page.html" "{tmp_path / "back"}"')
+    assert (tmp_path / "back").read_bytes() == b"new content"
+    assert not [e for e in smb.ok("ls", base) if "fargate-smb-tmp" in e["name"]]
+    smb.ok("rm", f"{base}/page.html")
+    smb.ok("rm", base)
+
+
+def test_a_reader_that_never_lets_go_is_reported_with_what_to_do(smb, tmp_path):
+    base = f"sst-{uuid.uuid4().hex[:8]}"
+    smb.ok("mkdir", base)
+    (tmp_path / "new").write_bytes(b"new content")
+    job = replace(smb, tmp_path / "new", f"{base}/page.html", {"SMB_RENAME_ATTEMPTS": "3", "SMB_RENAME_PAUSE_MS": "10"})
+    temp = json.loads(job.stdout.readline())["temp"]
+    holder = Holder(smb, temp)
+    try:
+        out, err = job.communicate("go\n", timeout=120)
+    finally:
+        holder.release()
+    assert job.returncode == 2, (out, err)
+    assert err.count("the rename is retried") == 2, err
+    last = err.strip().splitlines()[-1]
+    assert "another program holds it open" in last and "Open Files" in last, last
+    smb.ok("rm", temp)
+    smb.ok("rm", base)

@@ -488,3 +488,365 @@ def test_eventbridge_events_through_the_queue_and_unreadable_bodies_go_to_the_dl
     assert body == {"batchItemFailures": [{"itemIdentifier": ids[1]}]}
     assert share_files(smb, folder) == {"via queue/page.html": b"<p>through EventBridge and SQS</p>"}
     assert "returned for the dead-letter queue" in bootstrap.output()
+
+
+# --- Issue 15: reconcile against concurrent events, names that differ in case, versioned buckets,
+# temporaries, resumable passes.
+
+class HoldProxy:
+    """An HTTP forwarder in front of moto that, when armed, holds the answer to the next S3
+    ListObjectsV2 (after moto computed it) until released: what a reconcile sees when an object
+    is put, and applied by its event, while its listing is in flight."""
+
+    def __init__(self, moto_url: str, hold=lambda method, path, headers: method == "GET" and "list-type=2" in path):
+        import http.server
+        import threading
+
+        self.moto = moto_url
+        self.hold = hold
+        self.armed = False
+        self.listed = threading.Event()
+        self.release = threading.Event()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "accept-encoding")}
+                request = urllib.request.Request(proxy.moto + self.path, data=body if body else None, headers=headers,
+                                                 method=self.command)
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as r:
+                        status, answer, reply_headers = r.status, r.read(), r.headers
+                except urllib.error.HTTPError as e:
+                    status, answer, reply_headers = e.code, e.read(), e.headers
+                if proxy.armed and proxy.hold(self.command, self.path, self.headers):
+                    proxy.armed = False
+                    proxy.listed.set()
+                    proxy.release.wait(60)
+                self.send_response(status)
+                for k, v in reply_headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sync_env(bucket, folder, table, admin_parameter, **extra) -> dict:
+    return {"BUCKET": bucket, "PREFIX": "site", "SHARE_UNC": SHARE, "FOLDER": folder,
+            "ADMIN_USERNAME": "EXAMPLE\\Administrator", "ADMIN_PASSWORD_PARAMETER": admin_parameter,
+            "STATE_TABLE": table, "PARALLELISM": "8", **extra}
+
+
+def deliver(runtime, bucket: str, events: list[dict]) -> dict:
+    status, body = runtime.invoke(sqs_batch(bucket, events)[0], timeout=120)
+    assert status == "response" and body["batchItemFailures"] == [], body
+    return body
+
+
+def apply_one(runtime, bucket: str, e: dict) -> dict:
+    status, body = runtime.invoke(eventbridge(bucket, e), timeout=120)
+    assert status == "response", body
+    return body
+
+
+def reconcile(runtime, **kw) -> dict:
+    status, body = runtime.invoke({"reconcile": True}, timeout=300, **kw)
+    assert status == "response", body
+    return body["reconcile"]
+
+
+def test_reconcile_keeps_a_file_whose_object_was_put_during_its_listing(start, moto, s3, bucket, folder, table,
+                                                                         admin_parameter, smb):
+    """Item 1: objects put and applied by their events while reconcile lists the bucket. Its
+    listing does not have them, its look at the share may: `gone.txt` was deleted (no event
+    yet) before reconcile started and is put again, and applied, while the listing is held;
+    `fresh.txt` is new. Both must stay; only the real stray goes."""
+    import threading
+
+    from lambda_harness import RuntimeApi
+
+    b = Bucket(s3, bucket)
+    env = sync_env(bucket, folder, table, admin_parameter)
+    proxy = HoldProxy(moto)
+    direct_runtime, held_runtime = RuntimeApi(), RuntimeApi()
+    direct = Bootstrap(binary("sync-content"), direct_runtime, {**env, "AWS_ENDPOINT_URL": moto})
+    held = Bootstrap(binary("sync-content"), held_runtime, {**env, "AWS_ENDPOINT_URL": proxy.url})
+    try:
+        assert apply_one(direct_runtime, bucket, b.put(f"{PREFIX}old.txt", b"old"))["copied"] == 1
+        assert apply_one(direct_runtime, bucket, b.put(f"{PREFIX}gone.txt", b"first"))["copied"] == 1
+        s3.delete_object(Bucket=bucket, Key=f"{PREFIX}gone.txt")  # its event is late
+        smb.put(folder, "stale.txt", b"no object")
+        result: dict = {}
+        proxy.armed = True
+        worker = threading.Thread(target=lambda: result.update(r=reconcile(held_runtime)))
+        worker.start()
+        assert proxy.listed.wait(60), "reconcile never listed the bucket"
+        assert apply_one(direct_runtime, bucket, b.put(f"{PREFIX}gone.txt", b"back again"))["copied"] == 1
+        assert apply_one(direct_runtime, bucket, b.put(f"{PREFIX}fresh.txt", b"new"))["copied"] == 1
+        proxy.release.set()
+        worker.join(120)
+        assert not worker.is_alive()
+        r = result["r"]
+        assert share_files(smb, folder) == {"old.txt": b"old", "gone.txt": b"back again", "fresh.txt": b"new"}
+        assert r["removed"] == ["stale.txt"] and r["failed"] == [], r
+        assert r["kept"] == 1, r
+    finally:
+        held.stop()
+        direct.stop()
+        held_runtime.close()
+        direct_runtime.close()
+        proxy.close()
+
+
+def one_file_ci(smb: Smb, folder: str) -> tuple[str, bytes]:
+    files = share_files(smb, folder)
+    assert len(files) == 1, files
+    return next(iter(files.items()))
+
+
+def test_a_key_differing_only_in_case_never_removes_the_owners_file(fn, s3, bucket, folder, smb):
+    """Item 2: INDEX.HTML uploaded by mistake and deleted leaves index.html's file as it was; when
+    the owner is deleted while the other lives, the other is handed the file."""
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    assert apply_one(runtime, bucket, b.put(f"{PREFIX}index.html", b"the real page"))["copied"] == 1
+    body = apply_one(runtime, bucket, b.put(f"{PREFIX}INDEX.HTML", b"uploaded by mistake"))
+    assert one_file_ci(smb, folder)[1] == b"the real page"
+    assert body["copied"] == 0 and body["collision_count"] == 1, body
+    assert "index.html" in body["collisions"][0]["reason"], body
+    body = apply_one(runtime, bucket, b.delete(f"{PREFIX}INDEX.HTML"))
+    assert one_file_ci(smb, folder)[1] == b"the real page"
+    assert body["deleted"] == 0, body
+    # The other way round: the owner goes while the other key lives.
+    body = apply_one(runtime, bucket, b.put(f"{PREFIX}INDEX.HTML", b"the new page"))
+    assert body["collision_count"] == 1, body
+    body = apply_one(runtime, bucket, b.delete(f"{PREFIX}index.html"))
+    assert body["handed_over"] == 1, body
+    assert one_file_ci(smb, folder)[1] == b"the new page"
+    # Its own later change applies normally; reconcile finds nothing to fix.
+    body = apply_one(runtime, bucket, b.put(f"{PREFIX}INDEX.HTML", b"the newer page"))
+    assert body["copied"] == 1, body
+    assert one_file_ci(smb, folder)[1] == b"the newer page"
+    r = reconcile(runtime)
+    assert r["copied_count"] == 0 and r["removed_count"] == 0 and r["collision_count"] == 0, r
+
+
+def test_reconcile_settles_two_live_keys_of_one_file_and_records_the_other(fn, s3, bucket, folder, smb):
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}docs/Guide.txt", Body=b"upper first")
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}docs/guide.txt", Body=b"lower second")
+    r = reconcile(runtime)
+    # S3's order (UTF-8 bytes): "G" < "g", so Guide.txt owns the file.
+    assert share_files(smb, folder) == {"docs/Guide.txt": b"upper first"}
+    assert r["copied"] == [f"{PREFIX}docs/Guide.txt"], r
+    r = reconcile(runtime)
+    assert r["copied_count"] == 0 and r["removed_count"] == 0 and r["unchanged"] == 1, r
+    second = r
+    # The owner's deletion hands the file to the key reconcile recorded.
+    body = apply_one(runtime, bucket, b.delete(f"{PREFIX}docs/Guide.txt"))
+    assert smb.get(f"{folder}\\docs\\guide.txt") == b"lower second"
+    assert body["handed_over"] == 1, body
+    assert second.get("collision_count") == 1 and second["collisions"][0]["key"] == f"{PREFIX}docs/guide.txt", second
+
+
+@pytest.fixture
+def versioned(s3, bucket):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return bucket
+
+
+def test_versioned_bucket_undelete_and_permanent_delete_apply_the_current_version(fn, s3, versioned, folder, smb):
+    """Item 4: a delete event in a versioned bucket does not mean the key is gone."""
+    bootstrap, runtime = fn
+    bucket, key = versioned, f"{PREFIX}page.html"
+    b = Bucket(s3, bucket)
+    apply_one(runtime, bucket, b.put(key, b"version one"))
+    v2 = s3.put_object(Bucket=bucket, Key=key, Body=b"version two!")
+    e2 = {"kind": "put", "key": key, "etag": v2["ETag"].strip('"'), "size": 12, "seq": b._seq()}
+    assert apply_one(runtime, bucket, e2)["copied"] == 1
+    assert smb.get(f"{folder}\\page.html") == b"version two!"
+    # Permanently deleting the current version makes version one current again.
+    s3.delete_object(Bucket=bucket, Key=key, VersionId=v2["VersionId"])
+    body = apply_one(runtime, bucket, {"kind": "delete", "key": key, "seq": b._seq()})
+    assert smb.get(f"{folder}\\page.html") == b"version one"
+    assert body["restored"] == 1 and body["deleted"] == 0, body
+    # A delete marker removes the file; removing the marker (an undelete) brings it back.
+    marker = s3.delete_object(Bucket=bucket, Key=key)
+    assert marker.get("DeleteMarker") is True
+    body = apply_one(runtime, bucket, {"kind": "delete", "key": key, "seq": b._seq()})
+    assert body["deleted"] == 1, body
+    assert smb.get(f"{folder}\\page.html") is None
+    s3.delete_object(Bucket=bucket, Key=key, VersionId=marker["VersionId"])
+    body = apply_one(runtime, bucket, {"kind": "delete", "key": key, "seq": b._seq()})
+    assert smb.get(f"{folder}\\page.html") == b"version one"
+    assert body["restored"] == 1, body
+    # The undeleted key owns its file again: a key differing only in case is a collision.
+    body = apply_one(runtime, bucket, b.put(f"{PREFIX}PAGE.HTML", b"another key"))
+    assert body["collision_count"] == 1 and body["copied"] == 0, body
+    assert smb.get(f"{folder}\\page.html") == b"version one"
+
+
+def test_a_same_size_change_by_hand_is_repaired(fn, s3, bucket, folder, smb):
+    """Item 6: the state records the file's last write time; a same-size edit changes it."""
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    apply_one(runtime, bucket, b.put(f"{PREFIX}same.txt", b"aaaa"))
+    smb.put(folder, "same.txt", b"bbbb")
+    r = reconcile(runtime)
+    assert r["copied"] == [f"{PREFIX}same.txt"], r
+    assert smb.get(f"{folder}\\same.txt") == b"aaaa"
+
+
+def test_reconcile_sweeps_stale_temporaries(start, s3, bucket, folder, table, admin_parameter, runtime, smb):
+    """Item 5: a temporary file of a killed copy is removed once older than TEMP_MAX_AGE_SECONDS."""
+    start(sync_env(bucket, folder, table, admin_parameter, TEMP_MAX_AGE_SECONDS="1"))
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}a.txt", Body=b"a")
+    smb.run(f'mkdir "{folder}"')
+    smb.put(folder, ".a.txt.fargate-smb-tmp-0a1b2c3d", b"half a file")
+    time.sleep(2.5)  # older than the 1 s threshold; the threshold itself is the unit under test
+    r = reconcile(runtime)
+    assert share_files(smb, folder) == {"a.txt": b"a"}
+    assert r["temporaries_removed"] == 1, r
+
+
+def test_a_reconcile_cut_short_resumes_without_copying_again(start, s3, bucket, folder, table, admin_parameter,
+                                                             runtime, smb):
+    """Item 7: a run with no time left stops after some progress and keeps a cursor; the next
+    runs continue from it, and every file is copied exactly once."""
+    start(sync_env(bucket, folder, table, admin_parameter, PARALLELISM="2"))
+    expected = {}
+    for name in ["r1.txt", "r2.txt"] + [f"{d}/{i}.txt" for d in ("a", "b", "b/c", "d") for i in range(3)]:
+        s3.put_object(Bucket=bucket, Key=f"{PREFIX}{name}", Body=name.encode())
+        expected[name] = name.encode()
+    runs, copied, incomplete = 0, 0, 0
+    while True:
+        runs += 1
+        assert runs < 40, "reconcile never completed"
+        # The first run starts the pass; the later ones are what the continue schedule sends.
+        if runs == 1:
+            r = reconcile(runtime, deadline_s=0.5)
+        else:
+            status, body = runtime.invoke({"reconcile": "continue"}, timeout=300, deadline_s=0.5)
+            assert status == "response", body
+            r = body["reconcile"]
+        copied += r["copied_count"]
+        assert r["failed"] == [], r
+        if r["complete"]:
+            break
+        incomplete += 1
+        assert r["stopped_after"] is not None or r["copied_count"] > 0, r
+    assert incomplete >= 2, (runs, copied)
+    assert copied == len(expected), (runs, copied)
+    assert share_files(smb, folder) == expected
+    # Nothing pending: "continue" does nothing; a full pass finds nothing to fix.
+    status, body = runtime.invoke({"reconcile": "continue"}, timeout=60)
+    assert status == "response" and body == {"reconcile": {"pending": False}}, body
+    r = reconcile(runtime)
+    assert r["complete"] and r["copied_count"] == 0 and r["resumed_after"] is None, r
+
+
+def test_the_first_reconcile_after_web_content_trusts_its_manifest(fn, moto, s3, bucket, folder, admin_parameter, smb):
+    """Item 7: Custom::WebContent's manifest witnesses what is in place, so the first reconcile
+    (no sync state yet) copies nothing it copied; a file changed by hand since is still found."""
+    from lambda_harness import CloudFormation, ResponseUrl, RuntimeApi
+
+    bootstrap, runtime = fn
+    objects = {f"{PREFIX}{n}": n.encode() * 3 for n in ["a.txt", "b.txt", "docs/c.txt", "docs/deep/d.txt"]}
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    wc_runtime, responses = RuntimeApi(), ResponseUrl()
+    web = Bootstrap(binary("web-content"), wc_runtime, {"AWS_ENDPOINT_URL": moto})
+    try:
+        cfn = CloudFormation(wc_runtime, responses, "Custom::WebContent", "WebContent")
+        answer = cfn.create({"ShareUnc": SHARE, "Folder": folder, "Bucket": bucket, "Prefix": "site",
+                             "AdminUsername": "EXAMPLE\\Administrator", "AdminPasswordParameter": admin_parameter})
+        assert answer["Status"] == "SUCCESS", answer
+    finally:
+        web.stop()
+        wc_runtime.close()
+        responses.close()
+    smb.put(f"{folder}\\docs", "c.txt", b"XXXXXXXXXXXXXXX")  # same size, by hand
+    r = reconcile(runtime)
+    assert r["copied"] == [f"{PREFIX}docs/c.txt"] and r["removed_count"] == 0, r
+    assert r["unchanged"] == 3, r
+    assert share_files(smb, folder) == {k[len(PREFIX):]: v for k, v in objects.items()}
+
+
+def test_an_event_that_loses_its_done_write_applies_the_winner_again(start, moto, s3, bucket, folder, table,
+                                                                      admin_parameter, smb):
+    """Item 6: an older event passes its re-check, a newer event is applied in full, and only then
+    is the older copy renamed over it. Its "done" write loses, and the winner's content must be
+    put back, not just logged."""
+    import threading
+
+    from lambda_harness import RuntimeApi
+
+    key = f"{PREFIX}race.txt"
+    b = Bucket(s3, bucket)
+    older = b.put(key, b"older content")
+    proxy = HoldProxy(moto, hold=lambda method, path, headers: headers.get("X-Amz-Target", "").endswith(".GetItem"))
+    held_runtime, direct_runtime = RuntimeApi(), RuntimeApi()
+    held = Bootstrap(binary("sync-content"), held_runtime,
+                     {**sync_env(bucket, folder, table, admin_parameter), "AWS_ENDPOINT_URL": proxy.url})
+    direct = Bootstrap(binary("sync-content"), direct_runtime,
+                       {**sync_env(bucket, folder, table, admin_parameter), "AWS_ENDPOINT_URL": moto})
+    try:
+        result: dict = {}
+        proxy.armed = True
+        worker = threading.Thread(target=lambda: result.update(r=apply_one(held_runtime, bucket, older)))
+        worker.start()
+        # The older event has downloaded its object and re-checked its claim (still its own).
+        assert proxy.listed.wait(60), "the older event never re-checked its claim"
+        newer = b.put(key, b"the newer content")
+        assert apply_one(direct_runtime, bucket, newer)["copied"] == 1
+        assert smb.get(f"{folder}\\race.txt") == b"the newer content"
+        proxy.release.set()
+        worker.join(120)
+        assert not worker.is_alive()
+        assert held.output().count("applying the winner's state again") == 1, held.output()[-3000:]
+        assert smb.get(f"{folder}\\race.txt") == b"the newer content"
+    finally:
+        held.stop()
+        direct.stop()
+        held_runtime.close()
+        direct_runtime.close()
+        proxy.close()
+
+
+def test_a_contender_survives_its_own_late_delete_event(fn, s3, bucket, folder, smb):
+    """A contender's events out of order: put (1), delete (2) and put again (3) happen in S3 in
+    that order, and arrive 1, 3, 2. The late delete must not drop it: when the owner is deleted,
+    it is handed the file, with its latest content."""
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    apply_one(runtime, bucket, b.put(f"{PREFIX}Logo.svg", b"the owner"))
+    e1 = b.put(f"{PREFIX}LOGO.SVG", b"contender v1")
+    e2 = b.delete(f"{PREFIX}LOGO.SVG")
+    e3 = b.put(f"{PREFIX}LOGO.SVG", b"contender v3")
+    for e in (e1, e3, e2):
+        body = apply_one(runtime, bucket, e)
+        assert body["failed"] == [], body
+    assert one_file_ci(smb, folder)[1] == b"the owner"
+    body = apply_one(runtime, bucket, b.delete(f"{PREFIX}Logo.svg"))
+    assert one_file_ci(smb, folder)[1] == b"contender v3"
+    assert body["handed_over"] == 1, body

@@ -22,15 +22,29 @@ LEGACY_MANIFEST = ".fargate-smb-content.json"
 OWNER = f"{STACK_ID}/WebContent"
 
 
-def manifest_path(folder: str) -> str:
-    """The manifest of `folder`, relative to the share root, derived independently of the Rust
-    code: `.fargate-smb\\content\\<FNV-1a 128 of the folder, upcased char by char as NTFS does>.json`."""
+def folder_key(folder: str) -> str:
+    """FNV-1a 128 of the folder, upcased char by char as NTFS does (derived independently of the
+    Rust code)."""
     segments = [s for s in folder.replace("/", "\\").split("\\") if s]
     folded = "".join(c.upper() if len(c.upper()) == 1 else c for c in "\\".join(segments))
     h = 0x6C62272E07BB014262B821756295C58D
     for b in folded.encode():
         h = ((h ^ b) * 0x0000000001000000000000000000013B) % (1 << 128)
-    return f".fargate-smb\\content\\{h:032x}.json"
+    return f"{h:032x}"
+
+
+def manifest_path(folder: str) -> str:
+    """The manifest's head of `folder`, relative to the share root: `.fargate-smb\\content\\<key>.json`."""
+    return f".fargate-smb\\content\\{folder_key(folder)}.json"
+
+
+def shards_folder(folder: str) -> str:
+    """Where the records of `folder` live, one shard per folder of the content: `.fargate-smb\\content\\<key>`."""
+    return f".fargate-smb\\content\\{folder_key(folder)}"
+
+
+def shard_path(folder: str, within: str) -> str:
+    return f"{shards_folder(folder)}\\{folder_key(within)}.json"
 
 
 class Smb:
@@ -360,22 +374,38 @@ def test_the_sample_events_work_as_shipped(fn, s3, smb, bucket, folder, admin_pa
     assert smb.tree(folder) == {}, "RemoveOnDelete removed the copied files and the manifest"
 
 
-def test_many_files_in_parallel_with_progress_lines(fn, s3, smb, bucket, folder, admin_parameter):
+@pytest.mark.parametrize("sessions", ["1", "3"])
+def test_many_files_in_parallel_with_progress_lines(fn, s3, smb, bucket, folder, admin_parameter, sessions):
     bootstrap, cfn = fn
     objects = {f"site/d{i % 7}/sub{i % 3}/f{i}.txt": f"file {i}\n".encode() * (i % 50 + 1) for i in range(150)}
     upload(s3, bucket, objects)
-    created = cfn.create(props(bucket, folder, admin_parameter, Parallelism="16"))
+    created = cfn.create(props(bucket, folder, admin_parameter, Parallelism="16", Sessions=sessions))
     assert created["Status"] == "SUCCESS", created
     assert created["Data"]["Copied"] == "150"
     assert content(smb.tree(folder)) == expected(objects)
     progress = [json.loads(line) for line in bootstrap.stdout_lines() if '"copy progress"' in line]
     assert any(p["done"] == 100 and p["total"] == 150 for p in progress), progress
+    finished = [json.loads(line) for line in bootstrap.stdout_lines() if '"copy finished"' in line]
+    assert finished[-1]["sessions"] == int(sessions), finished
+    assert len(manifest_of(smb, folder)["files"]) == 150
 
 
 def manifest_of(smb, folder: str) -> dict:
+    """The head, with the records of every shard merged into "files" (as format 1 held them)."""
     data = smb.get(manifest_path(folder))
     assert data is not None, f"no manifest at {manifest_path(folder)}"
-    return json.loads(data)
+    head = json.loads(data)
+    assert head["format"] == 1 and head["sharded"] == 1 and "files" not in head, head
+    files = {}
+    shards = smb.tree(shards_folder(folder)) if smb.exists(shards_folder(folder)) else {}
+    for name, body in shards.items():
+        shard = json.loads(body)
+        assert name == f"{folder_key(shard['folder'])}.json", (name, shard["folder"])
+        for key, record in shard["files"].items():
+            assert record["path"].rpartition("\\")[0].upper() == shard["folder"].upper(), (record, shard["folder"])
+            assert key not in files, f"{key} is in two shards"
+            files[key] = record
+    return {**head, "files": files}
 
 
 @pytest.mark.parametrize("respell", ["folder-case", "server-name"])
@@ -825,3 +855,154 @@ def test_the_bookkeeping_folder_is_private_whatever_the_share_root_grants(fn, s3
     assert made["Status"] == "SUCCESS", made
     assert_private(smb, ".fargate-smb", [manifest_path(other)], account=owner(smb, mine))
     assert manifest_of(smb, other)["folder"] == other
+
+
+def test_a_same_size_edit_by_hand_is_copied_again(fn, s3, smb, bucket, folder, admin_parameter):
+    """The manifest records each file's last-write time as the copy left it: a file changed on the
+    share to another content of the same size (by hand, with smbclient) is not "unchanged"."""
+    bootstrap, cfn = fn
+    upload(s3, bucket, SITE)
+    p = props(bucket, folder, admin_parameter)
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    recorded = manifest_of(smb, folder)["files"]["css/site.css"]
+    assert recorded["modified"] > 0, recorded
+    original = SITE["site/css/site.css"]
+    edited = bytes(b ^ 0x20 if chr(b).isalpha() else b for b in original)
+    assert len(edited) == len(original) and edited != original
+    smb.put(f"{folder}\\css", "site.css", edited)
+
+    again = cfn.update(created["PhysicalResourceId"], p, p)
+    assert again["Status"] == "SUCCESS", again
+    assert (again["Data"]["Copied"], again["Data"]["Skipped"]) == ("1", str(len(expected(SITE)) - 1)), again["Data"]
+    assert smb.tree(folder)["css/site.css"] == original
+    assert manifest_of(smb, folder)["files"]["css/site.css"]["modified"] != recorded["modified"]
+    # Left alone now, it stays unchanged.
+    same = cfn.update(created["PhysicalResourceId"], p, p)
+    assert same["Data"]["Copied"] == "0", same["Data"]
+
+
+def test_temporary_files_a_killed_invocation_left_are_swept(fn, s3, smb, bucket, folder, admin_parameter):
+    """A temporary file older than the function can live (FARGATE_SMB_TEMP_MAX_AGE_SECONDS, by
+    default Lambda's longest timeout plus clock skew) is a leftover and goes; a fresh one may be a
+    running invocation's and stays; a file that only looks like one (no leading dot) stays."""
+    bootstrap, cfn = fn
+    upload(s3, bucket, SITE)
+    p = props(bucket, folder, admin_parameter)
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    old = [f"{folder}\\css\\.site.css.fargate-smb-tmp-0011aabb", f"{folder}\\.index.html.fargate-smb-tmp-deadbeef"]
+    for path in old:
+        parent, _, name = path.rpartition("\\")
+        smb.put(parent, name, b"half a file")
+        smb.run(f'utimes "{path}" -1 -1 2020:01:01-00:00:00 -1')
+    fresh = f"{folder}\\css\\.site.css.fargate-smb-tmp-cafef00d"
+    smb.put(f"{folder}\\css", ".site.css.fargate-smb-tmp-cafef00d", b"being written")
+    lookalike = f"{folder}\\notes.fargate-smb-tmp-0011aabb"
+    smb.put(folder, "notes.fargate-smb-tmp-0011aabb", b"someone's file")
+    smb.run(f'utimes "{lookalike}" -1 -1 2020:01:01-00:00:00 -1')
+    # The shards' folder is swept too (a writer killed between writing a shard and its rename).
+    shard_temp = f"{shards_folder(folder)}\\.x.json.fargate-smb-tmp-00112233"
+    smb.put(shards_folder(folder), ".x.json.fargate-smb-tmp-00112233", b"{")
+    smb.run(f'utimes "{shard_temp}" -1 -1 2020:01:01-00:00:00 -1')
+
+    again = cfn.update(created["PhysicalResourceId"], p, p)
+    assert again["Status"] == "SUCCESS", again
+    assert again["Data"]["Copied"] == "0", again["Data"]
+    for path in old + [shard_temp]:
+        assert smb.get(path) is None, f"{path} was not swept"
+    assert smb.get(fresh) == b"being written", "a temporary file younger than the function's timeout was removed"
+    assert smb.get(lookalike) == b"someone's file"
+    assert bootstrap.output().count("removed a temporary file a killed invocation left") == 2
+
+
+def test_a_single_file_manifest_is_converted_to_shards_without_copying_again(fn, s3, smb, bucket, folder, admin_parameter):
+    """A manifest the previous version wrote at the share root (format 1: one file with every
+    record) is read as it is, converted to a head and one shard per folder, and nothing is copied
+    again; ownership and owner carry over exactly."""
+    bootstrap, cfn = fn
+    objects = {"site/index.html": b"i", "site/css/a.css": b"a", "site/css/b.css": b"bb", "site/js/x/app.js": b"app"}
+    upload(s3, bucket, objects)
+    smb.mkdir(folder)
+    files = {}
+    for key, body in objects.items():
+        rel = key.removeprefix("site/")
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            sub = "\\".join([folder, *parts[:i]])
+            if not smb.exists(sub):
+                smb.mkdir(sub)
+        smb.put("\\".join([folder, *parts[:-1]]), parts[-1], body)
+        files[rel] = {"path": rel.replace("/", "\\"), "size": len(body), "etag": s3.head_object(Bucket=bucket, Key=key)["ETag"]}
+    physical_id = f"{SHARE}\\{folder}"
+    single = {"format": 1, "content_version": None, "bucket": bucket, "prefix": "site/", "files": files,
+              "ownership": {"id": physical_id}, "owner": OWNER, "folder": folder}
+    if not smb.exists(".fargate-smb\\content"):
+        smb.mkdir(".fargate-smb\\content")
+    smb.put(".fargate-smb\\content", manifest_path(folder).rpartition("\\")[2], json.dumps(single).encode())
+    p = props(bucket, folder, admin_parameter, RemoveOnDelete="true")
+
+    updated = cfn.update(physical_id, p, p)
+    assert updated["Status"] == "SUCCESS", updated
+    assert (updated["Data"]["Copied"], updated["Data"]["Skipped"]) == ("0", "4"), updated["Data"]
+    converted = manifest_of(smb, folder)
+    assert {k: {f: r[f] for f in ("path", "size", "etag")} for k, r in converted["files"].items()} == files
+    assert (converted["ownership"], converted["owner"], converted["bucket"]) == ({"id": physical_id}, OWNER, bucket)
+    assert sorted(smb.tree(shards_folder(folder))) == sorted(f"{folder_key(w)}.json" for w in ("", "css", "js\\x"))
+    assert "converted to one shard per folder" in bootstrap.output()
+    # The Delete removes exactly the listed files, the shards and the head.
+    smb.put(folder, "foreign.txt", b"not ours")
+    assert cfn.delete(physical_id, p)["Status"] == "SUCCESS"
+    assert smb.tree(folder) == {"foreign.txt": b"not ours"}
+    assert smb.get(manifest_path(folder)) is None and not smb.exists(shards_folder(folder))
+
+
+def test_a_checkpoint_rewrites_only_the_shards_that_changed(fn, s3, smb, bucket, folder, admin_parameter):
+    """Records of files in other folders are not rewritten when one file changes: the other
+    shards keep their bytes (and their last-write time on the share)."""
+    bootstrap, cfn = fn
+    objects = {f"site/d{i % 5}/f{i}.txt": f"{i}".encode() for i in range(50)}
+    upload(s3, bucket, objects)
+    p = props(bucket, folder, admin_parameter)
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    before = {name: smb.run(f'allinfo "{shards_folder(folder)}\\{name}"').stdout for name in smb.tree(shards_folder(folder))}
+    s3.put_object(Bucket=bucket, Key="site/d3/f3.txt", Body=b"changed")
+    changed = cfn.update(created["PhysicalResourceId"], p, p)
+    assert changed["Data"]["Copied"] == "1", changed["Data"]
+    after = {name: smb.run(f'allinfo "{shards_folder(folder)}\\{name}"').stdout for name in smb.tree(shards_folder(folder))}
+    rewritten = sorted(name for name in before if before[name] != after[name])
+    assert rewritten == [f"{folder_key('d3')}.json"], rewritten
+    saved = [json.loads(line) for line in bootstrap.stdout_lines() if '"manifest saved"' in line][-1]
+    assert saved["shards"] == 1, saved
+
+
+def test_two_invocations_copying_into_one_folder_lose_no_record(fn, launch, s3, smb, bucket, folder, admin_parameter):
+    """CloudFormation retries an event while the first invocation may still run. The first one
+    (slow: one file at a time) listed the bucket before an object was added; the retry (fast)
+    lists it after, copies it and finishes first. The first one finishing last must not drop the
+    record of the file the retry copied: it saves its own changes onto the shards as they are."""
+    bootstrap, cfn = fn
+    second = launch("web-content")
+    objects = {f"site/p{i:03}.html": f"page {i}".encode() for i in range(400)}
+    upload(s3, bucket, objects)
+    slow = props(bucket, folder, admin_parameter, Parallelism="1", Sessions="1")
+    fast = props(bucket, folder, admin_parameter, Parallelism="32")
+    import threading
+    results = {}
+    first = threading.Thread(target=lambda: results.__setitem__("slow", cfn.create(slow, timeout=300)))
+    first.start()
+    # The slow invocation has listed the bucket (a line in its log), then an object is added.
+    while not any('"copy planned"' in line for line in bootstrap.stdout_lines() + second.stdout_lines()):
+        assert first.is_alive(), results
+        import time
+        time.sleep(0.05)
+    s3.put_object(Bucket=bucket, Key="site/late.html", Body=b"added during the first copy")
+    results["fast"] = cfn.create(fast, timeout=300)
+    assert "slow" not in results, "the precondition failed: the fast invocation did not finish first"
+    first.join(timeout=300)
+    assert results["slow"]["Status"] == "SUCCESS" and results["fast"]["Status"] == "SUCCESS", results
+    files = manifest_of(smb, folder)["files"]
+    assert "late.html" in files, "the record of the file the other invocation copied was lost"
+    assert sorted(files) == sorted(["late.html", *(k.removeprefix("site/") for k in objects)])
+    assert smb.tree(folder)["late.html"] == b"added during the first copy"

@@ -51,6 +51,7 @@ pub fn code(error: &ShareError) -> &'static str {
         ShareError::AlreadyExists { .. } => "already_exists",
         ShareError::Negotiation { .. } => "negotiation_failed",
         ShareError::Timeout { .. } => "timeout",
+        ShareError::SharingViolation { .. } => "sharing_violation",
         ShareError::Other { .. } => "smb_error",
     }
 }

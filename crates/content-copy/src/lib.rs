@@ -1,12 +1,23 @@
 //! Copy an S3 prefix into a folder of an SMB share.
 //!
-//! - **Incremental:** a manifest ([`manifest`]) records, per object, the file written and the
-//!   object's size and ETag; an object whose size and ETag match is skipped. A different
+//! - **Incremental:** a manifest ([`manifest`]) records, per object, the file written, the
+//!   object's size and ETag, and the file's last-write time; an object whose size and ETag match
+//!   is skipped (if its file is still as written). A different
 //!   `content_version` than the manifest's copies everything again. The manifest lives at the
 //!   share root in `.fargate-smb\content`, never in the (served) target folder.
 //! - **Atomic per file:** each object is written to `.<name>.fargate-smb-tmp-<random>` beside its
 //!   final name and renamed over it, so a web server never serves half a file; a failed write
 //!   removes its temporary file.
+//! - **Checkpoints that cost what changed:** the manifest is sharded by folder ([`store`]); a
+//!   checkpoint rewrites only the shards whose records changed, and two writers at once (an
+//!   event retried while the first invocation still runs) keep each other's records.
+//! - **Leftovers swept:** temporary files older than [`Options::temp_max_age`] (left by a killed
+//!   invocation) are removed when the walk below sees them.
+//! - **Readers holding files:** a rename over a file a reader holds open without sharing
+//!   delete access (a sharing violation on Windows) is retried with pauses
+//!   ([`Options::rename_retry`]), then reported per file ([`FileError::HeldOpen`]).
+//! - **Several SMB sessions:** [`copy_prefix_on`] spreads the files over several sessions (a
+//!   file server may serve one session from one core), within one memory bound.
 //! - **Parallel, with bounded memory:** up to `parallelism` objects at a time, each streamed
 //!   from S3 to the share (a window of a few MiB per file, whatever its size), and no more than
 //!   `max_memory_bytes` of such windows at once.
@@ -16,7 +27,7 @@
 //!   manifest lists.
 //! - **Checked against the folder:** the manifest outlives the folder (it is not in it), so before
 //!   planning, one listing per folder it reaches into drops the records of files that are gone
-//!   or changed in size ([`forget_missing`]): those are copied again.
+//!   or changed in size or last-write time ([`forget_missing`]): those are copied again.
 //! - **Private bookkeeping:** `.fargate-smb` is made private to administrators before a manifest
 //!   is read or written ([`smb_share::Share::ensure_private_folder`]).
 //!
@@ -26,15 +37,17 @@
 pub mod manifest;
 pub mod plan;
 mod source;
+mod store;
 
 pub use manifest::{
     BOOKKEEPING_FOLDER, FileRecord, LEGACY_MANIFEST_NAME, MANIFEST_FOLDER, Manifest, TEMP_MARKER,
 };
 pub use plan::{Object, Plan, Rejected, Work};
-pub use source::{S3Source, SourceError, decode_key};
+pub use smb_share::Retry;
+pub use source::{Folder, S3Source, SourceError, decode_key};
 
 use futures_util::StreamExt;
-use smb_share::{Share, ShareError};
+use smb_share::{Meta, Share, ShareError};
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -71,6 +84,11 @@ pub enum CopyError {
     BadManifest { path: String, detail: String },
     #[error("could not write the manifest {path}: {source}")]
     WriteManifest { path: String, source: ShareError },
+    #[error(
+        "another copy into this folder held the manifest's lock file {path} for {waited:?} (two updates of one \
+         folder at once?): run the update again once the other one has finished"
+    )]
+    Locked { path: String, waited: Duration },
     #[error(
         "could not remove the manifest an earlier version kept in the content folder, {path}, after moving it to \
          {moved_to}: {source} (give the admin account the right to delete it, or delete it by hand, then run again)"
@@ -138,6 +156,12 @@ pub struct Options {
     /// The resource (`<stack ARN>/<logical id>`) whose content this is; a manifest another
     /// resource recorded is taken over afresh.
     pub owner: Option<String>,
+    /// Temporary files older than this are leftovers of a killed invocation and are removed
+    /// when seen. It must exceed the longest an invocation may run (the function's timeout) plus
+    /// the clock skew between the function and the file server; see [`is_stale_temp`].
+    pub temp_max_age: Duration,
+    /// Retries of a rename refused by a sharing violation.
+    pub rename_retry: Retry,
 }
 
 impl Options {
@@ -156,9 +180,15 @@ impl Options {
             replacing: None,
             in_place: false,
             owner: None,
+            temp_max_age: DEFAULT_TEMP_MAX_AGE,
+            rename_retry: Retry::default(),
         }
     }
 }
+
+/// Lambda's longest timeout (15 minutes) plus 5 minutes of clock skew: no invocation of any
+/// configuration still writes a temporary file this old.
+pub const DEFAULT_TEMP_MAX_AGE: Duration = Duration::from_secs(20 * 60);
 
 /// A file that could not be copied or removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +217,8 @@ pub struct Summary {
     pub missing: usize,
     /// Relative to the share root.
     pub manifest_path: String,
+    /// Temporary files left by killed invocations, removed.
+    pub swept: usize,
 }
 
 /// Bring the target folder in line with the source. Per-file problems are collected in the
@@ -194,6 +226,17 @@ pub struct Summary {
 pub async fn copy_prefix(
     source: &S3Source,
     target: Target<'_>,
+    options: &Options,
+) -> Result<Summary, CopyError> {
+    copy_prefix_on(source, target, &[], options).await
+}
+
+/// [`copy_prefix`], the files spread over `target.share` and the `more` sessions to the same
+/// share (each file's write and rename on one session), with one memory bound for all.
+pub async fn copy_prefix_on(
+    source: &S3Source,
+    target: Target<'_>,
+    more: &[&Share],
     options: &Options,
 ) -> Result<Summary, CopyError> {
     let started = Instant::now();
@@ -208,25 +251,42 @@ pub async fn copy_prefix(
                 source,
             })?;
     }
-    let loaded = match load_manifest(target).await? {
-        Some(Loaded {
-            manifest,
-            legacy: true,
-        }) => {
-            // Moved before anything else: the checkpoints below go to the new place, and a copy
-            // cut short must resume from them, not from the old file.
+    let now = std::time::SystemTime::now();
+    let mut saved = store::Saved::default();
+    let loaded = match load_manifest(target, Some((now, options.temp_max_age))).await? {
+        Some(Loaded { manifest, place }) if place != Place::Sharded => {
+            // Moved (and sharded) before anything else: the checkpoints below go to the new
+            // place, and a copy cut short must resume from them, not from the old file.
             write_manifest(target, &manifest).await?;
-            tracing::info!(
-                from = %target.legacy_manifest_path(),
-                to = %target.manifest_path(),
-                "the manifest was moved out of the content folder"
-            );
+            if place == Place::Former {
+                remove_former(target).await?;
+            }
+            match place {
+                Place::Legacy => tracing::info!(
+                    from = %target.legacy_manifest_path(),
+                    to = %target.manifest_path(),
+                    "the manifest was moved out of the content folder"
+                ),
+                _ => tracing::info!(
+                    path = %target.manifest_path(),
+                    files = manifest.files.len(),
+                    "the manifest was converted to one shard per folder"
+                ),
+            }
+            saved.records = manifest.files.clone();
+            saved.head = Some(manifest.head());
             Some(manifest)
         }
-        other => other.map(|l| l.manifest),
+        Some(Loaded { manifest, .. }) => {
+            saved.records = manifest.files.clone();
+            saved.head = Some(manifest.head());
+            Some(manifest)
+        }
+        None => None,
     };
     let mut manifest = loaded.clone().unwrap_or_default();
-    let missing = forget_missing(target, &mut manifest).await?;
+    let checked = forget_missing(target, &mut manifest, now, options.temp_max_age).await?;
+    let missing = checked.missing;
     // The claim is recorded with the final manifest only: checkpoints of a copy that fails or
     // is cut short keep the owner the content had.
     let claimed = options.owner_id.as_deref().map(|id| {
@@ -265,6 +325,7 @@ pub async fn copy_prefix(
         folder_markers: plan.folder_markers,
         forced,
         missing,
+        swept: checked.swept,
         manifest_path: target.manifest_path(),
         ..Summary::default()
     };
@@ -276,14 +337,21 @@ pub async fn copy_prefix(
     // A checkpoint claims the old content version until every object has been copied under
     // the new one, so a copy cut short is forced again.
     let checkpoint_version = manifest.content_version.clone();
+    let sessions: Vec<&Share> = std::iter::once(target.share)
+        .chain(more.iter().copied())
+        .collect();
     let copies = copy_all(
         source,
-        target,
-        options,
-        &plan.copy,
-        &folder_errors,
+        Copying {
+            target,
+            sessions: &sessions,
+            options,
+            work: &plan.copy,
+            folder_errors: &folder_errors,
+            checkpoint_version: &checkpoint_version,
+        },
         &mut manifest,
-        &checkpoint_version,
+        &mut saved,
         &mut summary,
     )
     .await;
@@ -305,7 +373,13 @@ pub async fn copy_prefix(
         manifest.owner = options.owner.clone();
     }
     if loaded.as_ref() != Some(&manifest) {
-        write_manifest(target, &manifest).await?;
+        let written = store::save(target, &manifest.head(), &manifest.files, &mut saved).await?;
+        tracing::info!(
+            shards = written.shards,
+            bytes = written.bytes,
+            "manifest saved"
+        );
+        remove_legacy_manifest(target).await?;
     }
     tracing::info!(
         copied = summary.copied,
@@ -315,6 +389,8 @@ pub async fn copy_prefix(
         failed = summary.failed.len(),
         bytes = summary.bytes,
         copies,
+        swept = summary.swept,
+        sessions = sessions.len(),
         seconds = started.elapsed().as_secs_f64(),
         "copy finished"
     );
@@ -323,7 +399,7 @@ pub async fn copy_prefix(
 
 /// `.fargate-smb` private to administrators (see [`Share::ensure_private_folder`]): one request
 /// when it already is.
-async fn ensure_private(share: &Share) -> Result<(), CopyError> {
+pub(crate) async fn ensure_private(share: &Share) -> Result<(), CopyError> {
     share
         .ensure_private_folder(BOOKKEEPING_FOLDER)
         .await
@@ -346,16 +422,38 @@ async fn ensure_private(share: &Share) -> Result<(), CopyError> {
 /// that holds a recorded file, never of any other (at the share root that spares every other
 /// folder), and nothing per file: for 100,000 files in 2,000 folders, 2,000 listings rather
 /// than 100,000 opens. Memory: one folder's entries at a time, besides a map of the records.
-/// The ETag is not checked (SMB has none); a same-size edit by hand is not detected.
-async fn forget_missing(target: Target<'_>, manifest: &mut Manifest) -> Result<usize, CopyError> {
+/// The ETag is not checked (SMB has none), but a record's last-write time is: a same-size edit
+/// by hand changes it (records written before it was kept are checked by size only).
+///
+/// The same walk sweeps: a temporary file it sees that is older than `older_than` (as of
+/// `now`) was left by an invocation killed between its write and its rename, and is removed.
+/// Folders the walk does not list (none of their files recorded yet) are swept by a later run,
+/// once one of their files is.
+async fn forget_missing(
+    target: Target<'_>,
+    manifest: &mut Manifest,
+    now: std::time::SystemTime,
+    older_than: Duration,
+) -> Result<Checked, CopyError> {
     if manifest.files.is_empty() {
-        return Ok(0);
+        return Ok(Checked::default());
     }
     let mut presence = plan::Presence::of(manifest);
+    let mut stale = Vec::new();
     let walked = target
         .share
         .walk(target.folder, |folder, entry| {
-            presence.visit(folder, &entry.name, entry.is_dir, entry.size)
+            if !entry.is_dir && is_stale_temp(&entry.name, entry.modified, now, older_than) {
+                stale.push(content_paths::join(folder, &entry.name));
+                return false;
+            }
+            presence.visit(
+                folder,
+                &entry.name,
+                entry.is_dir,
+                entry.size,
+                entry.modified,
+            )
         })
         .await;
     match walked {
@@ -374,6 +472,18 @@ async fn forget_missing(target: Target<'_>, manifest: &mut Manifest) -> Result<u
     for key in &gone {
         manifest.files.remove(key);
     }
+    let mut swept = 0;
+    for temp in &stale {
+        match target.share.remove(&target.path(temp)).await {
+            Ok(()) => {
+                swept += 1;
+                tracing::info!(path = %temp, "removed a temporary file a killed invocation left");
+            }
+            Err(e) => {
+                tracing::warn!(path = %temp, error = %e, "could not remove a stale temporary file")
+            }
+        }
+    }
     if !gone.is_empty() {
         tracing::warn!(
             folder = %target.folder,
@@ -382,7 +492,17 @@ async fn forget_missing(target: Target<'_>, manifest: &mut Manifest) -> Result<u
             "files the manifest lists are not in the folder as recorded (removed, or changed by hand): they are copied again"
         );
     }
-    Ok(gone.len())
+    Ok(Checked {
+        missing: gone.len(),
+        swept,
+    })
+}
+
+/// What [`forget_missing`] found.
+#[derive(Debug, Default)]
+struct Checked {
+    missing: usize,
+    swept: usize,
 }
 
 /// Make every folder the copies need, parents first; a folder that cannot be made fails the
@@ -434,22 +554,38 @@ fn folder_error<'a>(errors: &'a HashMap<String, String>, path: &str) -> Option<&
 }
 
 enum Outcome {
-    Copied(u64),
+    Copied { bytes: u64, modified: u64 },
     Vanished,
     Failed(String),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What [`copy_all`] copies, where, and how.
+struct Copying<'a> {
+    target: Target<'a>,
+    /// `target.share` first; file `i` goes over session `i % len`.
+    sessions: &'a [&'a Share],
+    options: &'a Options,
+    work: &'a [Work],
+    folder_errors: &'a HashMap<String, String>,
+    /// The content version checkpoints claim (the old one, until every object is copied).
+    checkpoint_version: &'a Option<String>,
+}
+
 async fn copy_all(
     source: &S3Source,
-    target: Target<'_>,
-    options: &Options,
-    work: &[Work],
-    folder_errors: &HashMap<String, String>,
+    copying: Copying<'_>,
     manifest: &mut Manifest,
-    checkpoint_version: &Option<String>,
+    saved: &mut store::Saved,
     summary: &mut Summary,
 ) -> usize {
+    let Copying {
+        target,
+        sessions,
+        options,
+        work,
+        folder_errors,
+        checkpoint_version,
+    } = copying;
     if work.is_empty() {
         return 0;
     }
@@ -475,8 +611,25 @@ async fn copy_all(
             let Ok(_permit) = memory.acquire_many(want).await else {
                 return (w, Outcome::Failed("the copy was shut down".into()));
             };
-            let outcome = match copy_file(source, &options.bucket, target, w).await {
-                Ok(()) => Outcome::Copied(w.size),
+            let on = Target {
+                share: sessions[i % sessions.len()],
+                folder: target.folder,
+            };
+            let copied = copy_file_retrying(
+                source,
+                &options.bucket,
+                on,
+                w,
+                || async { true },
+                &options.rename_retry,
+            )
+            .await;
+            let outcome = match copied {
+                Ok(Some(meta)) => Outcome::Copied {
+                    bytes: w.size,
+                    modified: meta.modified,
+                },
+                Ok(None) => Outcome::Failed("the copy was refused".into()),
                 Err(FileError::Vanished { .. }) => Outcome::Vanished,
                 Err(e) => Outcome::Failed(e.to_string()),
             };
@@ -486,13 +639,38 @@ async fn copy_all(
     let mut results =
         futures_util::stream::iter(tasks).buffer_unordered(options.parallelism.max(1));
     let (mut done, mut last_log, mut last_checkpoint) = (0usize, Instant::now(), Instant::now());
-    while let Some((w, outcome)) = results.next().await {
+    // The owner as it was: a claim is recorded with the final save only.
+    let owner_before = saved
+        .head
+        .as_ref()
+        .map(|h| (h.ownership.clone(), h.owner.clone()));
+    // A checkpoint runs beside the copies, never instead of them: a copy whose future is not
+    // polled keeps the SMB credits its answered requests granted, and with the copies stalled a
+    // checkpoint's own requests waited for credits for good (seen: a 20,000-file copy hung at its
+    // third checkpoint).
+    let mut saving = None;
+    loop {
+        let next = match saving.as_mut() {
+            None => results.next().await,
+            Some(pending) => match futures_util::future::select(results.next(), pending).await {
+                futures_util::future::Either::Left((next, _)) => next,
+                futures_util::future::Either::Right(((at, result, back), _)) => {
+                    log_checkpoint(at, result);
+                    *saved = back;
+                    saving = None;
+                    continue;
+                }
+            },
+        };
+        let Some((w, outcome)) = next else { break };
         done += 1;
         match outcome {
-            Outcome::Copied(bytes) => {
+            Outcome::Copied { bytes, modified } => {
                 summary.copied += 1;
                 summary.bytes += bytes;
-                manifest.files.insert(w.relative.clone(), w.record());
+                manifest
+                    .files
+                    .insert(w.relative.clone(), w.record_written(modified));
             }
             Outcome::Vanished => {
                 tracing::info!(key = %w.key, "deleted from the source during the copy; skipped");
@@ -523,16 +701,44 @@ async fn copy_all(
             );
             last_log = Instant::now();
         }
-        if done < total && last_checkpoint.elapsed() >= options.checkpoint_interval {
-            let mut checkpoint = manifest.clone();
-            checkpoint.content_version = checkpoint_version.clone();
-            if let Err(e) = write_manifest(target, &checkpoint).await {
-                tracing::warn!(error = %e, "could not save a checkpoint of the manifest");
+        if saving.is_none()
+            && done < total
+            && last_checkpoint.elapsed() >= options.checkpoint_interval
+        {
+            let mut head = manifest.head();
+            head.content_version = checkpoint_version.clone();
+            if let Some((ownership, owner)) = &owner_before {
+                head.ownership = ownership.clone();
+                head.owner = owner.clone();
             }
+            let records = manifest.files.clone();
+            // Moved into the save and handed back when it ends (nothing else reads it meanwhile).
+            let mut taken = std::mem::take(saved);
+            saving = Some(Box::pin(async move {
+                let r = store::save(target, &head, &records, &mut taken).await;
+                (done, r, taken)
+            }));
             last_checkpoint = Instant::now();
         }
     }
+    if let Some(pending) = saving {
+        let (at, r, back) = pending.await;
+        log_checkpoint(at, r);
+        *saved = back;
+    }
     done
+}
+
+fn log_checkpoint(done: usize, result: Result<store::Written, CopyError>) {
+    match result {
+        Ok(written) => tracing::info!(
+            done,
+            shards = written.shards,
+            bytes = written.bytes,
+            "manifest checkpoint"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not save a checkpoint of the manifest"),
+    }
 }
 
 async fn prune(
@@ -587,6 +793,13 @@ pub enum FileError {
     Write { path: String, source: ShareError },
     #[error("moving the new {path} into place failed: {source}")]
     Rename { path: String, source: ShareError },
+    #[error(
+        "could not replace {path}: a reader holds it open without allowing it to be replaced (a sharing violation, \
+         {attempts} attempts with pauses); the old content is still served and the new one was discarded. Usually \
+         a web server or antivirus lets go within seconds: run the update again; if it persists, find and close what \
+         holds the file (Computer Management > Shared Folders > Open Files on the file server)"
+    )]
+    HeldOpen { path: String, attempts: u32 },
 }
 
 /// Copy one object to `target` at `work.path`: stream it into a temporary name in the same
@@ -613,6 +826,42 @@ pub async fn copy_file_if<C, F>(
     work: &Work,
     commit: C,
 ) -> Result<bool, FileError>
+where
+    C: FnOnce() -> F,
+    F: std::future::Future<Output = bool>,
+{
+    copy_file_if_meta(source, bucket, target, work, commit)
+        .await
+        .map(|meta| meta.is_some())
+}
+
+/// [`copy_file_if`], answering what it wrote: the final file's size and last-write time after
+/// the rename (`None`: `commit` refused, nothing changed). Record the last-write time beside
+/// the ETag: a different one in a later listing means the file was changed by hand, even to
+/// the same size ([`FileRecord::modified`]).
+pub async fn copy_file_if_meta<C, F>(
+    source: &S3Source,
+    bucket: &str,
+    target: Target<'_>,
+    work: &Work,
+    commit: C,
+) -> Result<Option<Meta>, FileError>
+where
+    C: FnOnce() -> F,
+    F: std::future::Future<Output = bool>,
+{
+    copy_file_retrying(source, bucket, target, work, commit, &Retry::default()).await
+}
+
+/// [`copy_file_if_meta`] with the rename's retries on a sharing violation set by `retry`.
+pub async fn copy_file_retrying<C, F>(
+    source: &S3Source,
+    bucket: &str,
+    target: Target<'_>,
+    work: &Work,
+    commit: C,
+    retry: &Retry,
+) -> Result<Option<Meta>, FileError>
 where
     C: FnOnce() -> F,
     F: std::future::Future<Output = bool>,
@@ -656,19 +905,83 @@ where
     }
     if !commit().await {
         discard(target.share, &temp).await;
-        return Ok(false);
+        return Ok(None);
     }
-    if let Err(source) = target.share.rename(&temp, &final_path, true).await {
-        discard(target.share, &temp).await;
-        return Err(FileError::Rename {
-            path: final_path,
-            source,
-        });
+    match target
+        .share
+        .rename_retrying(&temp, &final_path, retry)
+        .await
+    {
+        Ok(meta) => Ok(Some(meta)),
+        Err(source) => {
+            discard(target.share, &temp).await;
+            Err(match source {
+                ShareError::SharingViolation { .. } => FileError::HeldOpen {
+                    path: final_path,
+                    attempts: retry.attempts,
+                },
+                source => FileError::Rename {
+                    path: final_path,
+                    source,
+                },
+            })
+        }
     }
-    Ok(true)
 }
 
-async fn discard(share: &Share, temp: &str) {
+/// Whether `name` (a file name, or a path whose last segment is one) is one of the engine's
+/// temporary files (`.<name>.fargate-smb-tmp-<random>`, see [`TEMP_MARKER`]) last written
+/// more than `older_than` before `now`: one left by an invocation that was killed between
+/// writing and renaming it. `modified` is the entry's last-write time (a FILETIME, as
+/// [`smb_share::Entry::modified`]). A time in the future (clock skew) is never stale.
+///
+/// Choose `older_than` above the longest time an invocation can hold a temporary file: the
+/// function's timeout (a live invocation's file is never older), plus the clock skew between
+/// the function and the file server.
+pub fn is_stale_temp(
+    name: &str,
+    modified: u64,
+    now: std::time::SystemTime,
+    older_than: Duration,
+) -> bool {
+    let name = content_paths::file_name(name);
+    if !is_temp_name(name) {
+        return false;
+    }
+    let Some(written) = filetime_to_system(modified) else {
+        return false;
+    };
+    now.duration_since(written)
+        .is_ok_and(|age| age > older_than)
+}
+
+/// `.<anything>.fargate-smb-tmp-<hex or guid>`: [`temp_name`]'s form (and the owner probe's).
+fn is_temp_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let Some(at) = lower.rfind(TEMP_MARKER) else {
+        return false;
+    };
+    let suffix = &lower[at + TEMP_MARKER.len()..];
+    lower.starts_with('.')
+        && !suffix.is_empty()
+        && suffix.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// 100 ns intervals since 1601-01-01 to a time; `None` for 0 (the server knows no time).
+fn filetime_to_system(filetime: u64) -> Option<std::time::SystemTime> {
+    const UNIX_EPOCH_AS_FILETIME: u64 = 116_444_736_000_000_000;
+    if filetime == 0 {
+        return None;
+    }
+    let since_1601 = Duration::from_nanos(filetime.saturating_mul(100));
+    let epoch_offset = Duration::from_nanos(UNIX_EPOCH_AS_FILETIME * 100);
+    match since_1601.checked_sub(epoch_offset) {
+        Some(after) => std::time::UNIX_EPOCH.checked_add(after),
+        None => std::time::UNIX_EPOCH.checked_sub(epoch_offset - since_1601),
+    }
+}
+
+pub(crate) async fn discard(share: &Share, temp: &str) {
     if let Err(e) = share.remove(temp).await {
         tracing::warn!(path = %temp, error = %e, "could not remove a temporary file");
     }
@@ -731,10 +1044,23 @@ async fn remove_empty_folders(target: Target<'_>, removed: &[String]) {
     }
 }
 
-/// A manifest as found, and whether it was found where versions before kept it.
+/// A manifest as found, and where.
 struct Loaded {
     manifest: Manifest,
-    legacy: bool,
+    place: Place,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In the target folder, where versions before kept it (one file).
+    Legacy,
+    /// At the share root as one file (every record in it).
+    Single,
+    /// At the share root, a head and shards.
+    Sharded,
+    /// At the share root as one file, under the name an earlier fold gave the folder
+    /// ([`manifest::former_manifest_path`]).
+    Former,
 }
 
 /// The manifest of the target folder; `None` if there is none. An unreadable manifest is
@@ -747,23 +1073,31 @@ struct Loaded {
 /// it and not updated since, whose Delete must still find what it may remove), if it is this
 /// folder's ([`manifest::legacy_manifest`]).
 pub async fn read_manifest(target: Target<'_>) -> Result<Option<Manifest>, CopyError> {
-    Ok(load_manifest(target).await?.map(|l| l.manifest))
+    Ok(load_manifest(target, None).await?.map(|l| l.manifest))
 }
 
 /// The old place is read first and wins when both exist. Both exist only when a move was cut
 /// short between writing the new file and removing the old one (then they are the same), or
 /// when an earlier version of the function ran again after the move (a stack update rolled
 /// back to it, which never saw the new file): then the old file is the newer record.
-async fn load_manifest(target: Target<'_>) -> Result<Option<Loaded>, CopyError> {
+///
+/// `sweep`: remove stale temporary files among the shards too (see [`store::read_all`]).
+async fn load_manifest(
+    target: Target<'_>,
+    sweep: Option<(std::time::SystemTime, Duration)>,
+) -> Result<Option<Loaded>, CopyError> {
     if let Some(manifest) = read_legacy(target).await? {
         return Ok(Some(Loaded {
             manifest,
-            legacy: true,
+            place: Place::Legacy,
         }));
     }
     let path = target.manifest_path();
     let Some(bytes) = read_bytes(target.share, &path).await? else {
-        return Ok(None);
+        return Ok(read_former(target).await?.map(|manifest| Loaded {
+            manifest,
+            place: Place::Former,
+        }));
     };
     match Manifest::parse(&bytes) {
         Ok(m) => match m.folder.as_deref() {
@@ -777,10 +1111,17 @@ async fn load_manifest(target: Target<'_>) -> Result<Option<Loaded>, CopyError> 
                 );
                 Ok(None)
             }
-            _ => Ok(Some(Loaded {
+            _ if !m.is_sharded() => Ok(Some(Loaded {
                 manifest: m,
-                legacy: false,
+                place: Place::Single,
             })),
+            _ => {
+                let files = store::read_all(target, sweep).await?;
+                Ok(Some(Loaded {
+                    manifest: Manifest { files, ..m },
+                    place: Place::Sharded,
+                }))
+            }
         },
         Err(e @ manifest::ManifestError::Newer(_)) => Err(CopyError::BadManifest {
             path,
@@ -791,6 +1132,41 @@ async fn load_manifest(target: Target<'_>) -> Result<Option<Loaded>, CopyError> 
             Ok(None)
         }
     }
+}
+
+/// The manifest at [`manifest::former_manifest_path`], if the folder has one there and it is
+/// this folder's: one file (not a head) that records this very folder. That name may be another
+/// folder's manifest now (the former fold joined folders NTFS keeps apart), so a file there
+/// without this folder's stamp is never taken.
+async fn read_former(target: Target<'_>) -> Result<Option<Manifest>, CopyError> {
+    let Some(path) = manifest::former_manifest_path(target.folder) else {
+        return Ok(None);
+    };
+    let Some(bytes) = read_bytes(target.share, &path).await? else {
+        return Ok(None);
+    };
+    Ok(Manifest::parse(&bytes).ok().filter(|m| {
+        !m.is_sharded()
+            && m.folder
+                .as_deref()
+                .is_some_and(|f| manifest::same_folder(f, target.folder))
+    }))
+}
+
+/// Remove the manifest at the former name if it is this folder's (read again: the decision is
+/// on the file itself).
+async fn remove_former(target: Target<'_>) -> Result<(), CopyError> {
+    let Some(path) = manifest::former_manifest_path(target.folder) else {
+        return Ok(());
+    };
+    if read_former(target).await?.is_none() {
+        return Ok(());
+    }
+    target
+        .share
+        .remove(&path)
+        .await
+        .map_err(|source| write_error(&path, source))
 }
 
 /// The manifest at the old place, in the target folder, if it is this folder's. A file of that
@@ -814,7 +1190,7 @@ async fn read_legacy(target: Target<'_>) -> Result<Option<Manifest>, CopyError> 
     }
 }
 
-async fn read_bytes(share: &Share, path: &str) -> Result<Option<Vec<u8>>, CopyError> {
+pub(crate) async fn read_bytes(share: &Share, path: &str) -> Result<Option<Vec<u8>>, CopyError> {
     match share.read(path).await {
         Ok(b) => Ok(Some(b)),
         Err(ShareError::NotFound { .. }) => Ok(None),
@@ -825,53 +1201,19 @@ async fn read_bytes(share: &Share, path: &str) -> Result<Option<Vec<u8>>, CopyEr
     }
 }
 
-/// Write the manifest atomically (temporary name, then rename) at the share root's
-/// `.fargate-smb\content`, creating that folder if it is missing (ShareAcl creates
-/// `.fargate-smb` too; either may come first), private to administrators
-/// ([`Share::ensure_private_folder`]): the web app's account, granted the content folder only,
-/// can neither read a manifest nor forge one (which would make pruning delete what it lists).
+/// Make the manifest of the target folder exactly `manifest`: its head at the share root's
+/// `.fargate-smb\content` and its records in one shard per folder (see [`store`]), each written
+/// atomically (temporary name, then rename), under the folder's lock, only the shards that
+/// differ. The folders are made if missing (ShareAcl creates `.fargate-smb` too; either may come
+/// first), private to administrators ([`Share::ensure_private_folder`]): the web app's account,
+/// granted the content folder only, can neither read a manifest nor forge one (which would make
+/// pruning delete what it lists).
 ///
 /// Then the manifest an earlier version kept in the target folder, if any and if it is this
-/// folder's, is removed — only after the new file is in place, so a crash in between leaves two
-/// copies, never none.
+/// folder's, is removed — only after the new files are in place, so a crash in between leaves
+/// two copies, never none.
 pub async fn write_manifest(target: Target<'_>, manifest: &Manifest) -> Result<(), CopyError> {
-    let path = target.manifest_path();
-    let temp = temp_name(&path);
-    let stamped = Manifest {
-        folder: Some(target.folder.to_owned()),
-        ..manifest.clone()
-    };
-    let bytes = stamped.to_bytes();
-    let result = async {
-        match target.share.write(&temp, &bytes).await {
-            Err(ShareError::NotFound { .. }) => {
-                ensure_private(target.share).await?;
-                target
-                    .share
-                    .create_dir_all(MANIFEST_FOLDER)
-                    .await
-                    .map_err(|source| write_error(&path, source))?;
-                target
-                    .share
-                    .write(&temp, &bytes)
-                    .await
-                    .map_err(|source| write_error(&path, source))?;
-            }
-            other => {
-                other.map_err(|source| write_error(&path, source))?;
-            }
-        }
-        target
-            .share
-            .rename(&temp, &path, true)
-            .await
-            .map_err(|source| write_error(&path, source))
-    }
-    .await;
-    if let Err(e) = result {
-        discard(target.share, &temp).await;
-        return Err(e);
-    }
+    store::replace(target, &manifest.head(), &manifest.files).await?;
     remove_legacy_manifest(target).await
 }
 
@@ -946,8 +1288,11 @@ pub async fn remove_copied(target: Target<'_>, parallelism: usize) -> Result<Rem
     if out.failed.is_empty() {
         // Both places: a manifest found in the old one may have a (stale) copy in the new one,
         // and neither may outlive the files (the old one only if it is this folder's). Either
-        // order is safe to repeat after a crash.
+        // order is safe to repeat after a crash; the head goes last, so a Delete cut short
+        // still finds what is left.
         remove_legacy_manifest(target).await?;
+        remove_former(target).await?;
+        store::remove_all(target).await?;
         let path = target.manifest_path();
         target
             .share
@@ -963,6 +1308,84 @@ pub async fn remove_copied(target: Target<'_>, parallelism: usize) -> Result<Rem
         "copied content removed"
     );
     Ok(out)
+}
+
+/// The manifest's records of the files directly in one folder of the target, and what the
+/// manifest says they were copied from: a witness of what is already in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderRecords {
+    pub bucket: String,
+    /// Normalized ([`content_paths::normalize_prefix`]); the records' keys are relative to it.
+    pub prefix: String,
+    /// The `ContentVersion` the content was last fully copied under.
+    pub content_version: Option<String>,
+    /// The resource (`<stack ARN>/<logical id>`) that owns the content, if recorded.
+    pub owner: Option<String>,
+    /// By object key relative to `prefix`; each record's `path` is relative to the target
+    /// folder and lies directly in the folder asked for.
+    pub files: std::collections::BTreeMap<String, FileRecord>,
+}
+
+/// The records of the files directly in `folder` (relative to the target folder,
+/// `\`-separated, empty for the target folder itself), or `None` when the target has no
+/// manifest. Cost: the head and that folder's shard (two reads), whatever the size of the site —
+/// except for a manifest not converted yet to shards (written by an earlier version), read
+/// whole once.
+pub async fn folder_records(
+    target: Target<'_>,
+    folder: &str,
+) -> Result<Option<FolderRecords>, CopyError> {
+    let folder = folder.replace('/', "\\").trim_matches('\\').to_owned();
+    let head_path = target.manifest_path();
+    let head = match read_bytes(target.share, &head_path).await? {
+        Some(bytes) => match Manifest::parse(&bytes) {
+            Ok(m)
+                if m.folder
+                    .as_deref()
+                    .is_none_or(|f| manifest::same_folder(f, target.folder)) =>
+            {
+                Some(m)
+            }
+            Ok(_) => None,
+            Err(e @ manifest::ManifestError::Newer(_)) => {
+                return Err(CopyError::BadManifest {
+                    path: head_path,
+                    detail: e.to_string(),
+                });
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let (head, files) = match head {
+        Some(m) if m.is_sharded() => {
+            let files = store::read_shard(target, &folder)
+                .await?
+                .map(|s| s.files)
+                .unwrap_or_default();
+            (m, files)
+        }
+        // One file (not converted yet, or at the old place): what it holds is all there is.
+        single => match single.or(read_legacy(target).await?) {
+            Some(m) => {
+                let files = m.files.clone();
+                (m, files)
+            }
+            None => return Ok(None),
+        },
+    };
+    let wanted = manifest::ntfs_fold(&folder);
+    let files = files
+        .into_iter()
+        .filter(|(_, r)| manifest::ntfs_fold(manifest::record_folder(r)) == wanted)
+        .collect();
+    Ok(Some(FolderRecords {
+        bucket: head.bucket,
+        prefix: head.prefix,
+        content_version: head.content_version,
+        owner: head.owner,
+        files,
+    }))
 }
 
 #[cfg(test)]
@@ -981,6 +1404,45 @@ mod tests {
         let name = content_paths::file_name(&t);
         assert!(name.encode_utf16().count() <= 255, "{}", name.len());
         assert!(content_paths::share_path(&t.replace('\\', "/")).is_ok());
+    }
+
+    #[test]
+    fn stale_temporaries_are_the_engines_own_and_old_enough() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // 100 ns units since 1601 of `now` minus `ago`.
+        let filetime = |ago: u64| (1_800_000_000 - ago) * 10_000_000 + 116_444_736_000_000_000;
+        let hour = Duration::from_secs(3600);
+        let temp = temp_name(r"css\site.css");
+        assert!(is_stale_temp(&temp, filetime(7200), now, hour));
+        assert!(
+            !is_stale_temp(&temp, filetime(60), now, hour),
+            "a running copy's"
+        );
+        assert!(
+            !is_stale_temp(&temp, filetime(0) + 10_000_000, now, hour),
+            "in the future (clock skew)"
+        );
+        assert!(!is_stale_temp(&temp, 0, now, hour), "no time known");
+        assert!(is_stale_temp(
+            ".owner-probe.fargate-smb-tmp-0a1b2c3d-0000-4000-8000-00000000abcd",
+            filetime(7200),
+            now,
+            hour
+        ));
+        assert!(is_stale_temp(
+            r".fargate-smb\content\.0123.json.FARGATE-SMB-TMP-00ff00ff",
+            filetime(7200),
+            now,
+            hour
+        ));
+        for other in [
+            "notes.fargate-smb-tmp-0011aabb",
+            ".notes.fargate-smb-tmp-",
+            ".notes.fargate-smb-tmp-draft",
+            "index.html",
+        ] {
+            assert!(!is_stale_temp(other, filetime(7200), now, hour), "{other}");
+        }
     }
 
     #[test]

@@ -9,6 +9,21 @@
 //!
 //! Versions before kept it in the target folder as [`LEGACY_MANIFEST_NAME`]. The engine still
 //! reads it there and moves it on its next write (see `read_manifest` and `write_manifest`).
+//!
+//! **Sharded by folder.** One JSON file of every record cost ~20 MB at 100,000 files,
+//! rewritten at each checkpoint, and two writers lost each other's records. Now the file at
+//! [`manifest_path`] is a small [`Head`] (source, content version, owner), and the records live
+//! in one [`Shard`] per folder of the content, at [`shard_path`]: a checkpoint rewrites only the
+//! shards whose records changed, and applies its changes to each shard as it is on the share
+//! at that moment, under a lock file (see `store.rs`), so concurrent writers keep each
+//! other's records. A single-file manifest is read as before and converted on the next write.
+//!
+//! The head keeps `"format": 1` and says `"sharded": 1`, on purpose: a function of an earlier
+//! version (a stack update rolled back) reads it as a valid manifest that lists no file, so its
+//! Update copies everything again and writes a single file (which this version converts again,
+//! exactly: the shards are made to match it), and its Delete removes nothing. Refusing the head
+//! as a newer format would instead fail the rollback's requests and leave the stack stuck in
+//! UPDATE_ROLLBACK_FAILED.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -24,6 +39,8 @@ pub const LEGACY_MANIFEST_NAME: &str = ".fargate-smb-content.json";
 pub const TEMP_MARKER: &str = ".fargate-smb-tmp-";
 
 const FORMAT: u32 = 1;
+/// The layout of the records: [`Head::sharded`].
+const SHARDED: u32 = 1;
 
 /// One file written from one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +51,11 @@ pub struct FileRecord {
     /// The object's ETag when it was copied; empty when the file may be stale (a failed
     /// re-copy), which forces the next run to copy it again.
     pub etag: String,
+    /// The file's last-write time (FILETIME) right after the copy renamed it into place; absent
+    /// in records written before it was kept. A listing showing another time means the file was
+    /// changed on the share (by hand, even to the same size): it is copied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +82,10 @@ pub struct Manifest {
     /// `.fargate-smb\content`: the file's name is derived from it ([`manifest_path`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder: Option<String>,
+    /// Set (to the layout's version) when this is a [`Head`]: the records are in the shards and
+    /// `files` is empty. Absent: a single-file manifest, whose `files` are all the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharded: Option<u32>,
 }
 
 impl Default for Manifest {
@@ -73,6 +99,7 @@ impl Default for Manifest {
             ownership: None,
             owner: None,
             folder: None,
+            sharded: None,
         }
     }
 }
@@ -83,22 +110,145 @@ pub enum ManifestError {
     Unreadable(String),
     #[error("it has format {0}, newer than this function's {FORMAT}: update the function")]
     Newer(u32),
+    /// Never written as an empty or partial file: an empty manifest would make the next run
+    /// forget every file it owns.
+    #[error("it could not be serialized ({0}); nothing was written")]
+    Serialize(String),
 }
 
 impl Manifest {
+    /// A single-file manifest, or a [`Head`] (then `sharded` is set and `files` is empty: the
+    /// records are in the shards).
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
         let m: Manifest =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Unreadable(e.to_string()))?;
         if m.format > FORMAT {
             return Err(ManifestError::Newer(m.format));
         }
+        if let Some(layout) = m.sharded.filter(|l| *l > SHARDED) {
+            return Err(ManifestError::Newer(layout));
+        }
         Ok(m)
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Plain structs of strings and numbers always serialize.
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+    /// Whether this is a head whose records are in shards.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded.is_some()
     }
+
+    /// The single-file form, for tests and tools; the engine writes a [`Head`] and [`Shard`]s.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        to_json(self)
+    }
+
+    /// What the head records (everything but the files).
+    pub fn head(&self) -> Head {
+        Head {
+            format: FORMAT,
+            content_version: self.content_version.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            ownership: self.ownership.clone(),
+            owner: self.owner.clone(),
+            folder: self.folder.clone(),
+            sharded: SHARDED,
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ManifestError> {
+    serde_json::to_vec_pretty(value).map_err(|e| ManifestError::Serialize(e.to_string()))
+}
+
+/// The manifest's file at [`manifest_path`]: everything but the records (see the module's doc
+/// for why it reads as a manifest of no file to earlier versions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub format: u32,
+    #[serde(default)]
+    pub content_version: Option<String>,
+    #[serde(default)]
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<ownership::Ownership>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    pub sharded: u32,
+}
+
+impl Head {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        to_json(self)
+    }
+}
+
+/// The records of the files directly in one folder of the content, at [`shard_path`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub format: u32,
+    /// The folder, relative to the target folder (`\`-separated, empty for the target folder
+    /// itself), for people reading it: the file's name is derived from it.
+    #[serde(default)]
+    pub folder: String,
+    /// By object key relative to the prefix, as [`Manifest::files`].
+    #[serde(default)]
+    pub files: BTreeMap<String, FileRecord>,
+}
+
+impl Shard {
+    pub fn new(folder: &str) -> Self {
+        Self {
+            format: FORMAT,
+            folder: folder.to_owned(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let s: Shard =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Unreadable(e.to_string()))?;
+        if s.format > FORMAT {
+            return Err(ManifestError::Newer(s.format));
+        }
+        Ok(s)
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        to_json(self)
+    }
+}
+
+/// The folder of the shards of the content in `folder` (relative to the share root):
+/// `.fargate-smb\content\<key>`, beside the head `<key>.json`.
+pub fn shards_folder(folder: &str) -> String {
+    format!(r"{MANIFEST_FOLDER}\{}", folder_key(folder))
+}
+
+/// The shard holding the records of the files directly in `within` (relative to the target
+/// folder `folder`, empty for the target folder itself), relative to the share root. Named by
+/// the same hash as the head, of the folder as NTFS compares names: every spelling of one
+/// folder finds one shard.
+pub fn shard_path(folder: &str, within: &str) -> String {
+    format!(r"{}\{}.json", shards_folder(folder), folder_key(within))
+}
+
+/// The lock file writers of `folder`'s manifest hold while they change it (see `store.rs`).
+pub fn lock_path(folder: &str) -> String {
+    format!(r"{MANIFEST_FOLDER}\{}.lock", folder_key(folder))
+}
+
+/// The folder (relative to the target folder) whose shard holds a record: its file's parent.
+pub fn record_folder(record: &FileRecord) -> &str {
+    content_paths::parent(&record.path)
+}
+
+/// The shard key of a folder within the target folder, as [`shard_path`] names it.
+pub(crate) fn shard_key(within: &str) -> String {
+    folder_key(within)
 }
 
 /// The manifest of the content in `folder` (relative to the share root, `\`-separated; empty
@@ -118,10 +268,10 @@ pub fn same_folder(a: &str, b: &str) -> bool {
     folder_key(a) == folder_key(b)
 }
 
-/// A path as NTFS compares it (each character upcased, one to one; see [`upcase`]), to match a
-/// listing's names with the manifest's paths.
+/// A path as NTFS compares it ([`content_paths::fold`]: each UTF-16 unit upcased through the
+/// table NTFS uses, one to one), to match a listing's names with the manifest's paths.
 pub(crate) fn ntfs_fold(path: &str) -> String {
-    path.chars().map(upcase).collect()
+    content_paths::fold(path)
 }
 
 /// The manifest an earlier version of this resource left in `folder` itself (at
@@ -157,32 +307,49 @@ pub fn legacy_manifest(bytes: &[u8], folder: &str) -> Result<Manifest, String> {
 /// hash, and it need not be: the folders are named by whoever deploys the stack, and an
 /// accidental collision among a share's folders at 128 bits does not happen. It must only stay
 /// the same across versions, which a hash of our own guarantees (std's `DefaultHasher` does not).
+///
+/// The fold is NTFS's ([`content_paths::fold`]): a fold that joined two folders NTFS keeps
+/// apart would make them share a manifest, and prune or Delete would then remove one folder's
+/// files by the other's list.
 fn folder_key(folder: &str) -> String {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    let normalized = folder
+    key_of(&content_paths::fold(&normalized(folder)))
+}
+
+fn normalized(folder: &str) -> String {
+    folder
         .split(['\\', '/'])
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
-        .join("\\");
-    let folded: String = normalized.chars().map(upcase).collect();
+        .join("\\")
+}
+
+fn key_of(folded: &str) -> String {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
     let hash = folded
         .bytes()
         .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
     format!("{hash:032x}")
 }
 
-/// NTFS compares names by upcasing each character through one table, one character to one:
-/// `ß` stays `ß` (and `straße` is another folder than `STRASSE`). `content_paths::fold` uses the
-/// full Unicode mapping (`ß` → `SS`), right for refusing keys that might collide, but here a
-/// fold that joins two folders would make them share a manifest, and prune or Delete would then
-/// remove one folder's files by the other's list.
-fn upcase(c: char) -> char {
-    let mut upper = c.to_uppercase();
-    match (upper.next(), upper.next()) {
-        (Some(one), None) => one,
-        _ => c,
-    }
+/// Where versions before this one kept the manifest of `folder`, when that differs from
+/// [`manifest_path`]: they folded with Unicode's simple uppercase (any character whose
+/// uppercase is one character), which differs from NTFS's table for a few letters (dotless `ı`,
+/// long `ſ`, final `ς`, `µ`, the Greek symbol variants, letters newer than Unicode 5.1, ...).
+/// A folder named with one of them finds its manifest there once, and it is moved.
+pub fn former_manifest_path(folder: &str) -> Option<String> {
+    let former: String = normalized(folder)
+        .chars()
+        .map(|c| {
+            let mut upper = c.to_uppercase();
+            match (upper.next(), upper.next()) {
+                (Some(one), None) => one,
+                _ => c,
+            }
+        })
+        .collect();
+    let path = format!(r"{MANIFEST_FOLDER}\{}.json", key_of(&former));
+    (path != manifest_path(folder)).then_some(path)
 }
 
 /// Whether a path (relative to the target folder) is one of the engine's own, which no object
@@ -227,9 +394,10 @@ mod tests {
                 path: r"css\a.css".into(),
                 size: 12,
                 etag: "\"abc\"".into(),
+                modified: Some(133_000_000_000_000_000),
             },
         );
-        assert_eq!(Manifest::parse(&m.to_bytes()).unwrap(), m);
+        assert_eq!(Manifest::parse(&m.to_bytes().unwrap()).unwrap(), m);
         let minimal = Manifest::parse(br#"{"format": 1}"#).unwrap();
         assert!(minimal.files.is_empty() && minimal.content_version.is_none());
         assert!(matches!(
@@ -239,6 +407,32 @@ mod tests {
         assert!(matches!(
             Manifest::parse(br#"{"format": 9}"#),
             Err(ManifestError::Newer(9))
+        ));
+    }
+
+    #[test]
+    fn a_head_reads_as_a_manifest_of_no_file_to_earlier_versions() {
+        let m = Manifest {
+            bucket: "b".into(),
+            ownership: Some(ownership::Ownership::settled("id")),
+            ..Manifest::default()
+        };
+        let bytes = m.head().to_bytes().unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        // What an earlier version checks: format 1, and `files` (absent) then defaults to none.
+        assert_eq!(raw["format"], 1);
+        assert!(raw.get("files").is_none());
+        let back = Manifest::parse(&bytes).unwrap();
+        assert!(back.is_sharded() && back.files.is_empty());
+        assert_eq!(back.ownership, m.ownership);
+        assert!(
+            !Manifest::parse(br#"{"format": 1, "files": {}}"#)
+                .unwrap()
+                .is_sharded()
+        );
+        assert!(matches!(
+            Manifest::parse(br#"{"format": 1, "sharded": 7}"#),
+            Err(ManifestError::Newer(7))
         ));
     }
 
@@ -344,6 +538,16 @@ mod tests {
             assert_ne!(web, manifest_path(other), "{other:?}");
         }
         assert_ne!(manifest_path("straße"), manifest_path("STRASSE"));
+        // NTFS keeps dotless ı apart from I, and final ς from Σ: so do the manifests. The
+        // earlier fold joined them; its name is still looked up, once, for such folders.
+        assert_ne!(manifest_path("fıle"), manifest_path("FILE"));
+        assert_ne!(manifest_path("λόγος"), manifest_path("ΛΌΓΟΣ"));
+        assert_eq!(manifest_path("λόγοσ"), manifest_path("ΛΌΓΟΣ"));
+        assert_eq!(former_manifest_path("web"), None);
+        assert_eq!(
+            former_manifest_path("fıle").as_deref(),
+            Some(manifest_path("FILE").as_str())
+        );
         assert_ne!(manifest_path(r"a\bc"), manifest_path(r"ab\c"));
         // Deep and long folders still make one short name.
         let deep = vec!["é".repeat(200); 40].join("\\");

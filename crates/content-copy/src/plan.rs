@@ -27,11 +27,21 @@ pub struct Work {
 }
 
 impl Work {
+    /// The record of this object's file, without a last-write time.
     pub fn record(&self) -> FileRecord {
         FileRecord {
             path: self.path.clone(),
             size: self.size,
             etag: self.etag.clone(),
+            modified: None,
+        }
+    }
+
+    /// The record of this object's file as the copy left it (`modified` from the renamed file).
+    pub fn record_written(&self, modified: u64) -> FileRecord {
+        FileRecord {
+            modified: Some(modified),
+            ..self.record()
         }
     }
 }
@@ -179,8 +189,9 @@ fn conflict(
 }
 
 /// Which files a manifest lists are in the target folder as recorded, from a walk of it
-/// (`Share::walk`): the records whose file is missing, a folder, or of another size are
-/// [`Presence::missing`]. Paths compare as NTFS compares names.
+/// (`Share::walk`): the records whose file is missing, a folder, of another size, or (when the
+/// record has one) of another last-write time are [`Presence::missing`]. Paths compare as NTFS
+/// compares names.
 #[derive(Debug)]
 pub struct Presence {
     /// By the recorded path, folded.
@@ -193,6 +204,7 @@ pub struct Presence {
 struct Recorded {
     key: String,
     size: u64,
+    modified: Option<u64>,
     present: bool,
 }
 
@@ -210,6 +222,7 @@ impl Presence {
             let recorded = Recorded {
                 key: key.clone(),
                 size: r.size,
+                modified: r.modified,
                 present: false,
             };
             records.insert(path, recorded);
@@ -218,14 +231,22 @@ impl Presence {
     }
 
     /// One entry of the listing of `folder` (relative to the target folder); whether to list it
-    /// too (a folder that holds recorded files).
-    pub fn visit(&mut self, folder: &str, name: &str, is_dir: bool, size: u64) -> bool {
+    /// too (a folder that holds recorded files). `modified` is the entry's last-write time: a
+    /// record that has one must match it, or the file was changed since the copy.
+    pub fn visit(
+        &mut self,
+        folder: &str,
+        name: &str,
+        is_dir: bool,
+        size: u64,
+        modified: u64,
+    ) -> bool {
         let path = ntfs_fold(&content_paths::join(folder, name));
         if is_dir {
             return self.folders.contains(&path);
         }
         if let Some(r) = self.records.get_mut(&path) {
-            r.present = r.size == size;
+            r.present = r.size == size && r.modified.is_none_or(|m| m == modified);
         }
         false
     }
@@ -280,6 +301,7 @@ mod tests {
                     path: (*path).into(),
                     size: *size,
                     etag: (*etag).into(),
+                    modified: None,
                 },
             );
         }
@@ -440,20 +462,30 @@ mod tests {
         ]);
         let mut p = Presence::of(&m);
         // The listing of the target folder: names as the server has them, any case.
-        assert!(!p.visit("", "INDEX.HTML", false, 10));
-        assert!(p.visit("", "CSS", true, 0), "holds a recorded file");
-        assert!(p.visit("", "img", true, 0));
+        assert!(!p.visit("", "INDEX.HTML", false, 10, 0));
+        assert!(p.visit("", "CSS", true, 0, 0), "holds a recorded file");
+        assert!(p.visit("", "img", true, 0, 0));
         assert!(
-            !p.visit("", "other-site", true, 0),
+            !p.visit("", "other-site", true, 0, 0),
             "nothing recorded below: not listed"
         );
-        assert!(!p.visit("", "edited.txt", false, 30));
-        assert!(!p.visit("", "foreign.txt", false, 1));
-        assert!(!p.visit("CSS", "a.css", false, 5));
-        assert!(p.visit("img", "deep", true, 0));
+        assert!(!p.visit("", "edited.txt", false, 30, 0));
+        assert!(!p.visit("", "foreign.txt", false, 1, 0));
+        assert!(!p.visit("CSS", "a.css", false, 5, 0));
+        assert!(p.visit("img", "deep", true, 0, 0));
         // img\deep\logo.png is a folder now: not the recorded file.
-        assert!(!p.visit(r"img\deep", "logo.png", true, 0));
+        assert!(!p.visit(r"img\deep", "logo.png", true, 0, 0));
         assert_eq!(p.missing(), ["Edited.txt", "gone.txt", "img/deep/logo.png"]);
+        // A record that knows its file's last-write time: the same size at another time is a
+        // change made on the share (by hand), so the file is copied again.
+        let mut timed = manifest(&[("a.txt", "a.txt", 4, "e1"), ("b.txt", "b.txt", 4, "e2")]);
+        for r in timed.files.values_mut() {
+            r.modified = Some(1000);
+        }
+        let mut t = Presence::of(&timed);
+        t.visit("", "a.txt", false, 4, 1000);
+        t.visit("", "b.txt", false, 4, 2000);
+        assert_eq!(t.missing(), ["b.txt"]);
         // An empty (or recreated) folder: everything is missing.
         assert_eq!(Presence::of(&m).missing().len(), 5);
     }

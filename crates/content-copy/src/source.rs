@@ -88,6 +88,15 @@ impl SourceError {
     }
 }
 
+/// One folder of a bucket ([`S3Source::list_folder`]).
+#[derive(Debug, Clone, Default)]
+pub struct Folder {
+    /// The objects directly in it.
+    pub objects: Vec<Object>,
+    /// The prefixes of its subfolders, each ending in `/`.
+    pub folders: Vec<String>,
+}
+
 /// An object being downloaded.
 pub struct Download {
     pub size: u64,
@@ -163,6 +172,142 @@ impl S3Source {
         Ok(out)
     }
 
+    /// One "folder" of the bucket: the objects directly under `prefix` (which ends in `/`, or
+    /// is empty for the top) and the prefixes of the folders below it, each in S3's order (by
+    /// the UTF-8 bytes of the key). One ListObjectsV2 with the `/` delimiter per 1,000 entries:
+    /// memory grows with the folder, never with the bucket.
+    pub async fn list_folder(&self, bucket: &str, prefix: &str) -> Result<Folder, SourceError> {
+        let resource = format!("s3://{bucket}/{prefix}");
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .encoding_type(EncodingType::Url)
+            .into_paginator()
+            .send();
+        let mut out = Folder::default();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| SourceError::from_sdk("ListBucket", bucket, &resource, e))?;
+            for o in page.contents() {
+                let encoded = o.key().unwrap_or_default();
+                let Some(key) = decode_key(encoded) else {
+                    tracing::warn!(key = %encoded, "a listed key does not decode to UTF-8; skipped");
+                    continue;
+                };
+                out.objects.push(Object {
+                    key,
+                    size: o.size().unwrap_or_default().max(0) as u64,
+                    etag: o.e_tag().unwrap_or_default().to_owned(),
+                });
+            }
+            for p in page.common_prefixes() {
+                let encoded = p.prefix().unwrap_or_default();
+                match decode_key(encoded) {
+                    Some(folder) => out.folders.push(folder),
+                    None => {
+                        tracing::warn!(prefix = %encoded, "a listed prefix does not decode to UTF-8; skipped")
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page (up to 1,000 entries) of [`Self::list_folder`], from `token` (the previous
+    /// page's continuation token; `None` for the first): memory of one page, whatever the
+    /// folder holds.
+    pub async fn list_folder_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<(Folder, Option<String>), SourceError> {
+        let resource = format!("s3://{bucket}/{prefix}");
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .encoding_type(EncodingType::Url)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| SourceError::from_sdk("ListBucket", bucket, &resource, e))?;
+        let mut out = Folder::default();
+        for o in page.contents() {
+            let encoded = o.key().unwrap_or_default();
+            let Some(key) = decode_key(encoded) else {
+                tracing::warn!(key = %encoded, "a listed key does not decode to UTF-8; skipped");
+                continue;
+            };
+            out.objects.push(Object {
+                key,
+                size: o.size().unwrap_or_default().max(0) as u64,
+                etag: o.e_tag().unwrap_or_default().to_owned(),
+            });
+        }
+        for p in page.common_prefixes() {
+            let encoded = p.prefix().unwrap_or_default();
+            match decode_key(encoded) {
+                Some(folder) => out.folders.push(folder),
+                None => {
+                    tracing::warn!(prefix = %encoded, "a listed prefix does not decode to UTF-8; skipped")
+                }
+            }
+        }
+        let next = if page.is_truncated() == Some(true) {
+            page.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    /// The current version of `key` (HeadObject), or `None` if there is none: deleted, or, in
+    /// a versioned bucket, a delete marker on top.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<Object>, SourceError> {
+        let resource = format!("s3://{bucket}/{key}");
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(Object {
+                key: key.to_owned(),
+                size: out.content_length().unwrap_or_default().max(0) as u64,
+                etag: out.e_tag().unwrap_or_default().to_owned(),
+            })),
+            // HEAD has no body, so S3 answers a missing key with a bare 404 (`NotFound`), and a
+            // delete marker on top with 404 and `x-amz-delete-marker: true`: both mean "none".
+            Err(e)
+                if e.as_service_error().is_some_and(|se| se.is_not_found())
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                Ok(None)
+            }
+            // Without s3:ListBucket, S3 answers HEAD of a missing key with 403, not 404.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+                Err(SourceError::Other {
+                    action: "GetObject",
+                    resource,
+                    message: format!(
+                        "access denied (HEAD). S3 answers a missing key with 403 unless the caller may \
+                         s3:ListBucket: grant the function's role s3:GetObject on the prefix and \
+                         s3:ListBucket on arn:aws:s3:::{bucket}"
+                    ),
+                })
+            }
+            Err(e) => Err(SourceError::from_sdk("GetObject", bucket, &resource, e)),
+        }
+    }
+
     /// A stream of the bytes of `object`, exactly the version listed (`If-Match` on its ETag),
     /// and its length.
     pub async fn open(&self, bucket: &str, object: &Object) -> Result<Download, SourceError> {
@@ -192,25 +337,33 @@ impl S3Source {
 }
 
 /// A key as S3 returns it with `encoding-type=url`, or as its event notifications carry it:
-/// `%XX` escapes, and `+` for a space (S3 encodes a literal `+` as `%2B`). `None` if an escape
-/// is malformed or the bytes are not UTF-8.
+/// `%XX` escapes (exactly two hex digits), and `+` for a space (S3 encodes a literal `+` as
+/// `%2B`). `None` if an escape is malformed or the bytes are not UTF-8.
 pub fn decode_key(encoded: &str) -> Option<String> {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
+    let mut bytes = encoded.bytes();
+    let mut out = Vec::with_capacity(encoded.len());
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            // Digit by digit: `u8::from_str_radix` would also take a sign (`%+A` as 0x0A).
             b'%' => {
-                let hex = encoded.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
+                let high = hex_digit(bytes.next()?)?;
+                let low = hex_digit(bytes.next()?)?;
+                high << 4 | low
             }
-            b => out.push(b),
-        }
-        i += 1;
+            b => b,
+        });
     }
     String::from_utf8(out).ok()
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -235,5 +388,70 @@ mod tests {
         assert_eq!(decode_key("bad%zz"), None);
         assert_eq!(decode_key("cut%4"), None);
         assert_eq!(decode_key("%FF"), None);
+    }
+
+    #[test]
+    fn decode_key_takes_exactly_two_hex_digits() {
+        // `from_str_radix` takes a sign: `%+A` must not be read as byte 0x0A, nor `%-1` as -1.
+        assert_eq!(decode_key("%+A"), None);
+        assert_eq!(decode_key("a%+Ab"), None);
+        assert_eq!(decode_key("%-1"), None);
+        assert_eq!(decode_key("%+0"), None);
+        assert_eq!(decode_key("%4"), None);
+        assert_eq!(decode_key("%zz"), None);
+        assert_eq!(decode_key("%4z"), None);
+        assert_eq!(decode_key("%"), None);
+        assert_eq!(decode_key("key%"), None);
+        assert_eq!(decode_key("%%41"), None);
+        // An escape followed by a multi-byte character is not two hex digits either.
+        assert_eq!(decode_key("%4é"), None);
+        assert_eq!(decode_key("%é1"), None);
+        assert_eq!(decode_key("%0a%0A").as_deref(), Some("\n\n"));
+        assert_eq!(decode_key("%41%62").as_deref(), Some("Ab"));
+    }
+
+    #[test]
+    fn escapes_decode_to_utf8_or_nothing() {
+        // Valid multi-byte UTF-8, escaped or not, and both mixed.
+        assert_eq!(decode_key("%E6%97%A5.txt").as_deref(), Some("日.txt"));
+        assert_eq!(decode_key("%F0%9F%98%80").as_deref(), Some("😀"));
+        assert_eq!(decode_key("日%E6%9C%AC").as_deref(), Some("日本"));
+        // Invalid UTF-8: a lone continuation byte, a truncated sequence, an overlong form, a
+        // surrogate half.
+        assert_eq!(decode_key("%80"), None);
+        assert_eq!(decode_key("%E6%97"), None);
+        assert_eq!(decode_key("%C0%AF"), None);
+        assert_eq!(decode_key("%ED%A0%80"), None);
+        // A truncated sequence completed by a literal character is still invalid.
+        assert_eq!(decode_key("%C3x"), None);
+    }
+
+    /// Replays the fuzz corpus of the `decode_key` target (fuzz/, run by scripts/fuzz-paths)
+    /// through the checks that target asserts, so CI asserts them again on stable Rust.
+    #[test]
+    fn decode_key_keeps_its_promises_on_the_fuzz_corpus() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/decode_key");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("a corpus entry").path())
+            .collect();
+        files.sort();
+        assert!(
+            files.len() >= 10,
+            "{}: only {} inputs",
+            dir.display(),
+            files.len()
+        );
+        let broken: Vec<String> = files
+            .iter()
+            .filter_map(|path| {
+                let data = std::fs::read(path).expect("a corpus file");
+                content_paths::invariants::check_decode_key(&data, decode_key)
+                    .err()
+                    .map(|v| format!("{}: {v}", path.display()))
+            })
+            .collect();
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
     }
 }

@@ -11,6 +11,11 @@
 
 use std::fmt;
 
+pub mod invariants;
+mod upcase;
+
+pub use upcase::{upcase_char, upcase_unit};
+
 /// Windows limits one name (a path segment) to 255 UTF-16 code units.
 pub const MAX_SEGMENT_UNITS: usize = 255;
 /// SMB2 carries paths of up to 32,767 UTF-16 code units (the `\\?\` limit of Windows).
@@ -198,10 +203,14 @@ pub fn join(folder: &str, path: &str) -> String {
     }
 }
 
-/// The comparison form of a path: Windows names are case-insensitive, so `A.txt` and `a.txt`
-/// are one file on the share.
+/// The comparison form of a path: two paths are one file on an NTFS share exactly when their
+/// folds are equal. Each character is upcased on its own, as NTFS's `$UpCase` table does
+/// ([`upcase_char`]): `A.txt` and `a.txt` are one file, `straße` and `STRASSE` are two, and so
+/// are `ﬁle` and `FILE`, `ı` and `I`, `ς` and `Σ`. The fold has the length of the path in UTF-16
+/// units, keeps every ASCII character ASCII and every other character non-ASCII (so `/`, `\`,
+/// `.`, `:` and the device names are where they were), and folding twice changes nothing.
 pub fn fold(path: &str) -> String {
-    path.to_uppercase()
+    path.chars().map(upcase_char).collect()
 }
 
 /// The folder part of a `\`-separated path (empty at the top).
@@ -528,5 +537,80 @@ mod tests {
         assert_eq!(file_name("a.css"), "a.css");
         assert_eq!(fold("Index.HTML"), fold("index.html"));
         assert_eq!(Mapped::File("x".into()).to_string(), "x");
+    }
+
+    /// Two names are one file on NTFS exactly when their folds are equal.
+    fn same_file(a: &str, b: &str) -> bool {
+        fold(a) == fold(b)
+    }
+
+    #[test]
+    fn fold_keeps_sharp_s_and_ligatures() {
+        // NTFS maps one unit to one unit: ß has no one-character capital there, and ﬁ does not
+        // expand to FI, so these are distinct names (Unicode's full mapping would join them).
+        assert_eq!(fold("straße.html"), "STRAßE.HTML");
+        assert!(!same_file("straße", "STRASSE"));
+        assert!(!same_file("straße", "strasse"));
+        assert!(same_file("Straße", "STRAßE"));
+        // The capital ẞ lowercases to ß, but ß does not upcase to it: two names.
+        assert!(!same_file("ß", "\u{1E9E}"));
+        assert_eq!(fold("\u{FB01}le"), "\u{FB01}LE");
+        assert!(!same_file("\u{FB01}le", "FILE"));
+        assert!(!same_file("e\u{FB00}ect", "EFFECT"));
+    }
+
+    #[test]
+    fn fold_and_the_turkish_i() {
+        // NTFS's table has no locale: i and I are one name; dotless ı and dotted İ are each a
+        // name of their own, distinct from i/I and from each other.
+        assert!(same_file("i", "I"));
+        assert_eq!(fold("\u{131}"), "\u{131}");
+        assert_eq!(fold("\u{130}"), "\u{130}");
+        assert!(!same_file("\u{131}", "I"));
+        assert!(!same_file("\u{131}", "i"));
+        assert!(!same_file("\u{130}", "I"));
+        assert!(!same_file("\u{130}", "i"));
+        assert!(!same_file("\u{130}", "\u{131}"));
+        assert!(same_file("d\u{131}z.txt", "D\u{131}Z.TXT"));
+    }
+
+    #[test]
+    fn fold_and_the_greek_sigma() {
+        // σ and Σ are one name. Final ς is another on volumes formatted by Windows 7 and later
+        // (the XP and Vista tables upcased it to Σ too).
+        assert!(same_file("\u{3C3}", "\u{3A3}"));
+        assert_eq!(fold("\u{3C2}"), "\u{3C2}");
+        assert!(!same_file("\u{3C2}", "\u{3A3}"));
+        assert!(!same_file("\u{3C2}", "\u{3C3}"));
+        assert_eq!(
+            fold("\u{3BF}\u{3B4}\u{3CC}\u{3C2}"),
+            "\u{39F}\u{394}\u{38C}\u{3C2}"
+        );
+    }
+
+    #[test]
+    fn fold_leaves_characters_outside_the_bmp() {
+        // DESERET SMALL LETTER LONG I has a capital (U+10400), but NTFS sees two surrogate
+        // units, which its table leaves alone.
+        assert_eq!(fold("\u{10428}.txt"), "\u{10428}.TXT");
+        assert!(!same_file("\u{10428}", "\u{10400}"));
+        assert_eq!(fold("😀a"), "😀A");
+    }
+
+    #[test]
+    fn fold_is_idempotent_and_keeps_the_length_for_every_bmp_character() {
+        for c in (0..=0xFFFF).filter_map(char::from_u32) {
+            let once = upcase_char(c);
+            assert_eq!(upcase_char(once), once, "{c:?} → {once:?}");
+            assert_eq!(once.len_utf16(), c.len_utf16(), "{c:?}");
+            assert_eq!(once.is_ascii(), c.is_ascii(), "{c:?} → {once:?}");
+            assert_eq!(u32::from(upcase_unit(c as u16)), u32::from(once), "{c:?}");
+        }
+        let mixed = "Ünïcødé/straße/ǅ/ᾳ/😀/ﬁ/ı";
+        assert_eq!(fold(&fold(mixed)), fold(mixed));
+        assert_eq!(
+            fold(mixed).encode_utf16().count(),
+            mixed.encode_utf16().count()
+        );
     }
 }

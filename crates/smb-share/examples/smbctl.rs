@@ -9,7 +9,13 @@
 //! smbctl check | mkdir PATH | put LOCAL REMOTE | put-tree LOCALDIR REMOTEDIR [PARALLEL]
 //!        get REMOTE LOCAL | stat PATH | ls PATH
 //!        mv FROM TO | rm PATH | acl PATH | grant PATH SID RIGHTS INHERITANCE replace|merge
+//!        replace LOCAL REMOTE
 //! ```
+//!
+//! `replace` does what the copy engine does per file: it writes LOCAL to a temporary name beside
+//! REMOTE, prints `{"temp": ...}`, waits for a line on stdin (so a test can open either file from
+//! another session first), then renames the temporary file over REMOTE, retrying on a sharing
+//! violation (`SMB_RENAME_ATTEMPTS`, `SMB_RENAME_PAUSE_MS`); each retry is logged on stderr.
 
 use secrets::Secret;
 use serde_json::json;
@@ -144,6 +150,42 @@ async fn run(args: &[String]) -> Result<(), String> {
                     .collect::<Vec<_>>()
             )
         }
+        "replace" => {
+            let (local, remote) = (arg(1)?, arg(2)?);
+            let remote = remote.replace('/', "\\");
+            let (parent, name) = remote.rsplit_once('\\').unwrap_or(("", remote.as_str()));
+            let temp_name = format!(".{name}.fargate-smb-tmp-{}", std::process::id());
+            let temp = if parent.is_empty() {
+                temp_name
+            } else {
+                format!("{parent}\\{temp_name}")
+            };
+            let data = std::fs::read(&local).map_err(|e| format!("{local}: {e}"))?;
+            share.write(&temp, &data).await.map_err(|e| e.to_string())?;
+            println!("{}", json!({"temp": temp}));
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            let mut retry = smb_share::Retry::default();
+            if let Ok(n) = std::env::var("SMB_RENAME_ATTEMPTS") {
+                retry.attempts = n
+                    .parse()
+                    .map_err(|_| "SMB_RENAME_ATTEMPTS is not a number")?;
+            }
+            if let Ok(ms) = std::env::var("SMB_RENAME_PAUSE_MS") {
+                retry.first_pause = Duration::from_millis(
+                    ms.parse()
+                        .map_err(|_| "SMB_RENAME_PAUSE_MS is not a number")?,
+                );
+            }
+            let renamed = share.rename_retrying(&temp, &remote, &retry).await;
+            if renamed.is_err() {
+                let _ = share.remove(&temp).await;
+            }
+            let meta = renamed.map_err(|e| e.to_string())?;
+            json!({"size": meta.size, "modified": meta.modified})
+        }
         "mv" => share
             .rename(&arg(1)?, &arg(2)?, false)
             .await
@@ -196,6 +238,12 @@ async fn run(args: &[String]) -> Result<(), String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // The library's log (retries) on stderr, as plain lines.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         eprintln!("usage: smbctl check|mkdir|put|get|stat|ls|mv|rm|acl|grant ... (see the source)");

@@ -9,6 +9,8 @@ const STATUS_ACCOUNT_DISABLED: u32 = 0xC000_0072;
 const STATUS_PASSWORD_EXPIRED: u32 = 0xC000_0071;
 const STATUS_PASSWORD_MUST_CHANGE: u32 = 0xC000_0224;
 const STATUS_ACCOUNT_EXPIRED: u32 = 0xC000_0193;
+pub(crate) const STATUS_SHARING_VIOLATION: u32 = 0xC000_0043;
+pub(crate) const STATUS_DELETE_PENDING: u32 = 0xC000_0056;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
@@ -54,6 +56,17 @@ pub enum ShareError {
     NotFound { path: String },
     #[error("{path} already exists on the share")]
     AlreadyExists { path: String },
+    /// STATUS_SHARING_VIOLATION: another open of the file did not share the access asked for.
+    /// Windows refuses to delete a file, or to rename another over it, while a reader holds it
+    /// open without FILE_SHARE_DELETE (IIS, antivirus and backup agents open files that way).
+    /// Usually transient: callers retry it ([`crate::Retry`]).
+    #[error(
+        "could not {operation} {path}: another program holds it open without allowing it to be replaced or \
+         deleted (a sharing violation; a web server, antivirus or backup agent reading it). Usually it is let go \
+         within seconds: run again, and if it persists find the program holding it (Computer Management > Shared \
+         Folders > Open Files on the file server) and close it"
+    )]
+    SharingViolation { operation: String, path: String },
     #[error(
         "the server could not agree to an encrypted SMB 3 session ({detail}): the share must support SMB 3.1.1 with encryption"
     )]
@@ -105,6 +118,10 @@ impl Context<'_> {
                     }
                 }
                 Status::U32_OBJECT_NAME_COLLISION => ShareError::AlreadyExists {
+                    path: path.to_owned(),
+                },
+                STATUS_SHARING_VIOLATION => ShareError::SharingViolation {
+                    operation: operation.to_owned(),
                     path: path.to_owned(),
                 },
                 other => ShareError::Other {

@@ -9,4 +9,6 @@ mod share;
 mod transport;
 
 pub use error::ShareError;
-pub use share::{Entry, Meta, Privacy, SecurityInfo, Share, ShareConfig, Unc, write_many_on};
+pub use share::{
+    Entry, Lock, Meta, Privacy, Retry, SecurityInfo, Share, ShareConfig, Unc, write_many_on,
+};

@@ -12,8 +12,8 @@ use smb::{
     ConnectionConfig, CreateDisposition, CreateOptions, Dialect, DirAccessMask, Directory,
     FileAccessMask, FileAttributes, FileCreateArgs, FileDispositionInformation,
     FileIdBothDirectoryInformation, FileNetworkOpenInformation, FileRenameInformation, Resource,
-    ResourceHandle, SID, SecurityDescriptor, SecurityDescriptorControl, Session, Tree, UncPath,
-    connection::EncryptionMode,
+    ResourceHandle, SID, SecurityDescriptor, SecurityDescriptorControl, Session, Status, Tree,
+    UncPath, connection::EncryptionMode,
 };
 use std::{net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
@@ -99,6 +99,57 @@ pub struct Entry {
     pub size: u64,
     /// Last write time, as [`Meta::modified`]: 100 ns units since 1601 (a FILETIME).
     pub modified: u64,
+}
+
+/// How often, and with what pauses, to retry an operation refused by a sharing violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all (1: no retry).
+    pub attempts: u32,
+    /// The pause after the first refusal; it doubles after each one...
+    pub first_pause: Duration,
+    /// ...up to this.
+    pub max_pause: Duration,
+}
+
+impl Default for Retry {
+    /// 8 attempts over about 16 s: a reader that opened a file without sharing delete access
+    /// (a web server streaming it, an antivirus scan) usually lets go within seconds.
+    fn default() -> Self {
+        Self {
+            attempts: 8,
+            first_pause: Duration::from_millis(250),
+            max_pause: Duration::from_secs(4),
+        }
+    }
+}
+
+impl Retry {
+    /// The pause after refusal number `attempt` (1-based).
+    pub fn pause(&self, attempt: u32) -> Duration {
+        let doubled = self
+            .first_pause
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        doubled.min(self.max_pause)
+    }
+}
+
+/// A lock file held open ([`Share::try_lock`]); the server deletes it when it is released or
+/// the session ends.
+pub struct Lock {
+    resource: Resource,
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock").finish_non_exhaustive()
+    }
+}
+
+impl Lock {
+    pub async fn release(self) {
+        let _ = handle(&self.resource).close().await;
+    }
 }
 
 /// Owner, group and DACL of a file or folder.
@@ -510,6 +561,103 @@ impl Share {
             .map_err(|e| self.fail("rename", &to, e));
         let _ = handle(&r).close().await;
         result
+    }
+
+    /// [`Share::rename`] with `replace`, answering the size and times of the file now at `to`,
+    /// read from the handle that renamed it (no extra open): what a manifest records to notice
+    /// later edits by hand.
+    pub async fn rename_meta(&self, from: &str, to: &str) -> Result<Meta, ShareError> {
+        let (from, to) = (norm(from), norm(to));
+        let access = FileAccessMask::new()
+            .with_delete(true)
+            .with_file_read_attributes(true)
+            .with_synchronize(true);
+        let r = self.open(&from, access, "rename").await?;
+        let result = async {
+            handle(&r)
+                .set_info(FileRenameInformation {
+                    replace_if_exists: true.into(),
+                    root_directory: 0,
+                    file_name: to.as_str().into(),
+                })
+                .await
+                .map_err(|e| self.fail("replace", &to, e))?;
+            let info = handle(&r)
+                .query_info::<FileNetworkOpenInformation>()
+                .await
+                .map_err(|e| self.fail("stat", &to, e))?;
+            Ok(Meta {
+                size: info.end_of_file,
+                is_dir: info.file_attributes.directory(),
+                modified: *info.last_write_time,
+            })
+        }
+        .await;
+        let _ = handle(&r).close().await;
+        result
+    }
+
+    /// [`Share::rename_meta`], retried while the server answers with a sharing violation (a
+    /// reader holds `from` or `to` open without sharing delete access, which NTFS refuses to
+    /// rename over), pausing as `retry` says; any other error, or the last violation, is
+    /// returned. Each retry is logged (WARN), naming the file.
+    pub async fn rename_retrying(
+        &self,
+        from: &str,
+        to: &str,
+        retry: &Retry,
+    ) -> Result<Meta, ShareError> {
+        let mut attempt = 1;
+        loop {
+            match self.rename_meta(from, to).await {
+                Err(e @ ShareError::SharingViolation { .. }) if attempt < retry.attempts => {
+                    let pause = retry.pause(attempt);
+                    tracing::warn!(
+                        path = %norm(to),
+                        attempt,
+                        of = retry.attempts,
+                        pause_ms = pause.as_millis() as u64,
+                        error = %e,
+                        "sharing violation: a reader holds the file open; the rename is retried"
+                    );
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Take the lock file `path`: created new with delete-on-close, so it exists exactly as long
+    /// as this handle is open — the server removes it when the holder closes it or its session
+    /// ends (a killed process leaves no stale lock). `None`: another session holds it now.
+    pub async fn try_lock(&self, path: &str) -> Result<Option<Lock>, ShareError> {
+        let path = norm(path);
+        let args = FileCreateArgs {
+            disposition: CreateDisposition::Create,
+            attributes: FileAttributes::new().with_hidden(true),
+            options: CreateOptions::new()
+                .with_delete_on_close(true)
+                .with_non_directory_file(true),
+            desired_access: FileAccessMask::new()
+                .with_delete(true)
+                .with_file_read_attributes(true)
+                .with_synchronize(true),
+        };
+        match self.tree.create(&path, &args).await {
+            Ok(r) => Ok(Some(Lock { resource: r })),
+            Err(
+                smb::Error::UnexpectedMessageStatus(code)
+                | smb::Error::ReceivedErrorMessage(code, _),
+            ) if code == Status::U32_OBJECT_NAME_COLLISION
+                // The holder just closed it; the server is deleting it.
+                || code == crate::error::STATUS_DELETE_PENDING
+                || code == crate::error::STATUS_SHARING_VIOLATION =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.fail("create the lock file", &path, e)),
+        }
     }
 
     /// Delete a file or an empty folder. Deleting what does not exist is not an error.

@@ -20,14 +20,24 @@ pub struct Config {
     /// Records (or reconcile copies) applied at once.
     pub parallelism: usize,
     pub decoding: Decoding,
+    /// Reconcile removes the engine's temporary files older than this (`TEMP_MAX_AGE_SECONDS`).
+    /// A temporary file is written without pause until renamed, so its last write time is at
+    /// most a few seconds old while a copy is alive; the default (20 min) is the longest
+    /// Lambda timeout plus 5 minutes of clock skew, as `Custom::WebContent` uses, so no live
+    /// copy of any function writing the folder is swept.
+    pub temp_age: std::time::Duration,
 }
 
 impl Config {
     /// The state items' partition: one per target folder and source, so two functions syncing
     /// different folders (or prefixes) can share a table.
+    ///
+    /// `|paths`: the items are keyed by the file's folded path; items of versions that keyed
+    /// them by the S3 key (without the suffix) are ignored, and the next reconcile rebuilds the
+    /// state it needs.
     pub fn scope(&self) -> String {
         format!(
-            "{}|s3://{}/{}",
+            "{}|s3://{}/{}|paths",
             self.target.display(),
             self.bucket,
             self.prefix
@@ -116,6 +126,19 @@ impl Config {
             None => true,
             Some(v) => boolean("EVENTBRIDGE_KEYS_URL_ENCODED", &v)?,
         };
+        let temp_age = match value("TEMP_MAX_AGE_SECONDS") {
+            None => std::time::Duration::from_secs(1200),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n @ 1..) => std::time::Duration::from_secs(n),
+                _ => {
+                    return Err(err(
+                        "TEMP_MAX_AGE_SECONDS",
+                        format!("{v:?} is not a positive number of seconds"),
+                        "use e.g. 1200 (more than the longest timeout of the functions writing the folder), or leave it unset",
+                    ));
+                }
+            },
+        };
         Ok(Self {
             bucket,
             prefix,
@@ -123,6 +146,7 @@ impl Config {
             state_table,
             parallelism,
             decoding: Decoding { decode_eventbridge },
+            temp_age,
         })
     }
 }
@@ -185,7 +209,7 @@ mod tests {
         assert!(c.decoding.decode_eventbridge);
         assert_eq!(
             c.scope(),
-            r"\\fsx.corp.example.com\share\web|s3://content/site/current/"
+            r"\\fsx.corp.example.com\share\web|s3://content/site/current/|paths"
         );
     }
 

@@ -93,8 +93,9 @@ pub struct SqsMessage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {
-    /// `{"reconcile": true}`, by hand or from a schedule.
-    Reconcile,
+    /// `{"reconcile": true}`, by hand or from a schedule; `{"reconcile": "continue"}` only
+    /// continues a pass an earlier run stopped (and does nothing when none is pending).
+    Reconcile { only_continue: bool },
     /// One EventBridge event. `Ok(None)`: a detail type that changes no content.
     EventBridge {
         id: String,
@@ -129,7 +130,14 @@ impl Default for Decoding {
 
 pub fn parse(payload: &Value, decoding: Decoding) -> Result<Invocation, UnknownInvocation> {
     if payload.get("reconcile").and_then(Value::as_bool) == Some(true) {
-        return Ok(Invocation::Reconcile);
+        return Ok(Invocation::Reconcile {
+            only_continue: false,
+        });
+    }
+    if payload.get("reconcile").and_then(Value::as_str) == Some("continue") {
+        return Ok(Invocation::Reconcile {
+            only_continue: true,
+        });
     }
     if payload.get("source").and_then(Value::as_str) == Some("aws.s3")
         && payload.get("detail").is_some()
@@ -443,7 +451,15 @@ mod tests {
         assert_eq!(records[0].as_ref().unwrap().as_ref().unwrap().key, "a:b");
         assert_eq!(
             parse(&json!({"reconcile": true}), Decoding::default()),
-            Ok(Invocation::Reconcile)
+            Ok(Invocation::Reconcile {
+                only_continue: false
+            })
+        );
+        assert_eq!(
+            parse(&json!({"reconcile": "continue"}), Decoding::default()),
+            Ok(Invocation::Reconcile {
+                only_continue: true
+            })
         );
         assert!(parse(&json!({"hello": 1}), Decoding::default()).is_err());
         assert!(

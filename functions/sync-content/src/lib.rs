@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod events;
+mod reconcile;
 pub mod state;
 pub mod sync;
 
@@ -53,13 +54,20 @@ impl Function {
         })
     }
 
-    pub async fn handle(&self, payload: Value) -> Result<Value, HandlerError> {
+    /// `deadline`: the invocation's (reconcile stops before it and continues next time).
+    pub async fn handle(
+        &self,
+        payload: Value,
+        deadline: Option<std::time::SystemTime>,
+    ) -> Result<Value, HandlerError> {
         match events::parse(&payload, self.syncer.config.decoding)? {
-            Invocation::Reconcile => {
-                let report = self.syncer.reconcile().await?;
-                if !report.failed.is_empty() {
+            Invocation::Reconcile { only_continue } => {
+                let Some(report) = self.syncer.reconcile(deadline, only_continue).await? else {
+                    return Ok(json!({ "reconcile": { "pending": false } }));
+                };
+                if report.failed_count > 0 {
                     return Err(HandlerError::Reconcile {
-                        failed: report.failed.len(),
+                        failed: report.failed_count,
                         detail: listing(&report.failed),
                     });
                 }

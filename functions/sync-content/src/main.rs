@@ -12,10 +12,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let function = &function;
         async move {
             match function {
-                Ok(f) => f.handle(event.payload).await.map_err(|e| {
-                    tracing::error!(error = %e, "invocation failed");
-                    lambda_runtime::Error::from(e.to_string())
-                }),
+                Ok(f) => f
+                    .handle(event.payload, Some(event.context.deadline()))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "invocation failed");
+                        lambda_runtime::Error::from(e.to_string())
+                    }),
                 Err(e) => {
                     tracing::error!(error = %e, "configuration error");
                     Err(lambda_runtime::Error::from(e.to_string()))

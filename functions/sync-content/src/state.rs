@@ -1,12 +1,20 @@
-//! Per-key state in DynamoDB: the last sequencer applied to each key of a target, so an older
-//! event never overwrites newer content and a repeated one changes nothing.
+//! Per-path state in DynamoDB: which key owns each file of a target folder and the last event of
+//! that key applied to it, so an older event never overwrites newer content, a repeated one
+//! changes nothing, and a key that differs from another only in case never removes the other's
+//! file.
 //!
-//! One item per (scope, key): `scope` is the target folder and source ([`crate::Config::scope`]),
-//! `objectKey` the S3 key; `sequencer` (normalized, so string order is event order), `phase`
-//! (`applying` or `done`), `change` (`put`/`delete`), `etag`. Conditional writes make the claim
-//! atomic across concurrent invocations, which a file on the share could not.
+//! One item per (scope, path): `scope` is the target folder and source ([`crate::Config::scope`]),
+//! `objectKey` the file's path as NTFS compares it ([`path_key`]: the folded folder, `|`, the
+//! folded name, so one Query lists one folder). Attributes: `key` (the S3 key that owns the
+//! file), `sequencer` (of that key's last claimed event, normalized so string order is event
+//! order; empty when the owner was handed the file without an event), `phase` (`applying` or
+//! `done`), `change` (`put`/`delete`), `etag`, `modified` (the file's last write time after the
+//! copy, when known), `contenders` (other keys that map to the same file and were refused while
+//! the owner lived). Conditional writes make every change atomic across concurrent invocations,
+//! which a file on the share could not.
+//!
+//! The item with the sort key [`CURSOR`] (no `|`, so never a path) holds reconcile's cursor.
 
-use crate::events::{Change, ObjectEvent, Sequencer};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::{
     Client,
@@ -16,7 +24,9 @@ use aws_sdk_dynamodb::{
 use std::collections::HashMap;
 
 const SCOPE: &str = "scope";
-const KEY: &str = "objectKey";
+const SORT: &str = "objectKey";
+/// The sort key of reconcile's cursor item.
+pub const CURSOR: &str = "#reconcile-cursor";
 
 #[derive(Debug, thiserror::Error)]
 #[error("dynamodb:{action} on the table {table} failed: {message}")]
@@ -26,24 +36,68 @@ pub struct StateError {
     pub message: String,
 }
 
+/// The sort key of a file: `FOLDER|NAME`, both folded as NTFS compares names
+/// ([`content_paths::fold`]), `FOLDER` `\`-separated and empty for the target folder itself. `|`
+/// cannot be in a Windows name, so the split is unambiguous and `begins_with(FOLDER|)` is exactly
+/// the files of one folder.
+pub fn path_key(path: &str) -> String {
+    let folded = content_paths::fold(path);
+    match folded.rsplit_once('\\') {
+        Some((folder, name)) => format!("{folder}|{name}"),
+        None => format!("|{folded}"),
+    }
+}
+
+/// The prefix of every [`path_key`] of files directly in `folder` (folded or not).
+pub fn folder_key(folder: &str) -> String {
+    format!("{}|", content_paths::fold(folder))
+}
+
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// This event is the newest seen for its key (or a retry of the one being applied): apply it.
+    /// This event is the newest seen for its key (or a retry of the one being applied), and the
+    /// key owns the file (or now does: the path was free): apply it.
     Claimed,
     /// The same event was applied already.
     Duplicate,
     /// A newer event for the key was applied or is being applied.
     Older { applied: String },
+    /// Another key owns the file and its object lives (or is being applied): this key was
+    /// recorded as a contender, to be handed the file when the owner is deleted.
+    Collision { owner: String },
 }
 
-/// What the store holds for a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyState {
-    pub sequencer: Option<String>,
+/// What the store holds for a path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathState {
+    /// The S3 key that owns the file.
+    pub key: String,
+    /// Empty when the owner was handed the file (reconcile, a collision hand-over) rather than
+    /// claiming it with an event: any event of the owner is newer.
+    pub sequencer: String,
     pub done: bool,
     pub change: String,
     pub etag: String,
+    /// The file's last write time after the copy (FILETIME), when known.
+    pub modified: Option<u64>,
+    pub contenders: Vec<String>,
+}
+
+impl PathState {
+    /// The owner's object was put, and the file is (or is being) written from it.
+    pub fn is_put(&self) -> bool {
+        self.change == "put"
+    }
+}
+
+/// Where an interrupted reconcile stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last folder completed, folded ([`content_paths::fold`]), `\`-separated.
+    pub folder: String,
+    /// When the pass began (seconds since the Unix epoch).
+    pub started: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +116,23 @@ fn field(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
 
 fn conditional<E: ProvideErrorMetadata>(e: &SdkError<E, impl std::fmt::Debug>) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// The condition that the item is still as `seen` was read (owner and sequencer), or absent
+/// when `seen` is `None`.
+fn unchanged(seen: Option<&PathState>) -> (String, Vec<(&'static str, AttributeValue)>) {
+    // An item that holds only contenders has no claim: it counts as absent.
+    match seen.filter(|st| !st.key.is_empty() || !st.sequencer.is_empty()) {
+        Some(st) => (
+            "#key = :seenkey AND #seq = :seenseq AND #etag = :seenetag".into(),
+            vec![
+                (":seenkey", s(st.key.clone())),
+                (":seenseq", s(st.sequencer.clone())),
+                (":seenetag", s(st.etag.clone())),
+            ],
+        ),
+        None => ("attribute_not_exists(#seq)".into(), Vec::new()),
+    }
 }
 
 impl StateStore {
@@ -95,35 +166,86 @@ impl StateStore {
         }
     }
 
-    fn item_key(scope: &str, key: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([(SCOPE.to_owned(), s(scope)), (KEY.to_owned(), s(key))])
+    fn item_key(scope: &str, sort: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([(SCOPE.to_owned(), s(scope)), (SORT.to_owned(), s(sort))])
     }
 
-    /// Claim `event` for its key: succeeds when no sequencer is stored, the stored one is older,
-    /// or it is this very event still `applying` (a retry after a failure or a timeout).
-    pub async fn claim(&self, scope: &str, event: &ObjectEvent) -> Result<Claim, StateError> {
-        let etag = match &event.change {
-            Change::Put { etag, .. } => etag.as_str(),
-            Change::Delete => "",
-        };
+    /// Claim the file at `path` for event `sequencer` of `key`. It succeeds when no event was
+    /// recorded for the path, when `key` owns it and the stored event is older (or is this very
+    /// event still `applying`: a retry after a failure or a timeout), or when the owner's object
+    /// was deleted and that deletion is done (the path is free). A key other than a live owner
+    /// is added to the contenders instead.
+    pub async fn claim(
+        &self,
+        scope: &str,
+        path: &str,
+        key: &str,
+        sequencer: &str,
+        change: &str,
+        etag: &str,
+    ) -> Result<Claim, StateError> {
+        // A collision is recorded only while the owner still lives; if the owner's deletion
+        // finished in between, the path is free and the claim is tried again. Each retry means
+        // the item changed under us: a few suffice.
+        for _ in 0..8 {
+            match self
+                .try_claim(scope, path, key, sequencer, change, etag)
+                .await?
+            {
+                Claim::Collision { owner } if change == "put" => {
+                    if self.add_contender(scope, path, key).await? {
+                        return Ok(Claim::Collision { owner });
+                    }
+                }
+                // A delete of a key that does not own the file changes nothing here: the key
+                // may be a contender still (its later put may have arrived first); the owner's
+                // deletion asks S3 (HEAD) before handing the file to any contender.
+                other => return Ok(other),
+            }
+        }
+        Err(StateError {
+            action: "UpdateItem",
+            table: self.table.clone(),
+            message: format!(
+                "the state of {path:?} kept changing while {key:?} claimed it; retried"
+            ),
+        })
+    }
+
+    async fn try_claim(
+        &self,
+        scope: &str,
+        path: &str,
+        key: &str,
+        sequencer: &str,
+        change: &str,
+        etag: &str,
+    ) -> Result<Claim, StateError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::item_key(scope, &event.key)))
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
             .update_expression(
-                "SET #seq = :seq, #phase = :applying, #change = :change, #etag = :etag",
+                "SET #key = :key, #seq = :seq, #phase = :applying, #change = :change, #etag = :etag REMOVE #modified",
             )
             .condition_expression(
-                "attribute_not_exists(#seq) OR #seq < :seq OR (#seq = :seq AND #phase = :applying)",
+                "attribute_not_exists(#seq) \
+                 OR (#key = :key AND (#seq < :seq OR (#seq = :seq AND #phase = :applying))) \
+                 OR (#key <> :key AND #change = :delete AND #phase = :done)",
             )
+            .expression_attribute_names("#key", "key")
             .expression_attribute_names("#seq", "sequencer")
             .expression_attribute_names("#phase", "phase")
             .expression_attribute_names("#change", "change")
             .expression_attribute_names("#etag", "etag")
-            .expression_attribute_values(":seq", s(event.sequencer.as_str()))
+            .expression_attribute_names("#modified", "modified")
+            .expression_attribute_values(":key", s(key))
+            .expression_attribute_values(":seq", s(sequencer))
             .expression_attribute_values(":applying", s("applying"))
-            .expression_attribute_values(":change", s(event.change.kind()))
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":delete", s("delete"))
+            .expression_attribute_values(":change", s(change))
             .expression_attribute_values(":etag", s(etag))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -137,50 +259,48 @@ impl StateStore {
                         aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
                         _ => None,
                     })
-                    .and_then(|item| field(item, "sequencer"))
+                    .map(path_state)
                     .unwrap_or_default();
-                if stored == event.sequencer.as_str() {
-                    Ok(Claim::Duplicate)
+                if stored.key == key {
+                    if stored.sequencer == sequencer {
+                        Ok(Claim::Duplicate)
+                    } else {
+                        Ok(Claim::Older {
+                            applied: stored.sequencer,
+                        })
+                    }
                 } else {
-                    Ok(Claim::Older { applied: stored })
+                    Ok(Claim::Collision { owner: stored.key })
                 }
             }
             Err(e) => Err(self.fail("UpdateItem", e)),
         }
     }
 
-    /// Whether the key's claim is still `sequencer` (no newer event took over).
-    pub async fn still_claimed(
-        &self,
-        scope: &str,
-        key: &str,
-        sequencer: &Sequencer,
-    ) -> Result<bool, StateError> {
-        Ok(self
-            .get(scope, key)
-            .await?
-            .and_then(|k| k.sequencer)
-            .as_deref()
-            == Some(sequencer.as_str()))
+    /// Record `key` as a contender for `path` (another key owns the file).
+    pub async fn contend(&self, scope: &str, path: &str, key: &str) -> Result<(), StateError> {
+        self.add_contender_unconditionally(scope, path, key).await
     }
 
-    /// Mark the claim done; `false` if a newer event took the key over meanwhile.
-    pub async fn done(
-        &self,
-        scope: &str,
-        key: &str,
-        sequencer: &Sequencer,
-    ) -> Result<bool, StateError> {
+    /// `false`: the path is free now (the owner's deletion finished) or unclaimed.
+    async fn add_contender(&self, scope: &str, path: &str, key: &str) -> Result<bool, StateError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::item_key(scope, key)))
-            .update_expression("SET #phase = :done")
-            .condition_expression("#seq = :seq")
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
+            .update_expression("ADD #contenders :k")
+            .condition_expression(
+                "attribute_exists(#seq) AND #key <> :key AND NOT (#change = :delete AND #phase = :done)",
+            )
+            .expression_attribute_names("#contenders", "contenders")
             .expression_attribute_names("#seq", "sequencer")
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_names("#change", "change")
             .expression_attribute_names("#phase", "phase")
-            .expression_attribute_values(":seq", s(sequencer.as_str()))
+            .expression_attribute_values(":k", AttributeValue::Ss(vec![key.to_owned()]))
+            .expression_attribute_values(":key", s(key))
+            .expression_attribute_values(":delete", s("delete"))
             .expression_attribute_values(":done", s("done"))
             .send()
             .await;
@@ -191,84 +311,483 @@ impl StateStore {
         }
     }
 
-    pub async fn get(&self, scope: &str, key: &str) -> Result<Option<KeyState>, StateError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::item_key(scope, key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.fail("GetItem", e))?;
-        Ok(out.item().map(key_state))
-    }
-
-    /// Every key's state in `scope` (for reconcile).
-    pub async fn all(&self, scope: &str) -> Result<HashMap<String, KeyState>, StateError> {
-        let mut out = HashMap::new();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#scope = :scope")
-            .expression_attribute_names("#scope", SCOPE)
-            .expression_attribute_values(":scope", s(scope))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("Query", e))?;
-            for item in page.items() {
-                if let Some(key) = field(item, KEY) {
-                    out.insert(key, key_state(item));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// After reconcile copied the object version `etag` of `key`: record it, unless an event
-    /// changed the key since reconcile read its state (`seen` is the sequencer it read then).
-    pub async fn reconciled(
+    /// Reconcile's record of a contender (the owner is alive by its own listing).
+    async fn add_contender_unconditionally(
         &self,
         scope: &str,
+        path: &str,
         key: &str,
+    ) -> Result<(), StateError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
+            .update_expression("ADD #contenders :k")
+            .expression_attribute_names("#contenders", "contenders")
+            .expression_attribute_values(":k", AttributeValue::Ss(vec![key.to_owned()]))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail("UpdateItem", e))
+    }
+
+    /// `key` is no longer a contender for `path` (its object was deleted, or it was handed the
+    /// file).
+    pub async fn remove_contender(
+        &self,
+        scope: &str,
+        path: &str,
+        key: &str,
+    ) -> Result<(), StateError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
+            .update_expression("DELETE #contenders :k")
+            .condition_expression("attribute_exists(#contenders)")
+            .expression_attribute_names("#contenders", "contenders")
+            .expression_attribute_values(":k", AttributeValue::Ss(vec![key.to_owned()]))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if conditional(&e) {
+                    Ok(())
+                } else {
+                    Err(self.fail("UpdateItem", e))
+                }
+            })
+    }
+
+    /// Whether `path` is still claimed by `sequencer` of `key` (no newer event, no other key
+    /// took over).
+    ///
+    /// The ETag is compared too: reconcile records another version of the same key under the
+    /// owner's sequencer (and a removal clears it), and an event in flight must see that.
+    pub async fn still_claimed(
+        &self,
+        scope: &str,
+        path: &str,
+        key: &str,
+        sequencer: &str,
         etag: &str,
-        seen: Option<&str>,
     ) -> Result<bool, StateError> {
+        Ok(self.get(scope, path).await?.is_some_and(|st| {
+            st.key == key
+                && st.sequencer == sequencer
+                && st.etag.trim_matches('"') == etag.trim_matches('"')
+        }))
+    }
+
+    /// Mark the claim done, with the file's last write time if the claim wrote it; `false` if
+    /// another event took the path over meanwhile, or, with `no_contenders` (a deletion that
+    /// removed the file), if a contender was recorded since it looked: it must be handed the
+    /// file first.
+    ///
+    /// `now_put`: the claim ends with the key's object in place (the ETag it holds), whatever
+    /// the event was: a delete event that found the key still has a current version (a
+    /// versioned bucket), or a key handed the file. The item must say so, or the path would
+    /// look free to other keys.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn done(
+        &self,
+        scope: &str,
+        path: &str,
+        key: &str,
+        sequencer: &str,
+        etag: &str,
+        modified: Option<u64>,
+        no_contenders: bool,
+        now_put: Option<&str>,
+    ) -> Result<bool, StateError> {
+        let condition = if no_contenders {
+            "#key = :key AND #seq = :seq AND #etag = :etag AND attribute_not_exists(#contenders)"
+        } else {
+            "#key = :key AND #seq = :seq AND #etag = :etag"
+        };
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::item_key(scope, key)))
-            .update_expression("SET #phase = :done, #change = :put, #etag = :etag")
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
+            .condition_expression(condition)
+            .expression_attribute_names("#key", "key")
             .expression_attribute_names("#seq", "sequencer")
             .expression_attribute_names("#phase", "phase")
-            .expression_attribute_names("#change", "change")
-            .expression_attribute_names("#etag", "etag")
+            .expression_attribute_values(":key", s(key))
+            .expression_attribute_values(":seq", s(sequencer))
             .expression_attribute_values(":done", s("done"))
-            .expression_attribute_values(":put", s("put"))
+            .expression_attribute_names("#etag", "etag")
             .expression_attribute_values(":etag", s(etag));
-        request = match seen {
-            Some(seq) => request
-                .condition_expression("#seq = :seen")
-                .expression_attribute_values(":seen", s(seq)),
-            None => request.condition_expression("attribute_not_exists(#seq)"),
-        };
+        if no_contenders {
+            request = request.expression_attribute_names("#contenders", "contenders");
+        }
+        let mut update = String::from("SET #phase = :done");
+        if let Some(current) = now_put {
+            update.push_str(", #change = :put, #etag = :current");
+            request = request
+                .expression_attribute_names("#change", "change")
+                .expression_attribute_values(":put", s("put"))
+                .expression_attribute_values(":current", s(current));
+        }
+        if let Some(m) = modified {
+            update.push_str(", #modified = :modified");
+            request = request
+                .expression_attribute_names("#modified", "modified")
+                .expression_attribute_values(":modified", AttributeValue::N(m.to_string()));
+        }
+        request = request.update_expression(update);
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) if conditional(&e) => Ok(false),
             Err(e) => Err(self.fail("UpdateItem", e)),
         }
     }
+
+    /// Give the file at `path` to `key` (its object version `etag`), without an event: a
+    /// collision's hand-over, or reconcile. Conditional on the item being as `seen` was read
+    /// (absent for `None`); `false` if it changed. The new owner's sequencer is empty, so any
+    /// event of it is newer; the phase is `applying` until [`Self::done`] with an empty sequencer.
+    pub async fn hand_over(
+        &self,
+        scope: &str,
+        path: &str,
+        seen: Option<&PathState>,
+        key: &str,
+        etag: &str,
+    ) -> Result<bool, StateError> {
+        let (condition, values) = unchanged(seen);
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
+            .update_expression(
+                "SET #key = :key, #seq = :empty, #phase = :applying, #change = :put, #etag = :etag \
+                 REMOVE #modified",
+            )
+            .condition_expression(condition)
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_names("#seq", "sequencer")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_names("#change", "change")
+            .expression_attribute_names("#etag", "etag")
+            .expression_attribute_names("#modified", "modified")
+            .expression_attribute_values(":key", s(key))
+            .expression_attribute_values(":empty", s(""))
+            .expression_attribute_values(":applying", s("applying"))
+            .expression_attribute_values(":put", s("put"))
+            .expression_attribute_values(":etag", s(etag));
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if conditional(&e) => Ok(false),
+            Err(e) => Err(self.fail("UpdateItem", e)),
+        }
+    }
+
+    /// After reconcile removed the file at `path` (no object maps to it): record the path as
+    /// free, unless the item changed since `seen` was read.
+    pub async fn freed(
+        &self,
+        scope: &str,
+        path: &str,
+        seen: Option<&PathState>,
+    ) -> Result<bool, StateError> {
+        let Some(seen) = seen else {
+            return Ok(true);
+        };
+        let (condition, values) = unchanged(Some(seen));
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
+            .update_expression(
+                "SET #phase = :done, #change = :delete, #etag = :empty REMOVE #modified",
+            )
+            .condition_expression(condition)
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_names("#seq", "sequencer")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_names("#change", "change")
+            .expression_attribute_names("#modified", "modified")
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":delete", s("delete"))
+            .expression_attribute_names("#etag", "etag")
+            .expression_attribute_values(":empty", s(""));
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if conditional(&e) => Ok(false),
+            Err(e) => Err(self.fail("UpdateItem", e)),
+        }
+    }
+
+    pub async fn get(&self, scope: &str, path: &str) -> Result<Option<PathState>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.fail("GetItem", e))?;
+        Ok(out.item().map(path_state))
+    }
+
+    /// The state of each of `paths` (at most a page of a listing), by [`path_key`]:
+    /// BatchGetItem, 100 keys a request, unprocessed keys asked again.
+    pub async fn get_many(
+        &self,
+        scope: &str,
+        paths: &[&str],
+    ) -> Result<HashMap<String, PathState>, StateError> {
+        let mut out = HashMap::new();
+        let mut sorts: Vec<String> = paths.iter().map(|p| path_key(p)).collect();
+        sorts.sort();
+        sorts.dedup();
+        for chunk in sorts.chunks(100) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> =
+                chunk.iter().map(|k| Self::item_key(scope, k)).collect();
+            let mut rounds = 0;
+            while !keys.is_empty() {
+                rounds += 1;
+                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StateError {
+                        action: "BatchGetItem",
+                        table: self.table.clone(),
+                        message: e.to_string(),
+                    })?;
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| self.fail("BatchGetItem", e))?;
+                for item in answer
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(sort) = field(item, SORT) {
+                        out.insert(sort, path_state(item));
+                    }
+                }
+                if let Some(left) = answer
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .map(|k| k.keys().to_vec())
+                    .filter(|k| !k.is_empty())
+                {
+                    if rounds >= 8 {
+                        return Err(StateError {
+                            action: "BatchGetItem",
+                            table: self.table.clone(),
+                            message: "the table kept returning unprocessed keys (throttled); run reconcile again".into(),
+                        });
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << rounds)).await;
+                    keys = left;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The state of every file directly in `folder` (for reconcile), by folded name: one Query
+    /// (a page per 1 MB), so memory grows with the folder, not the site.
+    pub async fn folder(
+        &self,
+        scope: &str,
+        folder: &str,
+    ) -> Result<HashMap<String, PathState>, StateError> {
+        let prefix = folder_key(folder);
+        let mut out = HashMap::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#scope = :scope AND begins_with(#sort, :folder)")
+            .expression_attribute_names("#scope", SCOPE)
+            .expression_attribute_names("#sort", SORT)
+            .expression_attribute_values(":scope", s(scope))
+            .expression_attribute_values(":folder", s(prefix.clone()))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("Query", e))?;
+            for item in page.items() {
+                if let Some(name) = field(item, SORT).and_then(|k| {
+                    k.strip_prefix(&prefix)
+                        .filter(|n| !n.contains('|'))
+                        .map(str::to_owned)
+                }) {
+                    out.insert(name, path_state(item));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// After reconcile copied the object version `etag` of `key` to `path`: record `key` as
+    /// the owner with that version, unless the item changed since `seen` was read.
+    pub async fn reconciled(
+        &self,
+        scope: &str,
+        path: &str,
+        seen: Option<&PathState>,
+        key: &str,
+        etag: &str,
+        modified: Option<u64>,
+    ) -> Result<bool, StateError> {
+        let (condition, values) = unchanged(seen);
+        let mut update = String::from(
+            "SET #key = :key, #seq = :seq, #phase = :done, #change = :put, #etag = :etag",
+        );
+        if modified.is_some() {
+            update.push_str(", #modified = :modified");
+        } else {
+            update.push_str(" REMOVE #modified");
+        }
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, &path_key(path))))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_names("#seq", "sequencer")
+            .expression_attribute_names("#phase", "phase")
+            .expression_attribute_names("#change", "change")
+            .expression_attribute_names("#etag", "etag")
+            .expression_attribute_names("#modified", "modified")
+            .expression_attribute_values(":key", s(key))
+            // The owner's sequencer is kept when it stays the owner: its older events must
+            // still lose. A new owner has none yet.
+            .expression_attribute_values(
+                ":seq",
+                s(seen
+                    .filter(|st| st.key == key)
+                    .map(|st| st.sequencer.clone())
+                    .unwrap_or_default()),
+            )
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":put", s("put"))
+            .expression_attribute_values(":etag", s(etag));
+        if let Some(m) = modified {
+            request =
+                request.expression_attribute_values(":modified", AttributeValue::N(m.to_string()));
+        }
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if conditional(&e) => Ok(false),
+            Err(e) => Err(self.fail("UpdateItem", e)),
+        }
+    }
+
+    pub async fn cursor(&self, scope: &str) -> Result<Option<Cursor>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, CURSOR)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.fail("GetItem", e))?;
+        Ok(out.item().and_then(|item| {
+            Some(Cursor {
+                folder: field(item, "folder")?,
+                started: item
+                    .get("started")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_default(),
+            })
+        }))
+    }
+
+    /// UpdateItem rather than PutItem and DeleteItem: the function's role needs no more than
+    /// the claims do.
+    pub async fn save_cursor(&self, scope: &str, cursor: &Cursor) -> Result<(), StateError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, CURSOR)))
+            .update_expression("SET #folder = :folder, #started = :started")
+            .expression_attribute_names("#folder", "folder")
+            .expression_attribute_names("#started", "started")
+            .expression_attribute_values(":folder", s(cursor.folder.clone()))
+            .expression_attribute_values(":started", AttributeValue::N(cursor.started.to_string()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail("UpdateItem", e))
+    }
+
+    pub async fn clear_cursor(&self, scope: &str) -> Result<(), StateError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::item_key(scope, CURSOR)))
+            .update_expression("REMOVE #folder, #started")
+            .expression_attribute_names("#folder", "folder")
+            .expression_attribute_names("#started", "started")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail("UpdateItem", e))
+    }
 }
 
-fn key_state(item: &HashMap<String, AttributeValue>) -> KeyState {
-    KeyState {
-        sequencer: field(item, "sequencer"),
+fn path_state(item: &HashMap<String, AttributeValue>) -> PathState {
+    PathState {
+        key: field(item, "key").unwrap_or_default(),
+        sequencer: field(item, "sequencer").unwrap_or_default(),
         done: field(item, "phase").as_deref() == Some("done"),
         change: field(item, "change").unwrap_or_default(),
         etag: field(item, "etag").unwrap_or_default(),
+        modified: item
+            .get("modified")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok()),
+        contenders: item
+            .get("contenders")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_key_is_its_folded_folder_and_name() {
+        assert_eq!(path_key(r"docs\Index.html"), r"DOCS|INDEX.HTML");
+        assert_eq!(path_key("index.html"), "|INDEX.HTML");
+        assert_eq!(path_key(r"a\b\c.txt"), r"A\B|C.TXT");
+        assert!(path_key(r"a\b\c.txt").starts_with(&folder_key(r"A\b")));
+        // A folder's prefix is never the prefix of a sibling folder's files.
+        assert!(!path_key(r"ab\c.txt").starts_with(&folder_key("a")));
+        assert!(!path_key(r"a\b\c.txt").starts_with(&folder_key("a")));
+        assert_ne!(path_key(CURSOR), CURSOR);
     }
 }

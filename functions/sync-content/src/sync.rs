@@ -10,11 +10,11 @@ use crate::events::{Change, ObjectEvent};
 use crate::state::{Claim, StateError, StateStore};
 use admin_credential::AdminCredentials;
 use content_copy::{FileError, S3Source, SourceError, Target, Work, manifest::is_reserved};
-use content_paths::{Mapped, fold};
+use content_paths::Mapped;
 use futures_util::StreamExt;
 use serde::Serialize;
-use smb_share::{Share, ShareError};
-use std::collections::{BTreeSet, HashMap};
+use smb_share::{Meta, Share, ShareError};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Bound on connecting and on each SMB request.
@@ -34,6 +34,17 @@ pub enum Outcome {
     /// The object changed or was deleted after this event: the newer event that S3 sends for
     /// that change applies it.
     Superseded,
+    /// Another key owns the file (its name differs only in case, as NTFS compares names): this
+    /// key is recorded as a contender and is handed the file when the owner's object is deleted.
+    Collision {
+        owner: String,
+    },
+    /// A delete event, but the key still has a current version (versioned bucket): copied.
+    Restored,
+    /// The key was deleted and its file handed to a contender (copied from it).
+    HandedOver {
+        to: String,
+    },
     /// Another bucket, outside the prefix, a folder marker.
     Ignored(String),
     /// The key cannot be a file on the share; retrying would not help.
@@ -74,6 +85,13 @@ pub struct EventReport {
     pub older: usize,
     pub superseded: usize,
     pub ignored: usize,
+    /// Delete events whose key still had a current version (versioned buckets).
+    pub restored: usize,
+    /// Deleted keys whose file went to a key mapping to the same file.
+    pub handed_over: usize,
+    /// Keys refused because another key owns their file (first names).
+    pub collisions: Vec<Named>,
+    pub collision_count: usize,
     pub rejected: Vec<Named>,
     pub failed: Vec<Named>,
 }
@@ -87,6 +105,20 @@ impl EventReport {
             Outcome::Older => self.older += 1,
             Outcome::Superseded => self.superseded += 1,
             Outcome::Ignored(_) => self.ignored += 1,
+            Outcome::Restored => self.restored += 1,
+            Outcome::HandedOver { .. } => self.handed_over += 1,
+            Outcome::Collision { owner } => {
+                self.collision_count += 1;
+                if self.collisions.len() < LISTED {
+                    self.collisions.push(Named {
+                        key: key.to_owned(),
+                        reason: format!(
+                            "{key:?} and {owner:?} are one file on the share (Windows names ignore case); \
+                             {owner:?} keeps it, and {key:?} gets it if {owner:?} is deleted"
+                        ),
+                    });
+                }
+            }
             Outcome::Rejected { reason, .. } => {
                 if self.rejected.len() < LISTED {
                     self.rejected.push(Named {
@@ -117,22 +149,58 @@ pub struct ReconcileReport {
     pub removed: Vec<String>,
     pub removed_count: usize,
     pub unchanged: usize,
+    /// Files with no object in the listing that were kept: their key exists now, or an event
+    /// was applying to them (newer than the listing).
+    pub kept: usize,
+    /// Keys refused because another key owns their file (first names).
+    pub collisions: Vec<Named>,
+    pub collision_count: usize,
     pub rejected: Vec<Named>,
+    pub rejected_count: usize,
+    /// First names; `failed_count` counts them all.
     pub failed: Vec<Named>,
+    pub failed_count: usize,
     pub folders_removed: usize,
+    /// Temporary files of killed copies, older than `TEMP_MAX_AGE_SECONDS`, removed.
+    pub temporaries_removed: usize,
+    /// Folders visited.
+    pub folders: usize,
+    /// Every folder was visited (`false`: stopped before the deadline; the next run continues).
+    pub complete: bool,
+    /// This run continued after this folder (folded), where an earlier run stopped.
+    pub resumed_after: Option<String>,
+    /// When not complete: the last folder finished (folded).
+    pub stopped_after: Option<String>,
 }
 
 /// The AWS clients, built once per container, and the configuration.
 #[derive(Debug)]
 pub struct Syncer {
     pub config: Config,
-    s3: S3Source,
+    pub(crate) s3: S3Source,
     admin: AdminCredentials,
-    state: StateStore,
+    pub(crate) state: StateStore,
     /// The SMB session of the previous invocation: a Lambda container handles one invocation at
     /// a time and is reused, and a logon costs more than the rest of a small event's work.
     /// Probed with one request before reuse; a session the server dropped is replaced.
     session: tokio::sync::Mutex<Option<Share>>,
+}
+
+/// The holder of a claim on a path: the item says this key, sequencer and ETag.
+struct Owner<'a> {
+    scope: &'a str,
+    path: &'a str,
+    key: &'a str,
+    sequencer: &'a str,
+    /// Unquoted; empty for a deletion.
+    etag: &'a str,
+}
+
+/// Why a copy did not land.
+enum Copy {
+    /// The object changed or was deleted after the event: a newer event applies that.
+    Superseded,
+    Failed(String),
 }
 
 /// Where an accepted event goes.
@@ -281,246 +349,430 @@ impl Syncer {
     async fn apply(&self, share: &Share, p: &Planned<'_>) -> Outcome {
         let scope = self.config.scope();
         let event = p.event;
-        match self.state.claim(&scope, event).await {
+        let (key, seq) = (event.key.as_str(), event.sequencer.as_str());
+        let etag = match &event.change {
+            Change::Put { etag, .. } => etag.as_str(),
+            Change::Delete => "",
+        };
+        match self
+            .state
+            .claim(&scope, &p.path, key, seq, event.change.kind(), etag)
+            .await
+        {
             Ok(Claim::Claimed) => {}
             Ok(Claim::Duplicate) => return Outcome::Duplicate,
             Ok(Claim::Older { .. }) => return Outcome::Older,
+            Ok(Claim::Collision { owner }) => return Outcome::Collision { owner },
             Err(e) => return Outcome::Failed(e.to_string()),
         }
-        let target = self.target(share);
-        let applied = match &event.change {
-            Change::Put { etag, size } => {
+        let claim = Owner {
+            scope: &scope,
+            path: &p.path,
+            key,
+            sequencer: seq,
+            etag,
+        };
+        match &event.change {
+            Change::Put { size, .. } => {
                 let work = Work {
-                    key: event.key.clone(),
+                    key: key.to_owned(),
                     relative: p.relative.clone(),
                     path: p.path.clone(),
                     size: *size,
                     etag: quoted(etag),
                 };
-                let gate = || async {
-                    match self
-                        .state
-                        .still_claimed(&scope, &event.key, &event.sequencer)
-                        .await
-                    {
-                        Ok(mine) => mine,
-                        Err(e) => {
-                            tracing::warn!(key = %event.key, error = %e, "could not re-check the claim; not replacing the file");
-                            false
-                        }
+                match self.copy_as(share, &claim, &work).await {
+                    Ok(Some(meta)) => {
+                        self.finish(share, &claim, Some(meta.modified), None, Outcome::Copied)
+                            .await
                     }
-                };
-                match copy_into_folders(&self.s3, &self.config.bucket, target, &work, gate).await {
-                    Ok(true) => Outcome::Copied,
-                    Ok(false) => return Outcome::Older,
-                    Err(FileError::Vanished { .. })
-                    | Err(FileError::Fetch {
-                        source: SourceError::Changed { .. } | SourceError::Vanished,
-                        ..
-                    }) => Outcome::Superseded,
-                    Err(e) => return Outcome::Failed(e.to_string()),
+                    Ok(None) => Outcome::Older,
+                    Err(Copy::Superseded) => {
+                        self.finish(share, &claim, None, None, Outcome::Superseded)
+                            .await
+                    }
+                    Err(Copy::Failed(e)) => Outcome::Failed(e),
                 }
             }
             Change::Delete => {
-                match self
-                    .state
-                    .still_claimed(&scope, &event.key, &event.sequencer)
+                self.settle(share, &claim, Outcome::Restored, Outcome::Deleted)
                     .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => return Outcome::Older,
-                    Err(e) => return Outcome::Failed(e.to_string()),
-                }
-                match content_copy::remove_file(target, &p.path).await {
-                    Ok(()) => Outcome::Deleted,
-                    Err(e) => return Outcome::Failed(format!("removing {} failed: {e}", p.path)),
+            }
+        }
+    }
+
+    /// Copy `work` to its file if `owner` still holds the path when the file is renamed into
+    /// place. `Ok(None)`: another event took the path over first. A failed re-check is a
+    /// failure (retried), never taken for "taken over".
+    async fn copy_as(
+        &self,
+        share: &Share,
+        owner: &Owner<'_>,
+        work: &Work,
+    ) -> Result<Option<Meta>, Copy> {
+        let error = std::sync::Mutex::new(None::<String>);
+        let gate = || async {
+            match self
+                .state
+                .still_claimed(
+                    owner.scope,
+                    owner.path,
+                    owner.key,
+                    owner.sequencer,
+                    owner.etag,
+                )
+                .await
+            {
+                Ok(mine) => mine,
+                Err(e) => {
+                    if let Ok(mut slot) = error.lock() {
+                        *slot = Some(format!(
+                            "could not re-check the claim, so the file was not replaced: {e}"
+                        ));
+                    }
+                    false
                 }
             }
         };
-        match self.state.done(&scope, &event.key, &event.sequencer).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                key = %event.key,
-                sequencer = %event.sequencer,
-                "a newer event took the key over while this one was applied; reconcile repairs the file if this one landed last"
-            ),
-            Err(e) => {
-                tracing::warn!(key = %event.key, error = %e, "could not mark the event done; a redelivery repeats it")
+        let result = copy_into_folders(
+            &self.s3,
+            &self.config.bucket,
+            self.target(share),
+            work,
+            gate,
+        )
+        .await;
+        if let Some(e) = error.lock().ok().and_then(|mut slot| slot.take()) {
+            return Err(Copy::Failed(e));
+        }
+        match result {
+            Ok(written) => Ok(written),
+            Err(e) if superseded(&e) => Err(Copy::Superseded),
+            Err(e) => Err(Copy::Failed(e.to_string())),
+        }
+    }
+
+    /// Mark `owner`'s claim done and answer `outcome`. When that loses (a newer event, or
+    /// another key, took the path over while this one was applied), this copy may have been
+    /// renamed over the winner's file: apply the winner's state again, so the share ends as the
+    /// state says. When the write fails, the event fails: its redelivery claims the same
+    /// sequencer, still `applying`, and applies it again.
+    async fn finish(
+        &self,
+        share: &Share,
+        owner: &Owner<'_>,
+        modified: Option<u64>,
+        now_put: Option<&str>,
+        outcome: Outcome,
+    ) -> Outcome {
+        match self
+            .state
+            .done(
+                owner.scope,
+                owner.path,
+                owner.key,
+                owner.sequencer,
+                owner.etag,
+                modified,
+                false,
+                now_put,
+            )
+            .await
+        {
+            Ok(true) => outcome,
+            Ok(false) => {
+                self.reapply_winner(share, owner.scope, owner.path, owner.key)
+                    .await;
+                outcome
+            }
+            Err(e) => Outcome::Failed(format!(
+                "the file is in place, but marking it done failed: {e}"
+            )),
+        }
+    }
+
+    /// Apply the state that won `path` again (after `loser`'s copy may have landed over it).
+    pub(crate) async fn reapply_winner(&self, share: &Share, scope: &str, path: &str, loser: &str) {
+        // A winning deletion still running removes the file itself once done; wait for it a
+        // little, so a loser's file renamed after that removal does not stay.
+        let mut winner = None;
+        for attempt in 0..6 {
+            match self.state.get(scope, path).await {
+                Ok(Some(w)) if w.is_put() || w.done || attempt == 5 => {
+                    winner = Some(w);
+                    break;
+                }
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(path = %path, error = %e, "could not read the state that won the file; reconcile repairs it if needed");
+                    return;
+                }
             }
         }
-        applied
+        let Some(winner) = winner else { return };
+        tracing::info!(
+            loser = %loser,
+            winner = %winner.key,
+            winner_sequencer = %winner.sequencer,
+            "a newer event took the file over while this one was applied: applying the winner's state again"
+        );
+        let owner = Owner {
+            scope,
+            path,
+            key: &winner.key,
+            sequencer: &winner.sequencer,
+            etag: &winner.etag,
+        };
+        if winner.is_put() {
+            let work = Work {
+                key: winner.key.clone(),
+                relative: self.relative(&winner.key),
+                path: path.to_owned(),
+                size: 0,
+                etag: quoted(&winner.etag),
+            };
+            // Its own invocation marks it done; a changed or deleted object has a newer event.
+            if let Err(Copy::Failed(e)) = self.copy_as(share, &owner, &work).await {
+                tracing::warn!(key = %winner.key, error = %e, "could not apply the winner's state again; reconcile repairs it");
+            }
+        } else if winner.done {
+            match self
+                .state
+                .still_claimed(scope, path, &winner.key, &winner.sequencer, &winner.etag)
+                .await
+            {
+                Ok(true) => {
+                    if let Err(e) = content_copy::remove_file(self.target(share), path).await
+                        && !matches!(e, ShareError::NotFound { .. })
+                    {
+                        tracing::warn!(path = %path, error = %e, "could not remove the file again; reconcile repairs it");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(path = %path, error = %e, "could not re-check the winner; reconcile repairs it")
+                }
+            }
+        }
+    }
+
+    fn relative(&self, key: &str) -> String {
+        key.strip_prefix(self.config.prefix.as_str())
+            .unwrap_or(key)
+            .to_owned()
+    }
+
+    /// Make the file what S3 holds for `owner`'s key now, under its claim: a delete event, or
+    /// a key handed the file. In a versioned bucket a delete event does not mean the key is
+    /// gone: removing a delete marker (an undelete) or the current version makes an older
+    /// version current, with no "created" event. So S3 is asked (HEAD) what the key holds, and
+    /// that is copied (`present`). If it holds nothing, a key that maps to the same file and
+    /// was refused while this one owned it (a contender) is handed the file; only if there is
+    /// none is the file removed (`absent`).
+    async fn settle(
+        &self,
+        share: &Share,
+        owner: &Owner<'_>,
+        present: Outcome,
+        absent: Outcome,
+    ) -> Outcome {
+        let mut removed = false;
+        // Each round either ends or saw the item or the object change under it; the bound only
+        // guards against a livelock.
+        for _ in 0..16 {
+            match self
+                .state
+                .still_claimed(
+                    owner.scope,
+                    owner.path,
+                    owner.key,
+                    owner.sequencer,
+                    owner.etag,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Outcome::Older,
+                Err(e) => return Outcome::Failed(e.to_string()),
+            }
+            match self.s3.head(&self.config.bucket, owner.key).await {
+                Ok(Some(current)) => {
+                    let work = Work {
+                        key: owner.key.to_owned(),
+                        relative: self.relative(owner.key),
+                        path: owner.path.to_owned(),
+                        size: current.size,
+                        etag: quoted(&current.etag),
+                    };
+                    tracing::info!(key = %owner.key, etag = %current.etag, "the key has a current version: copying it");
+                    match self.copy_as(share, owner, &work).await {
+                        Ok(Some(meta)) => {
+                            return self
+                                .finish(
+                                    share,
+                                    owner,
+                                    Some(meta.modified),
+                                    Some(current.etag.trim_matches('"')),
+                                    present,
+                                )
+                                .await;
+                        }
+                        Ok(None) => return Outcome::Older,
+                        // Changed again since the HEAD: look again.
+                        Err(Copy::Superseded) => continue,
+                        Err(Copy::Failed(e)) => return Outcome::Failed(e),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Outcome::Failed(e.to_string()),
+            }
+            let state = match self.state.get(owner.scope, owner.path).await {
+                Ok(Some(st))
+                    if st.key == owner.key
+                        && st.sequencer == owner.sequencer
+                        && st.etag == owner.etag =>
+                {
+                    st
+                }
+                Ok(_) => return Outcome::Older,
+                Err(e) => return Outcome::Failed(e.to_string()),
+            };
+            if let Some(next) = state.contenders.first() {
+                match self.hand_over(share, owner, &state, next).await {
+                    Ok(Some(outcome)) => return outcome,
+                    Ok(None) => continue,
+                    Err(e) => return Outcome::Failed(e),
+                }
+            }
+            if !removed {
+                match content_copy::remove_file(self.target(share), owner.path).await {
+                    Ok(()) | Err(ShareError::NotFound { .. }) => removed = true,
+                    Err(e) => {
+                        return Outcome::Failed(format!("removing {} failed: {e}", owner.path));
+                    }
+                }
+            }
+            match self
+                .state
+                .done(
+                    owner.scope,
+                    owner.path,
+                    owner.key,
+                    owner.sequencer,
+                    owner.etag,
+                    None,
+                    true,
+                    None,
+                )
+                .await
+            {
+                Ok(true) => return absent,
+                // A contender was recorded (or the item changed): look again.
+                Ok(false) => continue,
+                Err(e) => {
+                    return Outcome::Failed(format!(
+                        "the file was removed, but marking it done failed: {e}"
+                    ));
+                }
+            }
+        }
+        Outcome::Failed(
+            "the file's state kept changing while the change was applied; retried".into(),
+        )
+    }
+
+    /// Give the file to `next`, a contender, if its object still exists, and settle it as the
+    /// new owner. `Ok(None)`: look again (the contender is gone, or the state changed).
+    async fn hand_over(
+        &self,
+        share: &Share,
+        owner: &Owner<'_>,
+        seen: &crate::state::PathState,
+        next: &str,
+    ) -> Result<Option<Outcome>, String> {
+        let current = self
+            .s3
+            .head(&self.config.bucket, next)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(current) = current else {
+            self.state
+                .remove_contender(owner.scope, owner.path, next)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(None);
+        };
+        let etag = current.etag.trim_matches('"');
+        if !self
+            .state
+            .hand_over(owner.scope, owner.path, Some(seen), next, etag)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(None);
+        }
+        self.state
+            .remove_contender(owner.scope, owner.path, next)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(deleted = %owner.key, heir = %next, path = %owner.path, "the deleted key's file goes to the key that maps to the same file");
+        let heir = Owner {
+            scope: owner.scope,
+            path: owner.path,
+            key: next,
+            sequencer: "",
+            etag,
+        };
+        // The heir is settled like a delete event of it: copied if it still exists (HEAD again),
+        // else handed on or removed.
+        let outcome = Box::pin(self.settle(
+            share,
+            &heir,
+            Outcome::HandedOver {
+                to: next.to_owned(),
+            },
+            Outcome::Deleted,
+        ))
+        .await;
+        Ok(Some(outcome))
     }
 
     /// Make the folder equal to the prefix: copy what is missing or different, remove files with
-    /// no object (never fargate-smb's own: see [`is_reserved`]), and report what was fixed.
-    pub async fn reconcile(&self) -> Result<ReconcileReport, SyncError> {
+    /// no object (never fargate-smb's own: see [`is_reserved`]), sweep stale temporary files, and
+    /// report what was fixed; folder by folder, stopping before `deadline` with a cursor that the
+    /// next run continues from ([`crate::reconcile`]).
+    /// With `only_continue`, only a pass an earlier run stopped is continued: `Ok(None)` when
+    /// there is none (one GetItem, no SMB logon). A frequent schedule of that finishes a large
+    /// first pass in hours rather than one run per daily reconcile.
+    pub async fn reconcile(
+        &self,
+        deadline: Option<std::time::SystemTime>,
+        only_continue: bool,
+    ) -> Result<Option<ReconcileReport>, SyncError> {
+        if only_continue && self.state.cursor(&self.config.scope()).await?.is_none() {
+            tracing::info!("no reconcile pass to continue");
+            return Ok(None);
+        }
         let share = self.connect().await?;
-        let result = self.reconcile_on(&share).await;
+        let result =
+            crate::reconcile::run(self, &share, crate::reconcile::Budget::until(deadline)).await;
         share.close().await;
-        result
-    }
-
-    async fn reconcile_on(&self, share: &Share) -> Result<ReconcileReport, SyncError> {
-        let c = &self.config;
-        let target = self.target(share);
-        if !c.target.folder.is_empty() {
-            share
-                .create_dir_all(&c.target.folder)
-                .await
-                .map_err(|source| SyncError::Folder {
-                    path: c.target.folder.clone(),
-                    source,
-                })?;
-        }
-        let objects = self.s3.list(&c.bucket, &c.prefix).await?;
-        let plan = content_copy::plan::plan(
-            &objects,
-            &c.prefix,
-            &content_copy::Manifest::default(),
-            false,
-        );
-        let (files, folders) = walk(target).await?;
-        let states = self.state.all(&c.scope()).await?;
-        let mut report = ReconcileReport {
-            rejected: plan
-                .rejected
-                .iter()
-                .map(|r| Named {
-                    key: r.key.clone(),
-                    reason: r.reason.clone(),
-                })
-                .collect(),
-            ..ReconcileReport::default()
-        };
-        for r in &plan.rejected {
-            tracing::warn!(key = %r.key, rule = r.rule, reason = %r.reason, "key rejected");
-        }
-        let wanted: BTreeSet<String> = plan.copy.iter().map(|w| fold(&w.path)).collect();
-        let mut to_copy = Vec::new();
-        for w in &plan.copy {
-            let state = states.get(&w.key);
-            let same = files
-                .get(&fold(&w.path))
-                .is_some_and(|&size| size == w.size)
-                && state.is_some_and(|s| {
-                    s.done && s.change == "put" && unquoted(&s.etag) == unquoted(&w.etag)
-                });
-            if same {
-                report.unchanged += 1;
-            } else {
-                to_copy.push((w, state.and_then(|s| s.sequencer.clone())));
-            }
-        }
-        // Removals first: a stray file may stand where a wanted file needs a folder.
-        let extra: Vec<&String> = files
-            .keys()
-            .filter(|folded| !wanted.contains(*folded))
-            .collect();
-        let names: HashMap<&String, &String> = folders.1.iter().map(|(f, n)| (f, n)).collect();
-        let removals: Vec<(String, Result<(), ShareError>)> =
-            futures_util::stream::iter(extra.into_iter().map(|folded| {
-                let name = names
-                    .get(folded)
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| folded.clone());
-                async move {
-                    let r = content_copy::remove_file(target, &name).await;
-                    (name, r)
-                }
-            }))
-            .buffer_unordered(c.parallelism)
-            .collect()
-            .await;
-        for (path, r) in removals {
-            match r {
-                Ok(()) => {
-                    tracing::info!(path = %path, "reconcile removed a file with no object");
-                    report.removed_count += 1;
-                    if report.removed.len() < LISTED {
-                        report.removed.push(path.replace('\\', "/"));
-                    }
-                }
-                Err(e) => report.failed.push(Named {
-                    key: path,
-                    reason: format!("could not remove it: {e}"),
-                }),
-            }
-        }
-        let scope = c.scope();
-        let results: Vec<(&Work, Result<bool, String>)> =
-            futures_util::stream::iter(to_copy.iter().map(|(w, seen)| {
-                let scope = &scope;
-                async move {
-                    let gate = || async {
-                        // An event applied meanwhile owns the file now.
-                        matches!(self.state.get(scope, &w.key).await,
-                                 Ok(s) if s.as_ref().and_then(|s| s.sequencer.as_deref()) == seen.as_deref())
-                    };
-                    let r = match copy_into_folders(&self.s3, &c.bucket, target, w, gate).await {
-                        Ok(true) => match self.state.reconciled(scope, &w.key, &w.etag, seen.as_deref()).await {
-                            Ok(_) => Ok(true),
-                            Err(e) => Err(e.to_string()),
-                        },
-                        Ok(false) => Ok(false),
-                        Err(FileError::Vanished { .. })
-                        | Err(FileError::Fetch {
-                            source: SourceError::Changed { .. } | SourceError::Vanished,
-                            ..
-                        }) => Ok(false),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    (*w, r)
-                }
-            }))
-            .buffer_unordered(c.parallelism)
-            .collect()
-            .await;
-        for (w, r) in results {
-            match r {
-                Ok(true) => {
-                    tracing::info!(key = %w.key, path = %w.path, "reconcile copied");
-                    report.copied_count += 1;
-                    if report.copied.len() < LISTED {
-                        report.copied.push(w.key.clone());
-                    }
-                }
-                Ok(false) => report.unchanged += 1,
-                Err(error) => {
-                    tracing::warn!(key = %w.key, error = %error, "reconcile could not copy");
-                    report.failed.push(Named {
-                        key: w.key.clone(),
-                        reason: error,
-                    });
-                }
-            }
-        }
-        // Folders no wanted file needs, deepest first; a folder still holding anything (a
-        // temporary file of a copy in flight) refuses, and stays.
-        let needed: BTreeSet<String> = plan
-            .copy
-            .iter()
-            .flat_map(|w| ancestors(&fold(&w.path)))
-            .collect();
-        let mut stale: Vec<&String> = folders
-            .0
-            .iter()
-            .filter(|f| !needed.contains(&fold(f)))
-            .collect();
-        stale.sort_by_key(|f| std::cmp::Reverse(f.matches('\\').count()));
-        for folder in stale {
-            if share.remove(&target.path(folder)).await.is_ok() {
-                report.folders_removed += 1;
-            }
-        }
+        let report = result?;
         tracing::info!(
             copied = report.copied_count,
             removed = report.removed_count,
             unchanged = report.unchanged,
-            rejected = report.rejected.len(),
+            kept = report.kept,
+            collisions = report.collision_count,
+            rejected = report.rejected_count,
+            temporaries_removed = report.temporaries_removed,
+            folders = report.folders,
             failed = report.failed.len(),
+            complete = report.complete,
             "reconcile finished"
         );
-        Ok(report)
+        Ok(Some(report))
     }
 }
 
@@ -554,18 +806,18 @@ fn newest_per_key(events: &[ObjectEvent], candidates: &[usize]) -> Vec<(usize, O
 
 /// Copy, creating the file's folders when the share says they are missing (the first file of a
 /// new folder pays for it; every other file goes straight to its write).
-async fn copy_into_folders<C, F>(
+pub(crate) async fn copy_into_folders<C, F>(
     s3: &S3Source,
     bucket: &str,
     target: Target<'_>,
     work: &Work,
     commit: C,
-) -> Result<bool, FileError>
+) -> Result<Option<Meta>, FileError>
 where
     C: Fn() -> F,
     F: std::future::Future<Output = bool>,
 {
-    match content_copy::copy_file_if(s3, bucket, target, work, &commit).await {
+    match content_copy::copy_file_if_meta(s3, bucket, target, work, &commit).await {
         Err(FileError::Write {
             source: ShareError::NotFound { .. },
             path,
@@ -587,61 +839,26 @@ where
                     path: path.clone(),
                     source,
                 })?;
-            content_copy::copy_file_if(s3, bucket, target, work, &commit).await
+            content_copy::copy_file_if_meta(s3, bucket, target, work, &commit).await
         }
         other => other,
     }
 }
 
-/// Every file below the target folder (folded path → size), and the folders (as named) with a
-/// folded → real name map for the files. fargate-smb's own files are left out, and so is the
-/// `.fargate-smb` folder with all below it: with the folder at the share root, that holds
-/// ShareAcl's records and WebContent's manifests, which reconcile must neither remove nor copy
-/// over.
-type Walk = (HashMap<String, u64>, (Vec<String>, Vec<(String, String)>));
-
-async fn walk(target: Target<'_>) -> Result<Walk, SyncError> {
-    let mut files = HashMap::new();
-    let mut names = Vec::new();
-    let mut folders = Vec::new();
-    let mut pending = vec![String::new()];
-    while let Some(dir) = pending.pop() {
-        let listing = target
-            .share
-            .list(&target.path(&dir))
-            .await
-            .map_err(|source| SyncError::List {
-                path: target.path(&dir),
-                source,
-            })?;
-        for entry in listing {
-            let path = content_paths::join(&dir, &entry.name);
-            if is_reserved(&path) {
-                continue;
+/// A copy that did not land because the object changed or was deleted since it was listed:
+/// the change's own event applies it.
+pub(crate) fn superseded(e: &FileError) -> bool {
+    matches!(
+        e,
+        FileError::Vanished { .. }
+            | FileError::Fetch {
+                source: SourceError::Changed { .. } | SourceError::Vanished,
+                ..
             }
-            if entry.is_dir {
-                folders.push(path.clone());
-                pending.push(path);
-            } else {
-                files.insert(fold(&path), entry.size);
-                names.push((fold(&path), path));
-            }
-        }
-    }
-    Ok((files, (folders, names)))
+    )
 }
 
-fn ancestors(path: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut p = content_paths::parent(path);
-    while !p.is_empty() {
-        out.push(p.to_owned());
-        p = content_paths::parent(p);
-    }
-    out
-}
-
-fn quoted(etag: &str) -> String {
+pub(crate) fn quoted(etag: &str) -> String {
     if etag.is_empty() || etag.starts_with('"') {
         etag.to_owned()
     } else {
@@ -649,7 +866,7 @@ fn quoted(etag: &str) -> String {
     }
 }
 
-fn unquoted(etag: &str) -> &str {
+pub(crate) fn unquoted(etag: &str) -> &str {
     etag.trim_matches('"')
 }
 
@@ -663,6 +880,12 @@ fn log(event: &ObjectEvent, outcome: &Outcome) {
             tracing::warn!(key = %key, sequencer = %seq, change, error = %error, "event failed; it will be retried")
         }
         Outcome::Ignored(why) => tracing::info!(key = %key, reason = %why, "event ignored"),
+        Outcome::Collision { owner } => tracing::warn!(
+            key = %key,
+            owner = %owner,
+            change,
+            "the key maps to the same file as another key (names that differ only in case): the other keeps it"
+        ),
         other => {
             tracing::debug!(key = %key, sequencer = %seq, change, outcome = ?other, "event")
         }
@@ -713,9 +936,5 @@ mod tests {
         assert_eq!(quoted("abc"), "\"abc\"");
         assert_eq!(quoted("\"abc\""), "\"abc\"");
         assert_eq!(unquoted("\"abc\""), unquoted("abc"));
-        assert_eq!(
-            ancestors(r"A\B\c.txt"),
-            vec![r"A\B".to_string(), "A".to_string()]
-        );
     }
 }

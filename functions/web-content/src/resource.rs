@@ -37,13 +37,63 @@ pub enum InitError {
     Aws(#[from] aws_env::ConfigError),
 }
 
-/// The resource, with its AWS clients built once per container. The SMB session is opened per
+/// The resource, with its AWS clients built once per container. The SMB sessions are opened per
 /// request: a Lambda container may sit idle longer than a file server keeps a session.
 #[derive(Debug)]
 pub struct WebContent {
     s3: S3Source,
     admin: AdminCredentials,
     max_memory_bytes: u64,
+    tuning: Tuning,
+}
+
+/// Settings of the function (its environment) rather than of a resource.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// `FARGATE_SMB_TEMP_MAX_AGE_SECONDS`: temporary files older than this are a killed
+    /// invocation's leftovers. Default [`content_copy::DEFAULT_TEMP_MAX_AGE`] (Lambda's longest
+    /// timeout plus clock skew): the handler is not told its own deadline at the start, and a
+    /// bound that holds for any configured timeout needs no coupling to the template.
+    pub temp_max_age: Duration,
+    /// `FARGATE_SMB_RENAME_ATTEMPTS` and `FARGATE_SMB_RENAME_PAUSE_MS` (first pause, doubling
+    /// to 4 s): retries of a rename refused by a sharing violation.
+    pub rename_retry: content_copy::Retry,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            temp_max_age: content_copy::DEFAULT_TEMP_MAX_AGE,
+            rename_retry: content_copy::Retry::default(),
+        }
+    }
+}
+
+impl Tuning {
+    /// From the environment; a value that does not parse is ignored with a warning.
+    pub fn from_env() -> Self {
+        let number = |name: &str| -> Option<u64> {
+            let text = std::env::var(name).ok()?;
+            match text.trim().parse() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    tracing::warn!(variable = name, value = %text, "not a whole number; the default is used");
+                    None
+                }
+            }
+        };
+        let mut t = Self::default();
+        if let Some(s) = number("FARGATE_SMB_TEMP_MAX_AGE_SECONDS") {
+            t.temp_max_age = Duration::from_secs(s);
+        }
+        if let Some(n) = number("FARGATE_SMB_RENAME_ATTEMPTS") {
+            t.rename_retry.attempts = n.clamp(1, 1000) as u32;
+        }
+        if let Some(ms) = number("FARGATE_SMB_RENAME_PAUSE_MS") {
+            t.rename_retry.first_pause = Duration::from_millis(ms);
+        }
+        t
+    }
 }
 
 impl WebContent {
@@ -54,7 +104,9 @@ impl WebContent {
             .ok()
             .and_then(|m| m.trim().parse::<u64>().ok())
             .unwrap_or(512);
-        Ok(Self::new(&sdk, (memory_mib / 2).max(32) * 1024 * 1024))
+        let mut me = Self::new(&sdk, (memory_mib / 2).max(32) * 1024 * 1024);
+        me.tuning = Tuning::from_env();
+        Ok(me)
     }
 
     pub fn new(sdk: &SdkConfig, max_memory_bytes: u64) -> Self {
@@ -62,11 +114,28 @@ impl WebContent {
             s3: S3Source::new(sdk),
             admin: AdminCredentials::new(sdk),
             max_memory_bytes,
+            tuning: Tuning::default(),
         }
     }
 
     async fn connect(&self, c: &Checked) -> Result<Share, Error> {
         Ok(c.target.connect(&self.admin, SMB_TIMEOUT).await?)
+    }
+
+    /// `count` more sessions to the share, opened at once. One that fails is left out with a
+    /// warning: the copy goes on over those that connected (the first one did).
+    async fn more_sessions(&self, c: &Checked, count: usize) -> Vec<Share> {
+        let opened = futures_util::future::join_all(
+            (0..count).map(|_| c.target.connect(&self.admin, SMB_TIMEOUT)),
+        )
+        .await;
+        opened
+            .into_iter()
+            .filter_map(|r| {
+                r.map_err(|e| tracing::warn!(error = %e, "could not open another SMB session; copying over fewer"))
+                    .ok()
+            })
+            .collect()
     }
 
     async fn copy(&self, request: &Request<Properties>) -> Result<Outcome, Error> {
@@ -105,7 +174,14 @@ impl WebContent {
         options.prune = p.prune();
         options.parallelism = p.parallelism();
         options.max_memory_bytes = self.max_memory_bytes;
-        let result = content_copy::copy_prefix(&self.s3, target, &options).await;
+        options.temp_max_age = self.tuning.temp_max_age;
+        options.rename_retry = self.tuning.rename_retry.clone();
+        let extra = self.more_sessions(&c, p.sessions().saturating_sub(1)).await;
+        let more: Vec<&Share> = extra.iter().collect();
+        let result = content_copy::copy_prefix_on(&self.s3, target, &more, &options).await;
+        for s in extra {
+            s.close().await;
+        }
         let result = match result {
             Ok(summary) => judge(p, &c, summary),
             Err(e) => Err(e.into()),
