@@ -456,9 +456,14 @@ impl Visit<'_> {
                     stopped |= page_stopped;
                 }
                 match next {
+                    // The folder is visited again next run: the rest of its listing is not needed.
+                    Some(_) if stopped => break,
                     Some(t) => token = Some(t),
                     None => break,
                 }
+            }
+            if stopped {
+                break;
             }
         }
         let children: Vec<Node> = children.into_values().collect();
