@@ -1,0 +1,11 @@
+//! Every input through `content_paths::invariants::check(Target::FolderPath, ..)`.
+#![no_main]
+
+use content_paths::invariants::{Target, check};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(violation) = check(Target::FolderPath, data) {
+        panic!("{violation}");
+    }
+});
