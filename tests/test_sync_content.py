@@ -685,6 +685,17 @@ def test_versioned_bucket_undelete_and_permanent_delete_apply_the_current_versio
     e2 = {"kind": "put", "key": key, "etag": v2["ETag"].strip('"'), "size": 12, "seq": b._seq()}
     assert apply_one(runtime, bucket, e2)["copied"] == 1
     assert smb.get(f"{folder}\\page.html") == b"version two!"
+    # Deleting an old version (as a lifecycle rule expiring it does) leaves the current one.
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    v1 = next(v["VersionId"] for v in versions if v["VersionId"] != v2["VersionId"])
+    s3.delete_object(Bucket=bucket, Key=key, VersionId=v1)
+    body = apply_one(runtime, bucket, {"kind": "delete", "key": key, "seq": b._seq()})
+    assert smb.get(f"{folder}\\page.html") == b"version two!"
+    assert body["unchanged"] == 1 and body["copied"] == 0 and body["restored"] == 0, body
+    v1 = s3.put_object(Bucket=bucket, Key=key, Body=b"version one")["VersionId"]
+    v2 = s3.put_object(Bucket=bucket, Key=key, Body=b"version two!")
+    e2 = {"kind": "put", "key": key, "etag": v2["ETag"].strip('"'), "size": 12, "seq": b._seq()}
+    assert apply_one(runtime, bucket, e2)["copied"] == 1
     # Permanently deleting the current version makes version one current again.
     s3.delete_object(Bucket=bucket, Key=key, VersionId=v2["VersionId"])
     body = apply_one(runtime, bucket, {"kind": "delete", "key": key, "seq": b._seq()})
@@ -735,7 +746,8 @@ def test_a_reconcile_cut_short_resumes_without_copying_again(start, s3, bucket, 
     runs continue from it, and every file is copied exactly once."""
     start(sync_env(bucket, folder, table, admin_parameter, PARALLELISM="2"))
     expected = {}
-    for name in ["r1.txt", "r2.txt"] + [f"{d}/{i}.txt" for d in ("a", "b", "b/c", "d") for i in range(3)]:
+    # Three files in the first folder: more than PARALLELISM, so the first run stops inside it.
+    for name in ["r1.txt", "r2.txt", "r3.txt"] + [f"{d}/{i}.txt" for d in ("a", "b", "b/c", "d") for i in range(3)]:
         s3.put_object(Bucket=bucket, Key=f"{PREFIX}{name}", Body=name.encode())
         expected[name] = name.encode()
     runs, copied, incomplete = 0, 0, 0

@@ -164,13 +164,13 @@ pub(crate) async fn run(
             .unwrap_or_default()
     });
     let mut report = ReconcileReport {
-        resumed_after: cursor.as_ref().map(|c| c.folder.clone()),
+        resumed_after: cursor.as_ref().and_then(|c| c.folder.clone()),
         ..ReconcileReport::default()
     };
     if let Some(cursor) = &cursor {
-        tracing::info!(after = %cursor.folder, "reconcile resumes after the folder it finished last");
+        tracing::info!(after = ?cursor.folder, "reconcile resumes a pass an earlier run stopped");
     }
-    let cursor = cursor.map(|c| c.folder);
+    let cursor = cursor.and_then(|c| c.folder);
     let mut stack = vec![Node {
         folded: String::new(),
         spelled: String::new(),
@@ -178,7 +178,8 @@ pub(crate) async fn run(
         on_share: true,
     }];
     let mut stale_folders: Vec<String> = Vec::new();
-    let mut last_done: Option<String> = None;
+    // Where the cursor stays if this run finishes no folder: where it was.
+    let mut last_done: Option<String> = cursor.clone();
     let mut saved = Instant::now();
     let mut stopped = false;
     // Every run makes progress, however little time it has: it finishes at least one folder
@@ -255,7 +256,7 @@ pub(crate) async fn run(
     if stopped {
         save(syncer, &scope, &last_done, started).await?;
         report.complete = false;
-        report.stopped_after = last_done.or(report.resumed_after.clone());
+        report.stopped_after = last_done;
         tracing::info!(
             after = ?report.stopped_after,
             "reconcile stopped before the invocation's deadline; the next run continues after this folder"
@@ -273,18 +274,18 @@ async fn save(
     last_done: &Option<String>,
     started: u64,
 ) -> Result<(), SyncError> {
-    if let Some(folder) = last_done {
-        syncer
-            .state
-            .save_cursor(
-                scope,
-                &Cursor {
-                    folder: folder.clone(),
-                    started,
-                },
-            )
-            .await?;
-    }
+    // Saved even when no folder was finished yet (a pass stopped inside its first folder), so
+    // the continue schedule sees a pass pending.
+    syncer
+        .state
+        .save_cursor(
+            scope,
+            &Cursor {
+                folder: last_done.clone(),
+                started,
+            },
+        )
+        .await?;
     Ok(())
 }
 
@@ -587,11 +588,15 @@ impl Visit<'_> {
                 if !seen
                     .as_ref()
                     .is_some_and(|st| st.contenders.contains(&object.key))
-                {
-                    self.syncer
+                    && !self
+                        .syncer
                         .state
                         .contend(self.scope, &path, &object.key)
-                        .await?;
+                        .await?
+                {
+                    // No live owner on record (its deletion finished meanwhile, or the owner is
+                    // a key of this listing not recorded yet): the next pass settles it.
+                    tracing::info!(key = %object.key, "the file's owner has no live claim yet; the next reconcile settles this key");
                 }
                 continue;
             }

@@ -5,7 +5,7 @@
 //!
 //! One item per (scope, path): `scope` is the target folder and source ([`crate::Config::scope`]),
 //! `objectKey` the file's path as NTFS compares it ([`path_key`]: the folded folder, `|`, the
-//! folded name, so one Query lists one folder). Attributes: `key` (the S3 key that owns the
+//! folded name). Attributes: `key` (the S3 key that owns the
 //! file), `sequencer` (of that key's last claimed event, normalized so string order is event
 //! order; empty when the owner was handed the file without an event), `phase` (`applying` or
 //! `done`), `change` (`put`/`delete`), `etag`, `modified` (the file's last write time after the
@@ -57,15 +57,17 @@ pub fn folder_key(folder: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// This event is the newest seen for its key (or a retry of the one being applied), and the
-    /// key owns the file (or now does: the path was free): apply it.
-    Claimed,
+    /// key owns the file (or now does: the path was free): apply it. `previous`: the item as it
+    /// was before the claim.
+    Claimed { previous: Option<PathState> },
     /// The same event was applied already.
     Duplicate,
     /// A newer event for the key was applied or is being applied.
     Older { applied: String },
     /// Another key owns the file and its object lives (or is being applied): this key was
-    /// recorded as a contender, to be handed the file when the owner is deleted.
-    Collision { owner: String },
+    /// recorded as a contender, to be handed the file when the owner is deleted. `stored`: the
+    /// item as it is.
+    Collision { owner: String, stored: PathState },
 }
 
 /// What the store holds for a path.
@@ -94,8 +96,9 @@ impl PathState {
 /// Where an interrupted reconcile stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    /// The last folder completed, folded ([`content_paths::fold`]), `\`-separated.
-    pub folder: String,
+    /// The last folder completed, folded ([`content_paths::fold`]), `\`-separated; `None`:
+    /// a pass began and stopped before it finished any.
+    pub folder: Option<String>,
     /// When the pass began (seconds since the Unix epoch).
     pub started: u64,
 }
@@ -153,7 +156,7 @@ impl StateStore {
                 "the table does not exist: set STATE_TABLE to the table the template creates".into()
             }
             (Some(code @ ("AccessDeniedException" | "UnrecognizedClientException")), m) => format!(
-                "{code}: {}; grant the function's role dynamodb:GetItem, UpdateItem and Query on the table",
+                "{code}: {}; grant the function's role dynamodb:GetItem, BatchGetItem and UpdateItem on the table",
                 m.unwrap_or_default()
             ),
             (Some(code), Some(m)) => format!("{code}: {m}"),
@@ -192,9 +195,9 @@ impl StateStore {
                 .try_claim(scope, path, key, sequencer, change, etag)
                 .await?
             {
-                Claim::Collision { owner } if change == "put" => {
+                Claim::Collision { owner, stored } if change == "put" => {
                     if self.add_contender(scope, path, key).await? {
-                        return Ok(Claim::Collision { owner });
+                        return Ok(Claim::Collision { owner, stored });
                     }
                 }
                 // A delete of a key that does not own the file changes nothing here: the key
@@ -232,7 +235,7 @@ impl StateStore {
             .condition_expression(
                 "attribute_not_exists(#seq) \
                  OR (#key = :key AND (#seq < :seq OR (#seq = :seq AND #phase = :applying))) \
-                 OR (#key <> :key AND #change = :delete AND #phase = :done)",
+                 OR (#key <> :key AND :change = :put AND #change = :delete AND #phase = :done)",
             )
             .expression_attribute_names("#key", "key")
             .expression_attribute_names("#seq", "sequencer")
@@ -245,13 +248,20 @@ impl StateStore {
             .expression_attribute_values(":applying", s("applying"))
             .expression_attribute_values(":done", s("done"))
             .expression_attribute_values(":delete", s("delete"))
+            .expression_attribute_values(":put", s("put"))
             .expression_attribute_values(":change", s(change))
             .expression_attribute_values(":etag", s(etag))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Claim::Claimed),
+            Ok(out) => Ok(Claim::Claimed {
+                previous: out
+                    .attributes()
+                    .filter(|a| a.contains_key("sequencer"))
+                    .map(path_state),
+            }),
             Err(e) if conditional(&e) => {
                 let stored = e
                     .as_service_error()
@@ -270,16 +280,20 @@ impl StateStore {
                         })
                     }
                 } else {
-                    Ok(Claim::Collision { owner: stored.key })
+                    Ok(Claim::Collision {
+                        owner: stored.key.clone(),
+                        stored,
+                    })
                 }
             }
             Err(e) => Err(self.fail("UpdateItem", e)),
         }
     }
 
-    /// Record `key` as a contender for `path` (another key owns the file).
-    pub async fn contend(&self, scope: &str, path: &str, key: &str) -> Result<(), StateError> {
-        self.add_contender_unconditionally(scope, path, key).await
+    /// Record `key` as a contender for `path` while another key owns the file; `false` if the
+    /// path is free (the owner's deletion finished) or unclaimed.
+    pub async fn contend(&self, scope: &str, path: &str, key: &str) -> Result<bool, StateError> {
+        self.add_contender(scope, path, key).await
     }
 
     /// `false`: the path is free now (the owner's deletion finished) or unclaimed.
@@ -309,26 +323,6 @@ impl StateStore {
             Err(e) if conditional(&e) => Ok(false),
             Err(e) => Err(self.fail("UpdateItem", e)),
         }
-    }
-
-    /// Reconcile's record of a contender (the owner is alive by its own listing).
-    async fn add_contender_unconditionally(
-        &self,
-        scope: &str,
-        path: &str,
-        key: &str,
-    ) -> Result<(), StateError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::item_key(scope, &path_key(path))))
-            .update_expression("ADD #contenders :k")
-            .expression_attribute_names("#contenders", "contenders")
-            .expression_attribute_values(":k", AttributeValue::Ss(vec![key.to_owned()]))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.fail("UpdateItem", e))
     }
 
     /// `key` is no longer a contender for `path` (its object was deleted, or it was handed the
@@ -496,7 +490,9 @@ impl StateStore {
         path: &str,
         seen: Option<&PathState>,
     ) -> Result<bool, StateError> {
-        let Some(seen) = seen else {
+        // An item without a claim (none, or contenders only) has nothing to free; writing it
+        // would also leave an expression attribute name unused, which DynamoDB refuses.
+        let Some(seen) = seen.filter(|st| !st.key.is_empty() || !st.sequencer.is_empty()) else {
             return Ok(true);
         };
         let (condition, values) = unchanged(Some(seen));
@@ -605,42 +601,6 @@ impl StateStore {
         Ok(out)
     }
 
-    /// The state of every file directly in `folder` (for reconcile), by folded name: one Query
-    /// (a page per 1 MB), so memory grows with the folder, not the site.
-    pub async fn folder(
-        &self,
-        scope: &str,
-        folder: &str,
-    ) -> Result<HashMap<String, PathState>, StateError> {
-        let prefix = folder_key(folder);
-        let mut out = HashMap::new();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#scope = :scope AND begins_with(#sort, :folder)")
-            .expression_attribute_names("#scope", SCOPE)
-            .expression_attribute_names("#sort", SORT)
-            .expression_attribute_values(":scope", s(scope))
-            .expression_attribute_values(":folder", s(prefix.clone()))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("Query", e))?;
-            for item in page.items() {
-                if let Some(name) = field(item, SORT).and_then(|k| {
-                    k.strip_prefix(&prefix)
-                        .filter(|n| !n.contains('|'))
-                        .map(str::to_owned)
-                }) {
-                    out.insert(name, path_state(item));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// After reconcile copied the object version `etag` of `key` to `path`: record `key` as
     /// the owner with that version, unless the item changed since `seen` was read.
     pub async fn reconciled(
@@ -712,13 +672,13 @@ impl StateStore {
             .await
             .map_err(|e| self.fail("GetItem", e))?;
         Ok(out.item().and_then(|item| {
+            let started = item
+                .get("started")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())?;
             Some(Cursor {
-                folder: field(item, "folder")?,
-                started: item
-                    .get("started")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_default(),
+                folder: field(item, "folder"),
+                started,
             })
         }))
     }
@@ -730,11 +690,27 @@ impl StateStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::item_key(scope, CURSOR)))
-            .update_expression("SET #folder = :folder, #started = :started")
+            .set_update_expression(Some(match cursor.folder {
+                Some(_) => "SET #folder = :folder, #started = :started".to_owned(),
+                None => "SET #started = :started REMOVE #folder".to_owned(),
+            }))
             .expression_attribute_names("#folder", "folder")
             .expression_attribute_names("#started", "started")
-            .expression_attribute_values(":folder", s(cursor.folder.clone()))
-            .expression_attribute_values(":started", AttributeValue::N(cursor.started.to_string()))
+            .set_expression_attribute_values(Some(
+                [
+                    Some((
+                        ":started".to_owned(),
+                        AttributeValue::N(cursor.started.to_string()),
+                    )),
+                    cursor
+                        .folder
+                        .as_ref()
+                        .map(|f| (":folder".to_owned(), s(f.clone()))),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            ))
             .send()
             .await
             .map(|_| ())

@@ -45,6 +45,9 @@ pub enum Outcome {
     HandedOver {
         to: String,
     },
+    /// A delete event, but the key's current version is the one already in place (an old
+    /// version was deleted): nothing to do.
+    Current,
     /// Another bucket, outside the prefix, a folder marker.
     Ignored(String),
     /// The key cannot be a file on the share; retrying would not help.
@@ -89,6 +92,8 @@ pub struct EventReport {
     pub restored: usize,
     /// Deleted keys whose file went to a key mapping to the same file.
     pub handed_over: usize,
+    /// Delete events of an old version: the current one is in place already.
+    pub unchanged: usize,
     /// Keys refused because another key owns their file (first names).
     pub collisions: Vec<Named>,
     pub collision_count: usize,
@@ -107,6 +112,7 @@ impl EventReport {
             Outcome::Ignored(_) => self.ignored += 1,
             Outcome::Restored => self.restored += 1,
             Outcome::HandedOver { .. } => self.handed_over += 1,
+            Outcome::Current => self.unchanged += 1,
             Outcome::Collision { owner } => {
                 self.collision_count += 1;
                 if self.collisions.len() < LISTED {
@@ -354,17 +360,46 @@ impl Syncer {
             Change::Put { etag, .. } => etag.as_str(),
             Change::Delete => "",
         };
-        match self
+        let previous = match self
             .state
             .claim(&scope, &p.path, key, seq, event.change.kind(), etag)
             .await
         {
-            Ok(Claim::Claimed) => {}
+            Ok(Claim::Claimed { previous }) => previous,
             Ok(Claim::Duplicate) => return Outcome::Duplicate,
             Ok(Claim::Older { .. }) => return Outcome::Older,
-            Ok(Claim::Collision { owner }) => return Outcome::Collision { owner },
+            Ok(Claim::Collision { owner, stored }) => {
+                // A hand-over that did not finish (the heir has no sequencer and is still
+                // applying): this delete event's retry is what finishes it.
+                if matches!(event.change, Change::Delete)
+                    && stored.sequencer.is_empty()
+                    && !stored.done
+                    && stored.is_put()
+                {
+                    let heir = Owner {
+                        scope: &scope,
+                        path: &p.path,
+                        key: &stored.key,
+                        sequencer: "",
+                        etag: &stored.etag,
+                    };
+                    tracing::info!(key = %key, heir = %stored.key, "finishing the hand-over an earlier try of this deletion began");
+                    return self
+                        .settle(
+                            share,
+                            &heir,
+                            None,
+                            Outcome::HandedOver {
+                                to: stored.key.clone(),
+                            },
+                            Outcome::Deleted,
+                        )
+                        .await;
+                }
+                return Outcome::Collision { owner };
+            }
             Err(e) => return Outcome::Failed(e.to_string()),
-        }
+        };
         let claim = Owner {
             scope: &scope,
             path: &p.path,
@@ -387,15 +422,29 @@ impl Syncer {
                             .await
                     }
                     Ok(None) => Outcome::Older,
+                    // Changed or deleted since the event: the newer change's event applies it,
+                    // but the file is settled now from what S3 holds (HEAD), so the state never
+                    // claims a put whose object is gone.
                     Err(Copy::Superseded) => {
-                        self.finish(share, &claim, None, None, Outcome::Superseded)
-                            .await
+                        self.settle(
+                            share,
+                            &claim,
+                            None,
+                            Outcome::Superseded,
+                            Outcome::Superseded,
+                        )
+                        .await
                     }
                     Err(Copy::Failed(e)) => Outcome::Failed(e),
                 }
             }
             Change::Delete => {
-                self.settle(share, &claim, Outcome::Restored, Outcome::Deleted)
+                // The version the state says is in place (a delete of an old version, in a
+                // versioned bucket, leaves the current one): not copied again.
+                let in_place = previous
+                    .filter(|st| st.key == key && st.is_put() && st.done)
+                    .map(|st| (st.etag, st.modified));
+                self.settle(share, &claim, in_place, Outcome::Restored, Outcome::Deleted)
                     .await
             }
         }
@@ -496,9 +545,9 @@ impl Syncer {
         // A winning deletion still running removes the file itself once done; wait for it a
         // little, so a loser's file renamed after that removal does not stay.
         let mut winner = None;
-        for attempt in 0..6 {
+        for attempt in 0..16 {
             match self.state.get(scope, path).await {
-                Ok(Some(w)) if w.is_put() || w.done || attempt == 5 => {
+                Ok(Some(w)) if w.is_put() || w.done || attempt == 15 => {
                     winner = Some(w);
                     break;
                 }
@@ -574,6 +623,7 @@ impl Syncer {
         &self,
         share: &Share,
         owner: &Owner<'_>,
+        in_place: Option<(String, Option<u64>)>,
         present: Outcome,
         absent: Outcome,
     ) -> Outcome {
@@ -597,6 +647,22 @@ impl Syncer {
                 Err(e) => return Outcome::Failed(e.to_string()),
             }
             match self.s3.head(&self.config.bucket, owner.key).await {
+                Ok(Some(current))
+                    if in_place
+                        .as_ref()
+                        .is_some_and(|(etag, _)| unquoted(etag) == unquoted(&current.etag)) =>
+                {
+                    let modified = in_place.as_ref().and_then(|(_, m)| *m);
+                    return self
+                        .finish(
+                            share,
+                            owner,
+                            modified,
+                            Some(unquoted(&current.etag)),
+                            Outcome::Current,
+                        )
+                        .await;
+                }
                 Ok(Some(current)) => {
                     let work = Work {
                         key: owner.key.to_owned(),
@@ -729,6 +795,7 @@ impl Syncer {
         let outcome = Box::pin(self.settle(
             share,
             &heir,
+            None,
             Outcome::HandedOver {
                 to: next.to_owned(),
             },
