@@ -862,3 +862,23 @@ def test_a_contender_survives_its_own_late_delete_event(fn, s3, bucket, folder, 
     body = apply_one(runtime, bucket, b.delete(f"{PREFIX}Logo.svg"))
     assert one_file_ci(smb, folder)[1] == b"contender v3"
     assert body["handed_over"] == 1, body
+
+
+def test_names_ntfs_tells_apart_are_two_files(fn, s3, bucket, folder, smb):
+    """Item 3: NTFS upcases one unit to one unit, so ß is not SS and a ligature is not its
+    letters: these keys are distinct files, not collisions; σ and Σ are one name."""
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    for key in ["straße.html", "STRASSE.html", "ﬁle.txt", "FILE.txt"]:
+        body = apply_one(runtime, bucket, b.put(f"{PREFIX}{key}", key.encode()))
+        assert body["copied"] == 1 and body["collision_count"] == 0, (key, body)
+    body = apply_one(runtime, bucket, b.put(f"{PREFIX}σ.txt", b"sigma"))
+    assert body["copied"] == 1, body
+    body = apply_one(runtime, bucket, b.put(f"{PREFIX}Σ.txt", b"capital sigma"))
+    assert body["collision_count"] == 1, body
+    files = share_files(smb, folder)
+    assert files == {
+        "straße.html": "straße.html".encode(), "STRASSE.html": b"STRASSE.html",
+        "ﬁle.txt": "ﬁle.txt".encode(), "FILE.txt": b"FILE.txt", "σ.txt": b"sigma"}, files
+    r = reconcile(runtime)
+    assert r["copied_count"] == 0 and r["removed_count"] == 0, r
