@@ -268,9 +268,10 @@ def test_samba_enforces_share_modes_between_sessions_but_lets_a_rename_replace_a
 
 def test_a_rename_refused_by_a_sharing_violation_is_retried_until_the_reader_lets_go(smb, tmp_path):
     """The rename opens the temporary file for DELETE; a reader holding it without sharing delete
-    access makes the server refuse with STATUS_SHARING_VIOLATION, as NTFS refuses a rename over a
-    final name IIS holds. The rename is retried; the reader lets go when the first retry is logged
-    (not on a timer), and the retried rename succeeds."""
+    access makes the server refuse with STATUS_SHARING_VIOLATION. (NTFS refuses the replace of a
+    final name IIS holds with STATUS_ACCESS_DENIED instead, which Samba never answers for it: that
+    mapping is a unit test in smb-share.) The rename is retried; the reader lets go when the first
+    retry is logged (not on a timer), and the retried rename succeeds."""
     base = f"sst-{uuid.uuid4().hex[:8]}"
     smb.ok("mkdir", base)
     (tmp_path / "new").write_bytes(b"new content")

@@ -399,7 +399,11 @@ def manifest_of(smb, folder: str) -> dict:
     files = {}
     shards = smb.tree(shards_folder(folder)) if smb.exists(shards_folder(folder)) else {}
     for name, body in shards.items():
+        if not name.endswith(".json"):
+            continue  # a shard moved aside as unreadable
         shard = json.loads(body)
+        if shard.get("generation") != head.get("generation"):
+            continue  # left by an earlier manifest of the folder: not this head's
         assert name == f"{folder_key(shard['folder'])}.json", (name, shard["folder"])
         for key, record in shard["files"].items():
             assert record["path"].rpartition("\\")[0].upper() == shard["folder"].upper(), (record, shard["folder"])
@@ -957,52 +961,115 @@ def test_a_single_file_manifest_is_converted_to_shards_without_copying_again(fn,
     assert smb.get(manifest_path(folder)) is None and not smb.exists(shards_folder(folder))
 
 
+def file_ids(folder: str) -> dict[str, tuple[int, int]]:
+    """Each file directly in `folder` (relative to the share root) -> (inode, last write in ns),
+    read from the local Samba's disk: a file rewritten (a new file renamed over it) has another
+    inode; access times, which reading changes, are left out."""
+    conf = Path(samba_env()["FARGATE_SMB_SMB_CONF"]).read_text()
+    root = conf.split("[share]", 1)[1].split("path =", 1)[1].splitlines()[0].strip()
+    on_disk = Path(root, *folder.split("\\"))
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in on_disk.iterdir() if p.is_file()}
+
+
 def test_a_checkpoint_rewrites_only_the_shards_that_changed(fn, s3, smb, bucket, folder, admin_parameter):
     """Records of files in other folders are not rewritten when one file changes: the other
-    shards keep their bytes (and their last-write time on the share)."""
+    shards stay the very files they were (same inode and last-write time on the share's disk)."""
     bootstrap, cfn = fn
     objects = {f"site/d{i % 5}/f{i}.txt": f"{i}".encode() for i in range(50)}
     upload(s3, bucket, objects)
     p = props(bucket, folder, admin_parameter)
     created = cfn.create(p)
     assert created["Status"] == "SUCCESS", created
-    before = {name: smb.run(f'allinfo "{shards_folder(folder)}\\{name}"').stdout for name in smb.tree(shards_folder(folder))}
+    before = file_ids(shards_folder(folder))
     s3.put_object(Bucket=bucket, Key="site/d3/f3.txt", Body=b"changed")
     changed = cfn.update(created["PhysicalResourceId"], p, p)
     assert changed["Data"]["Copied"] == "1", changed["Data"]
-    after = {name: smb.run(f'allinfo "{shards_folder(folder)}\\{name}"').stdout for name in smb.tree(shards_folder(folder))}
+    after = file_ids(shards_folder(folder))
+    assert sorted(after) == sorted(before)
     rewritten = sorted(name for name in before if before[name] != after[name])
     assert rewritten == [f"{folder_key('d3')}.json"], rewritten
     saved = [json.loads(line) for line in bootstrap.stdout_lines() if '"manifest saved"' in line][-1]
     assert saved["shards"] == 1, saved
 
 
-def test_two_invocations_copying_into_one_folder_lose_no_record(fn, launch, s3, smb, bucket, folder, admin_parameter):
+def test_two_invocations_copying_into_one_folder_lose_no_record(fn, s3, smb, bucket, folder, admin_parameter, moto_url, responses):
     """CloudFormation retries an event while the first invocation may still run. The first one
-    (slow: one file at a time) listed the bucket before an object was added; the retry (fast)
-    lists it after, copies it and finishes first. The first one finishing last must not drop the
-    record of the file the retry copied: it saves its own changes onto the shards as they are."""
-    bootstrap, cfn = fn
-    second = launch("web-content")
-    objects = {f"site/p{i:03}.html": f"page {i}".encode() for i in range(400)}
-    upload(s3, bucket, objects)
-    slow = props(bucket, folder, admin_parameter, Parallelism="1", Sessions="1")
-    fast = props(bucket, folder, admin_parameter, Parallelism="32")
+    listed the bucket before an object was added, and is held (a proxy in front of moto keeps its
+    download of one object waiting) while the retry lists the bucket after, copies the new object
+    and finishes. Let go, the first one finishes last; it must not drop the record of the file the
+    retry copied: it saves its own changes onto the shards as they are."""
     import threading
+
+    from lambda_harness import Bootstrap, RuntimeApi, binary
+    from test_sync_content import HoldProxy
+
+    _, cfn = fn
+    objects = {f"site/p{i:03}.html": f"page {i}".encode() for i in range(60)}
+    upload(s3, bucket, objects)
+    proxy = HoldProxy(moto_url, hold=lambda method, path, headers: method == "GET" and path.split("?")[0].endswith("/site/p030.html"))
+    held_runtime = RuntimeApi()
+    held = Bootstrap(binary("web-content"), held_runtime, {"AWS_ENDPOINT_URL": proxy.url})
+    slow_cfn = CloudFormation(held_runtime, responses, RESOURCE, "WebContent")
     results = {}
-    first = threading.Thread(target=lambda: results.__setitem__("slow", cfn.create(slow, timeout=300)))
-    first.start()
-    # The slow invocation has listed the bucket (a line in its log), then an object is added.
-    while not any('"copy planned"' in line for line in bootstrap.stdout_lines() + second.stdout_lines()):
-        assert first.is_alive(), results
-        import time
-        time.sleep(0.05)
-    s3.put_object(Bucket=bucket, Key="site/late.html", Body=b"added during the first copy")
-    results["fast"] = cfn.create(fast, timeout=300)
-    assert "slow" not in results, "the precondition failed: the fast invocation did not finish first"
-    first.join(timeout=300)
+    try:
+        proxy.armed = True
+        first = threading.Thread(target=lambda: results.__setitem__(
+            "slow", slow_cfn.create(props(bucket, folder, admin_parameter, Parallelism="1", Sessions="1"), timeout=300)))
+        first.start()
+        # Its download of p030 waits at the proxy: it listed the bucket before the object below.
+        assert proxy.listed.wait(120), results
+        s3.put_object(Bucket=bucket, Key="site/late.html", Body=b"added during the first copy")
+        results["fast"] = cfn.create(props(bucket, folder, admin_parameter, Parallelism="8"), timeout=300)
+        assert "slow" not in results, results
+        proxy.release.set()
+        first.join(timeout=300)
+    finally:
+        proxy.close()
+        held.stop()
     assert results["slow"]["Status"] == "SUCCESS" and results["fast"]["Status"] == "SUCCESS", results
     files = manifest_of(smb, folder)["files"]
     assert "late.html" in files, "the record of the file the other invocation copied was lost"
     assert sorted(files) == sorted(["late.html", *(k.removeprefix("site/") for k in objects)])
     assert smb.tree(folder)["late.html"] == b"added during the first copy"
+
+
+def test_a_fresh_manifest_does_not_take_over_the_shards_an_earlier_one_left(fn, s3, smb, bucket, folder, admin_parameter):
+    """An earlier manifest's head is gone (a Delete cut short, removed by hand) but its shards
+    remain. A new Create starts afresh: the old records must not come back into its manifest, or
+    its DeleteExtraneous would later remove files it never wrote."""
+    _, cfn = fn
+    upload(s3, bucket, {"site/a.txt": b"a", "site/sub/old.txt": b"old", "other/new.txt": b"new"})
+    first = cfn.create(props(bucket, folder, admin_parameter))
+    assert first["Status"] == "SUCCESS", first
+    assert smb.exists(shards_folder(folder))
+    smb.run(f'rm "{manifest_path(folder)}"')
+
+    p = props(bucket, folder, admin_parameter, Prefix="other", DeleteExtraneous="true")
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert sorted(manifest_of(smb, folder)["files"]) == ["new.txt"], "records of the earlier manifest were taken over"
+    again = cfn.update(created["PhysicalResourceId"], p, p)
+    assert again["Status"] == "SUCCESS", again
+    assert again["Data"]["Removed"] == "0", again["Data"]
+    assert content(smb.tree(folder)) == {"a.txt": b"a", "sub/old.txt": b"old", "new.txt": b"new"}
+
+
+def test_an_unreadable_shard_is_moved_aside_and_the_save_goes_on(fn, s3, smb, bucket, folder, admin_parameter):
+    """A shard that does not parse (damaged, written by hand) is ignored when read; a save that
+    must rewrite it moves it aside and starts it afresh rather than failing every update."""
+    bootstrap, cfn = fn
+    upload(s3, bucket, {"site/index.html": b"i", "site/css/a.css": b"a", "site/css/b.css": b"b"})
+    p = props(bucket, folder, admin_parameter)
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    smb.put(shards_folder(folder), f"{folder_key('css')}.json", b"{ not json")
+    s3.put_object(Bucket=bucket, Key="site/css/a.css", Body=b"changed")
+
+    again = cfn.update(created["PhysicalResourceId"], p, p)
+    assert again["Status"] == "SUCCESS", again
+    assert smb.tree(folder)["css/a.css"] == b"changed"
+    assert sorted(manifest_of(smb, folder)["files"]) == ["css/a.css", "css/b.css", "index.html"]
+    aside = [n for n in smb.tree(shards_folder(folder)) if n.startswith(f"{folder_key('css')}.json.corrupt-")]
+    assert len(aside) == 1, sorted(smb.tree(shards_folder(folder)))
+    assert smb.get(f"{shards_folder(folder)}\\{aside[0]}") == b"{ not json"
+    assert "a shard of the manifest is unreadable: moved aside" in bootstrap.output()

@@ -13,8 +13,8 @@
 //!   event retried while the first invocation still runs) keep each other's records.
 //! - **Leftovers swept:** temporary files older than [`Options::temp_max_age`] (left by a killed
 //!   invocation) are removed when the walk below sees them.
-//! - **Readers holding files:** a rename over a file a reader holds open without sharing
-//!   delete access (a sharing violation on Windows) is retried with pauses
+//! - **Readers holding files:** a rename refused because a reader holds the final name open
+//!   (access denied on Windows) or the temporary file (a sharing violation) is retried with pauses
 //!   ([`Options::rename_retry`]), then reported per file ([`FileError::HeldOpen`]).
 //! - **Several SMB sessions:** [`copy_prefix_on`] spreads the files over several sessions (a
 //!   file server may serve one session from one core), within one memory bound.
@@ -86,7 +86,9 @@ pub enum CopyError {
     WriteManifest { path: String, source: ShareError },
     #[error(
         "another copy into this folder held the manifest's lock file {path} for {waited:?} (two updates of one \
-         folder at once?): run the update again once the other one has finished"
+         folder at once, or a copy whose connection hung: the file server keeps a hung session, and its lock, \
+         until it notices the connection is gone, which can take minutes): run the update again later, once the \
+         other one has finished"
     )]
     Locked { path: String, waited: Duration },
     #[error(
@@ -160,7 +162,7 @@ pub struct Options {
     /// when seen. It must exceed the longest an invocation may run (the function's timeout) plus
     /// the clock skew between the function and the file server; see [`is_stale_temp`].
     pub temp_max_age: Duration,
-    /// Retries of a rename refused by a sharing violation.
+    /// Retries of a rename refused because a reader holds a file open.
     pub rename_retry: Retry,
 }
 
@@ -189,6 +191,25 @@ impl Options {
 /// Lambda's longest timeout (15 minutes) plus 5 minutes of clock skew: no invocation of any
 /// configuration still writes a temporary file this old.
 pub const DEFAULT_TEMP_MAX_AGE: Duration = Duration::from_secs(20 * 60);
+
+/// The least [`Options::temp_max_age`] that is safe whatever the function's timeout: a smaller
+/// one would remove the live temporary file of another invocation still copying it.
+pub const MIN_TEMP_MAX_AGE: Duration = DEFAULT_TEMP_MAX_AGE;
+
+/// The longest the rename retries of one file may pause in all ([`Retry::total_pause`]): well
+/// inside a Lambda timeout, so a held file fails with its own message rather than the whole
+/// invocation timing out.
+pub const MAX_RENAME_WAIT: Duration = Duration::from_secs(60);
+
+/// `retry` with its attempts cut so that its pauses add up to no more than [`MAX_RENAME_WAIT`]
+/// (at least one attempt).
+pub fn bounded_retry(mut retry: Retry) -> Retry {
+    retry.attempts = retry.attempts.max(1);
+    while retry.attempts > 1 && retry.total_pause() > MAX_RENAME_WAIT {
+        retry.attempts -= 1;
+    }
+    retry
+}
 
 /// A file that could not be copied or removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +301,7 @@ pub async fn copy_prefix_on(
         Some(Loaded { manifest, .. }) => {
             saved.records = manifest.files.clone();
             saved.head = Some(manifest.head());
+            saved.generation = Some(manifest.generation.clone());
             Some(manifest)
         }
         None => None,
@@ -793,11 +815,16 @@ pub enum FileError {
     Write { path: String, source: ShareError },
     #[error("moving the new {path} into place failed: {source}")]
     Rename { path: String, source: ShareError },
+    /// The rename stayed refused because another program held a file open: the final name
+    /// (NTFS answers access denied to a replace while anything has the target open, MS-FSCC
+    /// 2.4.42), or the temporary file (a sharing violation on opening it for DELETE).
     #[error(
-        "could not replace {path}: a reader holds it open without allowing it to be replaced (a sharing violation, \
-         {attempts} attempts with pauses); the old content is still served and the new one was discarded. Usually \
-         a web server or antivirus lets go within seconds: run the update again; if it persists, find and close what \
-         holds the file (Computer Management > Shared Folders > Open Files on the file server)"
+        "could not replace {path} ({attempts} attempts with pauses): either a reader holds it open (a web server, \
+         antivirus or backup agent; the server answers access denied or a sharing violation), or the function's \
+         account may not delete it; the old content is still served and the new one was discarded. A reader \
+         usually lets go within seconds: run the update again; if it persists, find and close what holds the file \
+         (Computer Management > Shared Folders > Open Files on the file server) and check that the account may \
+         delete files in that folder (its NTFS ACL)"
     )]
     HeldOpen { path: String, attempts: u32 },
 }
@@ -853,7 +880,8 @@ where
     copy_file_retrying(source, bucket, target, work, commit, &Retry::default()).await
 }
 
-/// [`copy_file_if_meta`] with the rename's retries on a sharing violation set by `retry`.
+/// [`copy_file_if_meta`] with the rename's retries, while a reader holds a file open, set by
+/// `retry`.
 pub async fn copy_file_retrying<C, F>(
     source: &S3Source,
     bucket: &str,
@@ -1116,7 +1144,7 @@ async fn load_manifest(
                 place: Place::Single,
             })),
             _ => {
-                let files = store::read_all(target, sweep).await?;
+                let files = store::read_all(target, m.generation.as_deref(), sweep).await?;
                 Ok(Some(Loaded {
                     manifest: Manifest { files, ..m },
                     place: Place::Sharded,
@@ -1242,6 +1270,24 @@ async fn remove_legacy_manifest(target: Target<'_>) -> Result<(), CopyError> {
         })
 }
 
+/// Give the content to `ownership` and `owner`, changing only the manifest's head: under the
+/// folder's lock, the head as it is now is rewritten with them, and every record is left as it
+/// is on the share (another writer's records saved since the caller read the manifest are kept,
+/// which rewriting the whole manifest with [`write_manifest`] would drop). `Ok(false)`: no
+/// sharded manifest to change (none, or a single file an earlier version wrote: rewrite that one
+/// whole, which converts it).
+pub async fn set_owner(
+    target: Target<'_>,
+    ownership: Option<ownership::Ownership>,
+    owner: Option<String>,
+) -> Result<bool, CopyError> {
+    store::update_head(target, |head| {
+        head.ownership = ownership;
+        head.owner = owner;
+    })
+    .await
+}
+
 /// What [`remove_copied`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Removal {
@@ -1252,10 +1298,15 @@ pub struct Removal {
 /// Remove every file the manifest lists, then the manifest (kept, listing what is left, if a
 /// removal failed), wherever it was found. Nothing else in the folder is touched.
 pub async fn remove_copied(target: Target<'_>, parallelism: usize) -> Result<Removal, CopyError> {
-    let Some(mut manifest) = read_manifest(target).await? else {
+    let Some(Loaded {
+        mut manifest,
+        place,
+    }) = load_manifest(target, None).await?
+    else {
         tracing::info!(folder = %target.folder, "no manifest: nothing of ours to remove");
         return Ok(Removal::default());
     };
+    let listed_records = manifest.files.clone();
     let listed: Vec<(String, String)> = manifest
         .files
         .iter()
@@ -1299,6 +1350,15 @@ pub async fn remove_copied(target: Target<'_>, parallelism: usize) -> Result<Rem
             .remove(&path)
             .await
             .map_err(|source| write_error(&path, source))?;
+    } else if place == Place::Sharded {
+        // Only the removals, as changes onto the shards as they are now (under the lock): a
+        // record another writer saved since the read above stays.
+        let mut saved = store::Saved {
+            records: listed_records,
+            head: Some(manifest.head()),
+            generation: Some(manifest.generation.clone()),
+        };
+        store::save(target, &manifest.head(), &manifest.files, &mut saved).await?;
     } else {
         write_manifest(target, &manifest).await?;
     }
@@ -1327,10 +1387,12 @@ pub struct FolderRecords {
 }
 
 /// The records of the files directly in `folder` (relative to the target folder,
-/// `\`-separated, empty for the target folder itself), or `None` when the target has no
-/// manifest. Cost: the head and that folder's shard (two reads), whatever the size of the site —
-/// except for a manifest not converted yet to shards (written by an earlier version), read
-/// whole once.
+/// `\`-separated, empty for the target folder itself), or `None` when the target has no sharded
+/// manifest. Cost: the head and that folder's shard (two reads), whatever the size of the site.
+/// A manifest not converted yet to shards (one file, written by an earlier version, in the
+/// target folder or at the share root) gives no witness (`None`) rather than being read whole
+/// at every call — a reconcile asks once per folder; the next full copy (a WebContent Create or
+/// Update) converts it.
 pub async fn folder_records(
     target: Target<'_>,
     folder: &str,
@@ -1359,20 +1421,14 @@ pub async fn folder_records(
     };
     let (head, files) = match head {
         Some(m) if m.is_sharded() => {
-            let files = store::read_shard(target, &folder)
+            let files = store::read_shard(target, &folder, m.generation.as_deref())
                 .await?
                 .map(|s| s.files)
                 .unwrap_or_default();
             (m, files)
         }
-        // One file (not converted yet, or at the old place): what it holds is all there is.
-        single => match single.or(read_legacy(target).await?) {
-            Some(m) => {
-                let files = m.files.clone();
-                (m, files)
-            }
-            None => return Ok(None),
-        },
+        // One file (not converted yet, or at the old place): no witness, see above.
+        _ => return Ok(None),
     };
     let wanted = manifest::ntfs_fold(&folder);
     let files = files

@@ -86,6 +86,9 @@ pub struct Manifest {
     /// `files` is empty. Absent: a single-file manifest, whose `files` are all the records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharded: Option<u32>,
+    /// A head's [`Head::generation`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 impl Default for Manifest {
@@ -100,6 +103,7 @@ impl Default for Manifest {
             owner: None,
             folder: None,
             sharded: None,
+            generation: None,
         }
     }
 }
@@ -152,6 +156,7 @@ impl Manifest {
             owner: self.owner.clone(),
             folder: self.folder.clone(),
             sharded: SHARDED,
+            generation: self.generation.clone(),
         }
     }
 }
@@ -178,6 +183,15 @@ pub struct Head {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder: Option<String>,
     pub sharded: u32,
+    /// Which shards are this head's: a random id given when a head is written afresh (no usable
+    /// head before it), stamped on every shard written under it ([`Shard::generation`]). A shard
+    /// of another generation is a leftover of an earlier manifest of the folder (its head removed
+    /// by a Delete that kept files, or unreadable, or another folder's) and is read as absent:
+    /// without this a fresh manifest would take over the old records, and a later prune would
+    /// remove files this resource never wrote. Absent in heads written before it was kept; their
+    /// shards have none either, and match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 impl Head {
@@ -197,14 +211,18 @@ pub struct Shard {
     /// By object key relative to the prefix, as [`Manifest::files`].
     #[serde(default)]
     pub files: BTreeMap<String, FileRecord>,
+    /// The [`Head::generation`] it was written under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 impl Shard {
-    pub fn new(folder: &str) -> Self {
+    pub fn new(folder: &str, generation: Option<&str>) -> Self {
         Self {
             format: FORMAT,
             folder: folder.to_owned(),
             files: BTreeMap::new(),
+            generation: generation.map(str::to_owned),
         }
     }
 

@@ -34,8 +34,12 @@ use std::{
 pub(crate) type Records = BTreeMap<String, FileRecord>;
 
 /// How long a writer waits for another to finish its checkpoint before giving up. A checkpoint
-/// holds the lock for the few shard writes it makes (milliseconds to a second or two); a holder
-/// whose session hangs is cut off by the server, which then deletes the lock file.
+/// holds the lock for the few shard writes it makes (milliseconds to a second or two). A holder
+/// whose connection hangs (rather than closes) keeps its session, and so the lock file, until
+/// the file server notices the connection is dead (TCP keepalive or its own session timeout:
+/// minutes), longer than is worth waiting here; the error then says to run again later. The
+/// handler is not given its request's deadline (the custom-resource runtime keeps it to
+/// itself), so the wait is a fixed bound well inside any Lambda timeout that can copy a site.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// Shards read or written at once.
@@ -111,6 +115,11 @@ fn apply_to(files: &mut Records, change: &ShardChange) {
 pub(crate) struct Saved {
     pub records: Records,
     pub head: Option<Head>,
+    /// The [`Head::generation`] its shards are written under, once known: `Some` from the head
+    /// it read (holding `None` for a head written before generations were kept) or first wrote.
+    /// `None` until then (a fresh start, or a head just written by [`replace`]): the first save
+    /// decides it under the lock ([`generation_now`]).
+    pub generation: Option<Option<String>>,
 }
 
 /// What one save wrote, for the log (and the benchmark's bytes-per-checkpoint figure).
@@ -129,25 +138,35 @@ pub(crate) async fn save(
     saved: &mut Saved,
 ) -> Result<Written, CopyError> {
     let delta = changes(&saved.records, records);
-    let head_changed = saved.head.as_ref() != Some(head);
+    let mut head = head.clone();
+    if let Some(generation) = &saved.generation {
+        head.generation = generation.clone();
+    }
+    let head_changed = saved.head.as_ref() != Some(&head);
     if delta.is_empty() && !head_changed {
         return Ok(Written::default());
     }
     let lock = lock(target).await?;
     let result = async {
-        let mut written = apply(target, &delta).await?;
-        if head_changed {
-            written.bytes += write_head(target, head).await?;
+        let generation = match &saved.generation {
+            Some(generation) => generation.clone(),
+            None => generation_now(target).await?,
+        };
+        head.generation = generation.clone();
+        let mut written = apply(target, &delta, generation.as_deref()).await?;
+        if head_changed || saved.generation.is_none() {
+            written.bytes += write_head(target, &head).await?;
         }
-        Ok::<_, CopyError>(written)
+        Ok::<_, CopyError>((written, generation))
     }
     .await;
     lock.release().await;
-    let written = result?;
+    let (written, generation) = result?;
     for change in delta.values() {
         apply_to(&mut saved.records, change);
     }
-    saved.head = Some(head.clone());
+    saved.head = Some(head);
+    saved.generation = Some(generation);
     Ok(written)
 }
 
@@ -160,14 +179,83 @@ pub(crate) async fn replace(
 ) -> Result<Written, CopyError> {
     let lock = lock(target).await?;
     let result = async {
-        let stored = read_all(target, None).await?;
-        let mut written = apply(target, &changes(&stored, records)).await?;
-        written.bytes += write_head(target, head).await?;
+        let generation = generation_now(target).await?;
+        let stored = read_all(target, generation.as_deref(), None).await?;
+        let mut written = apply(target, &changes(&stored, records), generation.as_deref()).await?;
+        let head = Head {
+            generation,
+            ..head.clone()
+        };
+        written.bytes += write_head(target, &head).await?;
         Ok(written)
     }
     .await;
     lock.release().await;
     result
+}
+
+/// Change only the head, under the lock: read as it is on the share now, changed by `change`,
+/// written back; the shards (which another writer may be saving meanwhile) are left as they are.
+/// `false`: there is no usable sharded head to change (none, unreadable, another folder's, or a
+/// single-file manifest an earlier version wrote).
+pub(crate) async fn update_head(
+    target: Target<'_>,
+    change: impl FnOnce(&mut Head),
+) -> Result<bool, CopyError> {
+    let lock = lock(target).await?;
+    let result = async {
+        let Some(mut head) = usable_head(target).await? else {
+            return Ok(false);
+        };
+        change(&mut head);
+        write_head(target, &head).await?;
+        Ok(true)
+    }
+    .await;
+    lock.release().await;
+    result
+}
+
+/// The stored head, if it is a sharded one of this folder.
+async fn usable_head(target: Target<'_>) -> Result<Option<Head>, CopyError> {
+    let path = crate::manifest::manifest_path(target.folder);
+    Ok(match crate::read_bytes(target.share, &path).await? {
+        Some(bytes) => crate::Manifest::parse(&bytes)
+            .ok()
+            .filter(|m| {
+                m.is_sharded()
+                    && m.folder
+                        .as_deref()
+                        .is_none_or(|f| crate::manifest::same_folder(f, target.folder))
+            })
+            .map(|m| m.head()),
+        None => None,
+    })
+}
+
+/// The generation to write under now (the caller holds the lock): the stored head's, if it is a
+/// usable head of this folder — a writer that started afresh finds there the head another fresh
+/// writer wrote meanwhile, and merges with its shards as with any other writer's — or else a
+/// new one, so that shards an earlier manifest left are not taken over ([`Head::generation`]).
+async fn generation_now(target: Target<'_>) -> Result<Option<String>, CopyError> {
+    Ok(match usable_head(target).await? {
+        Some(head) => head.generation,
+        None => Some(new_generation()),
+    })
+}
+
+/// 16 random hex digits (the time's, should the OS have no randomness: still distinct per
+/// fresh start, which is all a generation needs).
+fn new_generation() -> String {
+    let mut random = [0u8; 8];
+    if getrandom::fill(&mut random).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        random = nanos.to_le_bytes();
+    }
+    random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Take the folder's lock file, waiting (with pauses) while another writer holds it.
@@ -204,10 +292,12 @@ async fn lock(target: Target<'_>) -> Result<Lock, CopyError> {
     }
 }
 
-/// Every shard's records. `sweep`: also remove temporary files there older than this (left by a
+/// Every shard's records, of the shards of `generation` ([`Head::generation`]; others are
+/// leftovers of an earlier manifest, ignored). `sweep`: also remove temporary files there older than this (left by a
 /// writer killed between writing a shard and renaming it), as of `now`.
 pub(crate) async fn read_all(
     target: Target<'_>,
+    generation: Option<&str>,
     sweep: Option<(SystemTime, Duration)>,
 ) -> Result<Records, CopyError> {
     let folder = shards_folder(target.folder);
@@ -243,7 +333,10 @@ pub(crate) async fn read_all(
     while let Some((path, r)) = reads.next().await {
         let Some(bytes) = r? else { continue };
         match Shard::parse(&bytes) {
-            Ok(shard) => records.extend(shard.files),
+            Ok(shard) if shard.generation.as_deref() == generation => records.extend(shard.files),
+            Ok(_) => {
+                tracing::debug!(path = %path, "a shard of an earlier manifest of the folder; ignored")
+            }
             Err(e @ ManifestError::Newer(_)) => {
                 return Err(CopyError::BadManifest {
                     path,
@@ -259,34 +352,81 @@ pub(crate) async fn read_all(
     Ok(records)
 }
 
-/// The shard of one folder (relative to the target folder), if there is one.
+/// The shard of one folder (relative to the target folder), if there is one of `generation`.
 pub(crate) async fn read_shard(
     target: Target<'_>,
     within: &str,
+    generation: Option<&str>,
 ) -> Result<Option<Shard>, CopyError> {
     let path = shard_path(target.folder, within);
     let Some(bytes) = crate::read_bytes(target.share, &path).await? else {
         return Ok(None);
     };
     Shard::parse(&bytes)
-        .map(Some)
+        .map(|shard| Some(shard).filter(|s| s.generation.as_deref() == generation))
         .map_err(|e| CopyError::BadManifest {
             path,
             detail: e.to_string(),
         })
 }
 
-/// Apply the changes to each shard as it is on the share now (the caller holds the lock).
-async fn apply(target: Target<'_>, delta: &Changes) -> Result<Written, CopyError> {
+/// [`read_shard`] for a writer about to replace it (holding the lock). An unreadable shard is
+/// treated as [`read_all`] treats it — its records are unknown already — rather than failing
+/// every save of the folder: moved aside as `<name>.corrupt-<unix seconds>` (kept for whoever
+/// wants to look; not a `.json`, so never read again) and the shard starts empty.
+async fn read_shard_to_update(
+    target: Target<'_>,
+    within: &str,
+    generation: Option<&str>,
+) -> Result<Option<Shard>, CopyError> {
+    let path = shard_path(target.folder, within);
+    let Some(bytes) = crate::read_bytes(target.share, &path).await? else {
+        return Ok(None);
+    };
+    match Shard::parse(&bytes) {
+        Ok(shard) => Ok(Some(shard).filter(|s| s.generation.as_deref() == generation)),
+        Err(e @ ManifestError::Newer(_)) => Err(CopyError::BadManifest {
+            path,
+            detail: e.to_string(),
+        }),
+        Err(e) => {
+            let secs = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            let aside = format!("{path}.corrupt-{secs}");
+            tracing::warn!(
+                path = %path,
+                moved_to = %aside,
+                error = %e,
+                "a shard of the manifest is unreadable: moved aside, and started afresh (its files are copied again, never removed by it)"
+            );
+            target
+                .share
+                .rename(&path, &aside, true)
+                .await
+                .map_err(|source| write_error(&path, source))?;
+            Ok(None)
+        }
+    }
+}
+
+/// Apply the changes to each shard of `generation` as it is on the share now (the caller holds
+/// the lock); a shard of another generation there is overwritten.
+async fn apply(
+    target: Target<'_>,
+    delta: &Changes,
+    generation: Option<&str>,
+) -> Result<Written, CopyError> {
     // Indexes rather than `&ShardChange` in the closure: a borrowed argument makes it
     // higher-ranked, and the whole future then fails the runtime's `Send` check.
     let list: Vec<&ShardChange> = delta.values().collect();
     let list = &list;
     let writes = futures_util::stream::iter((0..list.len()).map(|i| async move {
         let change = list[i];
-        let mut shard = read_shard(target, &change.folder)
+        let mut shard = read_shard_to_update(target, &change.folder, generation)
             .await?
-            .unwrap_or_else(|| Shard::new(&change.folder));
+            .unwrap_or_else(|| Shard::new(&change.folder, generation));
         apply_to(&mut shard.files, change);
         write_shard(target, &change.folder, &shard).await
     }))

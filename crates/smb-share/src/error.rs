@@ -56,17 +56,14 @@ pub enum ShareError {
     NotFound { path: String },
     #[error("{path} already exists on the share")]
     AlreadyExists { path: String },
-    /// STATUS_SHARING_VIOLATION: another open of the file did not share the access asked for.
-    /// Windows refuses to delete a file, or to rename another over it, while a reader holds it
-    /// open without FILE_SHARE_DELETE (IIS, antivirus and backup agents open files that way).
-    /// Usually transient: callers retry it ([`crate::Retry`]).
-    #[error(
-        "could not {operation} {path}: another program holds it open without allowing it to be replaced or \
-         deleted (a sharing violation; a web server, antivirus or backup agent reading it). Usually it is let go \
-         within seconds: run again, and if it persists find the program holding it (Computer Management > Shared \
-         Folders > Open Files on the file server) and close it"
-    )]
-    SharingViolation { operation: String, path: String },
+    /// A file is held open by another program, in one of the two ways a replacing rename is
+    /// refused ([`Held`]). Usually transient: callers retry it ([`crate::Retry`]).
+    #[error("could not {operation} {path}: {held}")]
+    SharingViolation {
+        operation: String,
+        path: String,
+        held: Held,
+    },
     #[error(
         "the server could not agree to an encrypted SMB 3 session ({detail}): the share must support SMB 3.1.1 with encryption"
     )]
@@ -78,6 +75,43 @@ pub enum ShareError {
     },
     #[error("{operation} failed: {detail}")]
     Other { operation: String, detail: String },
+}
+
+/// How a file held open by another program refused an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// STATUS_SHARING_VIOLATION: another open of the file did not share the access asked for
+    /// (here: the open for DELETE that a rename or delete needs). IIS, antivirus and backup
+    /// agents open files without FILE_SHARE_DELETE.
+    ShareMode,
+    /// STATUS_ACCESS_DENIED from a rename with ReplaceIfExists, after the file to move was
+    /// opened for DELETE (so the account may delete that one). MS-FSCC 2.4.42
+    /// (FileRenameInformation) lists it for "the target file was open and ReplaceIfExists is
+    /// nonzero": NTFS refuses to replace a file while any handle to it is open, whatever that
+    /// handle shares, and answers this status rather than a sharing violation. The same status
+    /// also means the account may not delete the target, which no answer tells apart.
+    TargetOpen,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Held::ShareMode => {
+                "another program holds it open without allowing it to be replaced or deleted (a sharing \
+                 violation; a web server, antivirus or backup agent reading it). Usually it is let go within \
+                 seconds: run again, and if it persists find the program holding it (Computer Management > \
+                 Shared Folders > Open Files on the file server) and close it"
+            }
+            Held::TargetOpen => {
+                "the server refused to replace it (access denied): either a reader holds it open — NTFS \
+                 refuses to replace a file while anything has it open (a web server, antivirus or backup \
+                 agent reading it) — or the account may not delete it. Usually a reader lets go within \
+                 seconds: run again; if it persists, find and close the program holding it (Computer \
+                 Management > Shared Folders > Open Files on the file server), and check that the account \
+                 may delete files in that folder (its NTFS ACL)"
+            }
+        })
+    }
 }
 
 /// Who and what, to put names into errors.
@@ -123,6 +157,7 @@ impl Context<'_> {
                 STATUS_SHARING_VIOLATION => ShareError::SharingViolation {
                     operation: operation.to_owned(),
                     path: path.to_owned(),
+                    held: Held::ShareMode,
                 },
                 other => ShareError::Other {
                     operation: operation.to_owned(),
@@ -150,11 +185,94 @@ impl Context<'_> {
         }
     }
 
+    /// [`Context::classify`] for the set_info of a rename with ReplaceIfExists whose source is
+    /// already open for DELETE: access denied there is the target held open ([`Held::TargetOpen`]).
+    pub(crate) fn classify_replace(&self, path: &str, err: smb::Error) -> ShareError {
+        use smb::Error as E;
+        match err {
+            E::UnexpectedMessageStatus(Status::U32_ACCESS_DENIED)
+            | E::ReceivedErrorMessage(Status::U32_ACCESS_DENIED, _) => {
+                ShareError::SharingViolation {
+                    operation: "replace".to_owned(),
+                    path: path.to_owned(),
+                    held: Held::TargetOpen,
+                }
+            }
+            other => self.classify("replace", path, other),
+        }
+    }
+
     pub(crate) fn unreachable(&self, detail: String) -> ShareError {
         ShareError::Unreachable {
             server: self.server.to_owned(),
             port: self.port,
             detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context<'static> {
+        Context {
+            server: "fsx.example.test",
+            port: 445,
+            share: "share",
+            user: "svc",
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn access_denied_on_a_replace_is_the_target_held_open() {
+        let e = ctx().classify_replace(
+            "web\\page.html",
+            smb::Error::UnexpectedMessageStatus(Status::U32_ACCESS_DENIED),
+        );
+        assert!(
+            matches!(&e, ShareError::SharingViolation { held: Held::TargetOpen, path, .. } if path == "web\\page.html"),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("holds it open") && text.contains("may not delete it"),
+            "{text}"
+        );
+        assert!(text.contains("Open Files"), "{text}");
+    }
+
+    #[test]
+    fn a_sharing_violation_on_a_replace_stays_one() {
+        let e = ctx().classify_replace(
+            "page.html",
+            smb::Error::UnexpectedMessageStatus(STATUS_SHARING_VIOLATION),
+        );
+        assert!(
+            matches!(
+                e,
+                ShareError::SharingViolation {
+                    held: Held::ShareMode,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn access_denied_elsewhere_is_a_permission() {
+        let e = ctx().classify(
+            "rename",
+            "page.html",
+            smb::Error::UnexpectedMessageStatus(Status::U32_ACCESS_DENIED),
+        );
+        assert!(matches!(e, ShareError::AccessDenied { .. }), "{e:?}");
+        let e = ctx().classify_replace(
+            "page.html",
+            smb::Error::UnexpectedMessageStatus(Status::U32_OBJECT_PATH_NOT_FOUND),
+        );
+        assert!(matches!(e, ShareError::NotFound { .. }), "{e:?}");
     }
 }

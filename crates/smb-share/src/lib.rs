@@ -8,7 +8,7 @@ mod error;
 mod share;
 mod transport;
 
-pub use error::ShareError;
+pub use error::{Held, ShareError};
 pub use share::{
     Entry, Lock, Meta, Privacy, Retry, SecurityInfo, Share, ShareConfig, Unc, write_many_on,
 };

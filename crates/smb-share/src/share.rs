@@ -101,7 +101,8 @@ pub struct Entry {
     pub modified: u64,
 }
 
-/// How often, and with what pauses, to retry an operation refused by a sharing violation.
+/// How often, and with what pauses, to retry an operation refused because another program holds
+/// the file open ([`ShareError::SharingViolation`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
     /// Attempts in all (1: no retry).
@@ -125,6 +126,11 @@ impl Default for Retry {
 }
 
 impl Retry {
+    /// The sum of the pauses between all `attempts`: the longest a retried operation waits.
+    pub fn total_pause(&self) -> Duration {
+        (1..self.attempts).map(|a| self.pause(a)).sum()
+    }
+
     /// The pause after refusal number `attempt` (1-based).
     pub fn pause(&self, attempt: u32) -> Duration {
         let doubled = self
@@ -558,7 +564,13 @@ impl Share {
                 file_name: to.as_str().into(),
             })
             .await
-            .map_err(|e| self.fail("rename", &to, e));
+            .map_err(|e| {
+                if replace {
+                    self.ctx().classify_replace(&to, e)
+                } else {
+                    self.fail("rename", &to, e)
+                }
+            });
         let _ = handle(&r).close().await;
         result
     }
@@ -581,7 +593,9 @@ impl Share {
                     file_name: to.as_str().into(),
                 })
                 .await
-                .map_err(|e| self.fail("replace", &to, e))?;
+                // The source is open for DELETE by now: access denied here is the target held
+                // open (or not deletable), see `Held::TargetOpen`.
+                .map_err(|e| self.ctx().classify_replace(&to, e))?;
             let info = handle(&r)
                 .query_info::<FileNetworkOpenInformation>()
                 .await
@@ -597,10 +611,13 @@ impl Share {
         result
     }
 
-    /// [`Share::rename_meta`], retried while the server answers with a sharing violation (a
-    /// reader holds `from` or `to` open without sharing delete access, which NTFS refuses to
-    /// rename over), pausing as `retry` says; any other error, or the last violation, is
-    /// returned. Each retry is logged (WARN), naming the file.
+    /// [`Share::rename_meta`], retried while a file is held open by another program
+    /// ([`ShareError::SharingViolation`]): either a reader holds `from` (or, on Samba, `to`)
+    /// without sharing delete access, so opening `from` for DELETE fails with a sharing violation
+    /// ([`crate::Held::ShareMode`]); or NTFS refuses to replace `to` while anything has it open,
+    /// answering access denied ([`crate::Held::TargetOpen`]). Pauses as `retry` says; any other
+    /// error, or the last refusal, is returned. Each retry is logged (WARN), naming the file.
+    /// The caller bounds the total wait through `retry` (see [`Retry::total_pause`]).
     pub async fn rename_retrying(
         &self,
         from: &str,
@@ -618,7 +635,7 @@ impl Share {
                         of = retry.attempts,
                         pause_ms = pause.as_millis() as u64,
                         error = %e,
-                        "sharing violation: a reader holds the file open; the rename is retried"
+                        "a reader holds the file open (sharing violation or access denied on replace); the rename is retried"
                     );
                     tokio::time::sleep(pause).await;
                     attempt += 1;

@@ -51,12 +51,13 @@ pub struct WebContent {
 #[derive(Debug, Clone)]
 pub struct Tuning {
     /// `FARGATE_SMB_TEMP_MAX_AGE_SECONDS`: temporary files older than this are a killed
-    /// invocation's leftovers. Default [`content_copy::DEFAULT_TEMP_MAX_AGE`] (Lambda's longest
-    /// timeout plus clock skew): the handler is not told its own deadline at the start, and a
+    /// invocation's leftovers. Default, and least, [`content_copy::DEFAULT_TEMP_MAX_AGE`]
+    /// (Lambda's longest timeout plus clock skew): the handler is not told its own deadline at the start, and a
     /// bound that holds for any configured timeout needs no coupling to the template.
     pub temp_max_age: Duration,
     /// `FARGATE_SMB_RENAME_ATTEMPTS` and `FARGATE_SMB_RENAME_PAUSE_MS` (first pause, doubling
-    /// to 4 s): retries of a rename refused by a sharing violation.
+    /// to 4 s): retries of a rename refused because a reader holds a file open, their pauses
+    /// cut to [`content_copy::MAX_RENAME_WAIT`] in all.
     pub rename_retry: content_copy::Retry,
 }
 
@@ -92,7 +93,35 @@ impl Tuning {
         if let Some(ms) = number("FARGATE_SMB_RENAME_PAUSE_MS") {
             t.rename_retry.first_pause = Duration::from_millis(ms);
         }
-        t
+        t.bounded()
+    }
+
+    /// Within the bounds that keep the function safe, each cut logged: a temporary-file age
+    /// below [`content_copy::MIN_TEMP_MAX_AGE`] would sweep another invocation's live temporary
+    /// files, and rename retries pausing more than [`content_copy::MAX_RENAME_WAIT`] in all
+    /// would let one held file run the invocation into its timeout.
+    pub fn bounded(mut self) -> Self {
+        if self.temp_max_age < content_copy::MIN_TEMP_MAX_AGE {
+            tracing::warn!(
+                variable = "FARGATE_SMB_TEMP_MAX_AGE_SECONDS",
+                asked = self.temp_max_age.as_secs(),
+                used = content_copy::MIN_TEMP_MAX_AGE.as_secs(),
+                "below Lambda's longest timeout plus clock skew: a live invocation's temporary file could be removed; the least safe value is used"
+            );
+            self.temp_max_age = content_copy::MIN_TEMP_MAX_AGE;
+        }
+        let asked = self.rename_retry.attempts;
+        self.rename_retry = content_copy::bounded_retry(self.rename_retry);
+        if self.rename_retry.attempts < asked {
+            tracing::warn!(
+                variable = "FARGATE_SMB_RENAME_ATTEMPTS",
+                asked,
+                used = self.rename_retry.attempts,
+                max_wait_s = content_copy::MAX_RENAME_WAIT.as_secs(),
+                "the rename retries would pause longer than the bound; fewer attempts are used"
+            );
+        }
+        self
     }
 }
 
@@ -337,12 +366,22 @@ async fn hand_back(target: Target<'_>, was: &content_copy::Manifest) {
     if now.ownership == was.ownership && now.owner == was.owner {
         return;
     }
-    let restored = content_copy::Manifest {
-        ownership: was.ownership.clone(),
-        owner: was.owner.clone(),
-        ..now
-    };
-    match content_copy::write_manifest(target, &restored).await {
+    // Only the head changes, under the lock: the records as read above may miss what another
+    // writer saved since, and rewriting them exactly would drop those.
+    let result =
+        match content_copy::set_owner(target, was.ownership.clone(), was.owner.clone()).await {
+            Ok(false) => {
+                // A single-file manifest (never written by this version's copies): rewritten whole.
+                let restored = content_copy::Manifest {
+                    ownership: was.ownership.clone(),
+                    owner: was.owner.clone(),
+                    ..now
+                };
+                content_copy::write_manifest(target, &restored).await
+            }
+            other => other.map(|_| ()),
+        };
+    match result {
         Ok(()) => {
             tracing::info!(folder = %target.folder, "the failed Create left the content to its previous owner")
         }
@@ -377,11 +416,14 @@ async fn remove_owned(
                 "the content belongs to the resource that replaced this one (or that this one replaced, on \
                  rollback): left in place"
             );
-            let kept = content_copy::Manifest {
-                ownership: Some(to),
-                ..manifest
-            };
-            content_copy::write_manifest(target, &kept).await?;
+            // Only the head, under the lock (see `hand_back`).
+            if !content_copy::set_owner(target, Some(to.clone()), manifest.owner.clone()).await? {
+                let kept = content_copy::Manifest {
+                    ownership: Some(to),
+                    ..manifest
+                };
+                content_copy::write_manifest(target, &kept).await?;
+            }
             return Ok(());
         }
         Release::NotOwned { owner } => {
@@ -412,6 +454,30 @@ mod tests {
     use super::*;
     use content_copy::{Failed, Rejected};
     use serde_json::json;
+
+    #[test]
+    fn tuning_is_cut_to_safe_bounds() {
+        let t = Tuning {
+            temp_max_age: Duration::from_secs(60),
+            rename_retry: content_copy::Retry {
+                attempts: 1000,
+                ..content_copy::Retry::default()
+            },
+        }
+        .bounded();
+        assert_eq!(t.temp_max_age, content_copy::MIN_TEMP_MAX_AGE);
+        assert!(t.rename_retry.total_pause() <= content_copy::MAX_RENAME_WAIT);
+        assert!(t.rename_retry.attempts > Tuning::default().rename_retry.attempts);
+        // The defaults are within the bounds and kept as they are.
+        let d = Tuning::default().bounded();
+        assert_eq!(d.rename_retry, content_copy::Retry::default());
+        assert_eq!(d.temp_max_age, content_copy::DEFAULT_TEMP_MAX_AGE);
+        let none = content_copy::Retry {
+            attempts: 0,
+            ..content_copy::Retry::default()
+        };
+        assert_eq!(content_copy::bounded_retry(none).attempts, 1);
+    }
 
     fn props(extra: serde_json::Value) -> Properties {
         let mut v = json!({
