@@ -177,43 +177,17 @@ impl S3Source {
     /// the UTF-8 bytes of the key). One ListObjectsV2 with the `/` delimiter per 1,000 entries:
     /// memory grows with the folder, never with the bucket.
     pub async fn list_folder(&self, bucket: &str, prefix: &str) -> Result<Folder, SourceError> {
-        let resource = format!("s3://{bucket}/{prefix}");
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .encoding_type(EncodingType::Url)
-            .into_paginator()
-            .send();
         let mut out = Folder::default();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| SourceError::from_sdk("ListBucket", bucket, &resource, e))?;
-            for o in page.contents() {
-                let encoded = o.key().unwrap_or_default();
-                let Some(key) = decode_key(encoded) else {
-                    tracing::warn!(key = %encoded, "a listed key does not decode to UTF-8; skipped");
-                    continue;
-                };
-                out.objects.push(Object {
-                    key,
-                    size: o.size().unwrap_or_default().max(0) as u64,
-                    etag: o.e_tag().unwrap_or_default().to_owned(),
-                });
-            }
-            for p in page.common_prefixes() {
-                let encoded = p.prefix().unwrap_or_default();
-                match decode_key(encoded) {
-                    Some(folder) => out.folders.push(folder),
-                    None => {
-                        tracing::warn!(prefix = %encoded, "a listed prefix does not decode to UTF-8; skipped")
-                    }
-                }
+        let mut token = None;
+        loop {
+            let (page, next) = self.list_folder_page(bucket, prefix, token).await?;
+            out.objects.extend(page.objects);
+            out.folders.extend(page.folders);
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
             }
         }
-        Ok(out)
     }
 
     /// One page (up to 1,000 entries) of [`Self::list_folder`], from `token` (the previous
