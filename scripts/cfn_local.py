@@ -24,7 +24,9 @@ import yaml
 # ── the template, with CloudFormation's short-form tags ──────────────────────────────────────
 
 SHORT_TAGS = ["Ref", "Condition", "GetAtt", "Sub", "Join", "If", "Select", "Split", "Equals", "Not", "And", "Or",
-              "FindInMap", "ImportValue", "Base64", "GetAZs", "Cidr", "Length", "ToJsonString", "Transform"]
+              "FindInMap", "ImportValue", "Base64", "GetAZs", "Cidr", "Length", "ToJsonString", "Transform",
+              # Rules functions (only Contains is evaluated; the others are read, and refused if used).
+              "Contains", "EachMemberEquals", "EachMemberIn", "RefAll", "ValueOf", "ValueOfAll"]
 
 
 class TemplateLoader(yaml.SafeLoader):
@@ -343,6 +345,9 @@ class Stack:
             return all(r(a) for a in arg)
         if fn == "Or":
             return any(r(a) for a in arg)
+        if fn == "Contains":  # Rules only: [list of strings, string]
+            items, value = r(arg[0]), r(arg[1])
+            return as_cloudformation_sends(value) in [as_cloudformation_sends(i) for i in items]
         if fn == "FindInMap":
             m, k1, k2 = (r(a) for a in arg)
             try:
@@ -363,6 +368,23 @@ class Stack:
         if fn == "ToJsonString":
             return json.dumps(r(arg), separators=(",", ":"))
         raise Unresolved(f"{where}: Fn::{fn} is not supported by the local stack")
+
+
+def generated_name(stack_name: str, logical_id: str, suffix: str, limit: int) -> str:
+    """The name CloudFormation gives a resource whose name property is not set:
+    <stack>-<LogicalId>-<suffix>, the stack name and the logical id shortened (a part each, at most
+    about half of what is left) until it fits the service's limit (Lambda: 64). Local stand-ins use
+    it so that nothing here depends on a name CloudFormation would not give."""
+    room = limit - len(suffix) - 2
+    if room < 2:
+        raise ValueError(f"a suffix of {len(suffix)} characters leaves no room in {limit}")
+    if len(stack_name) + len(logical_id) > room:
+        half = room // 2
+        lid_part = logical_id[:max(half, room - len(stack_name))]
+        stack_part = stack_name[:room - len(lid_part)]
+    else:
+        stack_part, lid_part = stack_name, logical_id
+    return f"{stack_part}-{lid_part}-{suffix}"
 
 
 def as_cloudformation_sends(value):

@@ -299,7 +299,10 @@ class LocalCloudFormation:
         overrides = self.settings.get("FunctionEnvironment", {})
         env.update(overrides.get("*", {}))
         env.update(overrides.get(logical_id, {}))
-        name = part.get("FunctionName") or f"{self.stack.stack_name}-{logical_id}-{self.suffix}"
+        # The template sets no FunctionName (it would cap the stack name): CloudFormation's name.
+        name = part.get("FunctionName") or cfn.generated_name(self.stack.stack_name, logical_id, self.suffix, 64)
+        if len(name) > 64:  # Lambda's CreateFunction refuses it: the stack create fails here
+            raise cfn.Unresolved(f"{logical_id}: FunctionName {name!r} has {len(name)} characters; Lambda takes at most 64")
         logging = part.get("LoggingConfig") or {}
         log = {"AWS_LAMBDA_LOG_FORMAT": logging.get("LogFormat", "Text")}
         if logging.get("ApplicationLogLevel"):
@@ -328,12 +331,14 @@ class LocalCloudFormation:
         r = self.stack.resource(logical_id)
         t = r["Type"]
         p = self.stack.resolve(self.used_part(logical_id), f"{logical_id}.Properties")
-        generated = f"{self.stack.stack_name}-{logical_id}-{self.suffix}"
+        # A name the template does not set is CloudFormation's, within the service's limit.
+        limit = {"AWS::S3::Bucket": 63, "AWS::SQS::Queue": 80}.get(t, 255)
+        generated = cfn.generated_name(self.stack.stack_name, logical_id, self.suffix, limit)
         if t == "AWS::KMS::Key":
             meta = self.aws["kms"].create_key(Description=p.get("Description", ""))["KeyMetadata"]
             res, what = cfn.Resolved(meta["KeyId"], {"Arn": meta["Arn"], "KeyId": meta["KeyId"]}), f"moto KMS key {meta['KeyId']}"
         elif t == "AWS::S3::Bucket":
-            name = p.get("BucketName") or generated.lower()[:63]
+            name = p.get("BucketName") or generated.lower()
             self.aws["s3"].create_bucket(Bucket=name)
             if (p.get("VersioningConfiguration") or {}).get("Status") == "Enabled":
                 self.aws["s3"].put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})

@@ -264,3 +264,32 @@ def test_waves_follow_cloudformation_and_cfn_lint_s_graph():
     del deps["Acl"]
     deps["Acl"] = {"Fn"}
     assert cfn_local.deletion_waves(deps, order)[0] == ["Rule", "Acl", "Other"]
+
+
+def test_generated_names_fit_the_service_limit_as_cloudformation_makes_them():
+    short = cfn_local.generated_name("fargate-smb-demo-abc123", "SyncContentFunction", "0123abcd", 64)
+    assert short == "fargate-smb-demo-abc123-SyncContentFunction-0123abcd"
+    for stack_name in ("s" * 40, "s" * 128):
+        for logical_id in ("AdServiceAccountFunction", "L" * 80):
+            name = cfn_local.generated_name(stack_name, logical_id, "0123abcd", 64)
+            assert len(name) == 64 and name.endswith("-0123abcd"), name
+            head, lid, _ = name.rsplit("-", 2)
+            assert stack_name.startswith(head) and logical_id.startswith(lid) and head and lid, name
+
+
+def test_a_stack_name_of_cloudformations_full_128_characters_deploys_and_deletes(moto_url, tmp_path):
+    # No name in the template is derived from the stack name with a cap below 128 characters: the
+    # functions have no FunctionName (Lambda's limit is 64), and the rest fits (tests/test_template.py).
+    built()
+    settings = json.loads((ROOT / "scripts" / "demo-parameters.json").read_text())
+    settings["StackName"] = "fargate-smb-demo-".ljust(128 - len("-abc123"), "x") + "-{run}"  # {run}: 6 hex digits
+    assert len(settings["StackName"].replace("{run}", "abc123")) == 128
+    parameters = tmp_path / "parameters.json"
+    parameters.write_text(json.dumps(settings))
+    out = run_demo(moto_url, "--parameters", str(parameters), "--scenario", "create-delete")
+    assert out.returncode == 0, out.stdout + out.stderr
+    steps = steps_of(out)
+    bad = [line for line in steps if not line.rstrip().endswith(" ok")]
+    assert not bad, "\n".join(bad)
+    assert ok_step(steps, "Create Custom::WebContent") and ok_step(steps, "stack status after the delete"), out.stdout
+    assert "demo passed" in out.stdout

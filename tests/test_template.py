@@ -39,6 +39,7 @@ REQUIRED = {
     "FileServerSecurityGroupId": "sg-0123456789abcdef0",
     "AdminSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:admin-AbCdEf",
     "ContainerImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/fargate-smb-web:1",
+    "ContainerRepositoryArn": "arn:aws:ecr:eu-west-1:123456789012:repository/fargate-smb-web",
 }
 # Parameter sets that switch the conditional parts on and off.
 SCENARIOS = {
@@ -47,6 +48,7 @@ SCENARIOS = {
         "DirectoryBackend": "ldaps", "LdapsUrl": "ldaps://dc1.corp.example.com",
         "CertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
         "ReconcileScheduleExpression": "", "CredentialDelivery": "task-role",
+        "EnableExecuteCommand": "true", "ContainerRepositoryArn": "none",
     },
 }
 SG_RULE_TYPES = ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
@@ -73,8 +75,9 @@ NO_VALUE = object()
 
 
 class Stack:
-    def __init__(self, template: dict, **overrides):
+    def __init__(self, template: dict, stack_name: str = "stack", **overrides):
         self.template = template
+        self.stack_name = stack_name
         given = {**REQUIRED, **overrides}
         self.params = {}
         for name, spec in template["Parameters"].items():
@@ -111,7 +114,7 @@ class Stack:
         return cond is None or self.condition(cond)
 
     def ref(self, name: str):
-        pseudo = {"AWS::StackName": "stack", "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
+        pseudo = {"AWS::StackName": self.stack_name, "AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012",
                   "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": NO_VALUE}
         if name in pseudo:
             return pseudo[name]
@@ -147,6 +150,8 @@ class Stack:
             return all(r(a) for a in arg)
         if name == "Or":
             return any(r(a) for a in arg)
+        if name == "Contains":  # a Rules function: [list of strings, string]
+            return str(r(arg[1])) in [str(i) for i in r(arg[0])]
         if name == "Select":
             items = r(arg[1])
             index = int(r(arg[0]))
@@ -419,7 +424,8 @@ def test_every_schedule_has_a_retry_policy_and_a_dead_letter_queue_its_role_may_
 
 # ── domain controllers: one to four, DNS included ─────────────────────────────────────────────
 FUNCTION_PORTS = [("tcp", 636), ("udp", 53), ("tcp", 53)]
-TASK_PORTS = [("tcp", 88), ("udp", 88), ("udp", 53), ("tcp", 53)]
+# The tasks reach the DCs for DNS only: their SMB logon is NTLM (no Kerberos, 88; see the group).
+TASK_PORTS = [("udp", 53), ("tcp", 53)]
 
 
 def egress(stack: Stack, group: str) -> list[dict]:
@@ -460,3 +466,242 @@ def test_each_domain_controller_gets_its_rules_dns_included(template, ips, group
 def test_domain_controller_ips_that_the_rules_cannot_use_are_rejected_up_front(template, ips):
     with pytest.raises(Rejected, match="DomainControllerIps: .*one to four IPv4 addresses"):
         Stack(template, DomainControllerIps=ips)
+
+
+# ── Windows Fargate sizes ─────────────────────────────────────────────────────────────────────
+# The Amazon ECS Developer Guide's table of task sizes (task-cpu-memory-error.html), the rows for
+# Windows containers on Fargate: 1, 2 or 4 vCPU, each with its memory range in steps of 1 GB.
+WINDOWS_FARGATE_SIZES = {
+    1024: range(2048, 8192 + 1, 1024),
+    2048: range(4096, 16384 + 1, 1024),
+    4096: range(8192, 30720 + 1, 1024),
+}
+
+
+def test_cpu_and_memory_parameters_allow_every_windows_fargate_size_and_no_other(template):
+    params = template["Parameters"]
+    assert {int(v) for v in params["TaskCpu"]["AllowedValues"]} == set(WINDOWS_FARGATE_SIZES)
+    every_memory = {m for memories in WINDOWS_FARGATE_SIZES.values() for m in memories}
+    assert {int(v) for v in params["TaskMemory"]["AllowedValues"]} == every_memory
+    for name in ("TaskCpu", "TaskMemory"):
+        assert str(params[name]["Default"]) in [str(v) for v in params[name]["AllowedValues"]], name
+    assert int(params["TaskMemory"]["Default"]) in WINDOWS_FARGATE_SIZES[int(params["TaskCpu"]["Default"])]
+
+
+def test_the_rules_accept_exactly_the_cpu_and_memory_pairs_of_the_table(template):
+    params = template["Parameters"]
+    accepted, rejected = [], []
+    for cpu in params["TaskCpu"]["AllowedValues"]:
+        for memory in params["TaskMemory"]["AllowedValues"]:
+            valid = int(memory) in WINDOWS_FARGATE_SIZES[int(cpu)]
+            try:
+                Stack(template, TaskCpu=str(cpu), TaskMemory=str(memory))
+            except Rejected as e:
+                rejected.append((cpu, memory))
+                assert not valid, f"TaskCpu {cpu} / TaskMemory {memory} is a valid Windows Fargate size but is rejected: {e}"
+                message = str(e)
+                # The message names both parameters and the range that CPU takes.
+                memories = WINDOWS_FARGATE_SIZES[int(cpu)]
+                assert "TaskCpu" in message and "TaskMemory" in message, message
+                assert f"{memories[0]}-{memories[-1]}" in message, message
+            else:
+                accepted.append((cpu, memory))
+                assert valid, f"TaskCpu {cpu} / TaskMemory {memory} is no Windows Fargate size, yet the Rules accept it"
+    assert len(accepted) == sum(len(m) for m in WINDOWS_FARGATE_SIZES.values())
+    assert rejected  # the AllowedValues alone let invalid pairs through: the Rules must catch them
+
+
+# ── health, stop and drain ────────────────────────────────────────────────────────────────────
+HEALTH_FILE = "/content/fargate-smb-health.txt"
+
+
+def web_container(stack: Stack) -> dict:
+    task = stack.resolve(stack.template["Resources"]["TaskDefinition"]["Properties"])
+    (container,) = task["ContainerDefinitions"]
+    return container
+
+
+def test_both_health_checks_ask_iis_for_the_file_on_the_share(template):
+    stack = Stack(template)
+    tg = stack.resolve(template["Resources"]["TargetGroup"]["Properties"])
+    assert tg["HealthCheckPath"] == HEALTH_FILE
+    assert str(tg["Matcher"]["HttpCode"]) == "200", "a redirect or an error page is not the file"
+    check = web_container(stack)["HealthCheck"]
+    assert check["Command"][0] == "CMD-SHELL"
+    assert f"http://localhost{HEALTH_FILE}" in check["Command"][1]
+    # The IIS virtual directory /content is the content folder on the mapped drive.
+    env = {e["Name"]: e["Value"] for e in web_container(stack)["Environment"]}
+    assert env["SMB_IIS_VDIRS"].startswith("/content=")
+
+
+def test_health_timing_leaves_the_entrypoint_its_deadline_and_the_alb_its_checks(template):
+    stack = Stack(template)
+    container = web_container(stack)
+    check = container["HealthCheck"]
+    deadline = int({e["Name"]: e["Value"] for e in container["Environment"]}["SMB_DEADLINE_SECONDS"])
+    # ECS: startPeriod 0-300 s, timeout 2-60 s, interval 5-300 s.
+    assert check["StartPeriod"] <= 300 and 2 <= check["Timeout"] <= 60 and 5 <= check["Interval"] <= 300
+    assert check["Timeout"] < check["Interval"]
+    assert check["StartPeriod"] > deadline, "the entrypoint may use its whole deadline before IIS serves anything"
+    tg = stack.resolve(template["Resources"]["TargetGroup"]["Properties"])
+    service = stack.resolve(template["Resources"]["WebService"]["Properties"])
+    to_healthy = tg["HealthyThresholdCount"] * tg["HealthCheckIntervalSeconds"]
+    assert service["HealthCheckGracePeriodSeconds"] >= check["StartPeriod"] + to_healthy, \
+        "a task ready at the end of its start period must still pass the load balancer's checks within the grace period"
+    breaker = service["DeploymentConfiguration"]["DeploymentCircuitBreaker"]
+    assert breaker == {"Enable": True, "Rollback": True}
+
+
+def test_a_stopping_task_drains_then_gets_fargates_maximum_stop_timeout(template):
+    stack = Stack(template)
+    assert web_container(stack)["StopTimeout"] == 120  # Fargate's maximum
+    tg = stack.resolve(template["Resources"]["TargetGroup"]["Properties"])
+    attrs = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
+    assert int(attrs["deregistration_delay.timeout_seconds"]) == web_container(stack)["StopTimeout"]
+
+
+def test_the_iis_log_folder_is_passed_to_the_entrypoint(template):
+    env = {e["Name"]: e["Value"] for e in web_container(Stack(template))["Environment"]}
+    assert env["SMB_IIS_LOG_DIR"] == "C:\\inetpub\\logs\\LogFiles"
+
+
+# ── ECS Exec ──────────────────────────────────────────────────────────────────────────────────
+ECS_EXEC_ACTIONS = {"ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
+
+
+def role_statements(stack: Stack, role: str) -> list[dict]:
+    policies = stack.resolve(stack.template["Resources"][role]["Properties"].get("Policies", []))
+    return [s for p in policies for s in allowed_statements(p["PolicyDocument"])]
+
+
+@pytest.mark.parametrize("delivery", ["ecs-secrets", "task-role"])
+@pytest.mark.parametrize("exec_on", ["false", "true"])
+def test_ecs_exec_adds_exactly_its_four_actions_to_the_task_role(template, delivery, exec_on):
+    stack = Stack(template, CredentialDelivery=delivery, EnableExecuteCommand=exec_on)
+    service = stack.resolve(template["Resources"]["WebService"]["Properties"])
+    assert service["EnableExecuteCommand"] is (exec_on == "true")
+    statements = role_statements(stack, "TaskRole")
+    exec_statements = [s for s in statements if any(a.startswith("ssmmessages:") for a in as_list(s["Action"]))]
+    if exec_on == "true":
+        (s,) = exec_statements
+        assert set(as_list(s["Action"])) == ECS_EXEC_ACTIONS and as_list(s["Resource"]) == ["*"]
+    else:
+        assert not exec_statements
+    # The credential policy is there exactly with task-role delivery, whatever ECS Exec does.
+    reads = [s for s in statements if "ssm:GetParameter" in as_list(s["Action"])]
+    assert bool(reads) is (delivery == "task-role")
+    assert len(statements) == (2 if delivery == "task-role" else 0) + (1 if exec_on == "true" else 0)
+
+
+def test_ecs_exec_sessions_are_not_logged(template):
+    # With ecs-secrets a session can print SMB_PASSWORD: no session output goes to CloudWatch.
+    cluster = Stack(template).resolve(template["Resources"]["Cluster"]["Properties"])
+    assert cluster["Configuration"]["ExecuteCommandConfiguration"] == {"Logging": "NONE"}
+
+
+# ── image pull ────────────────────────────────────────────────────────────────────────────────
+ECR_PULL = {"ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"}
+
+
+@pytest.mark.parametrize("repository", [
+    "arn:aws:ecr:eu-west-1:123456789012:repository/fargate-smb-web",
+    "arn:aws:ecr:us-east-2:210987654321:repository/team/windows/fargate-smb-web",  # another account, region, nested name
+    "arn:aws-cn:ecr:cn-north-1:123456789012:repository/web.site_v2-a",
+])
+def test_the_execution_role_pulls_from_the_images_repository_only(template, repository):
+    stack = Stack(template, ContainerRepositoryArn=repository)
+    ecr = [s for s in role_statements(stack, "TaskExecutionRole") if any(a.startswith("ecr:") for a in as_list(s["Action"]))]
+    pull = [s for s in ecr if set(as_list(s["Action"])) & ECR_PULL]
+    assert len(pull) == 1 and set(as_list(pull[0]["Action"])) == ECR_PULL and as_list(pull[0]["Resource"]) == [repository]
+    login = [s for s in ecr if s not in pull]
+    assert len(login) == 1 and as_list(login[0]["Action"]) == ["ecr:GetAuthorizationToken"]
+
+
+def test_an_image_outside_ecr_gets_no_ecr_permission(template):
+    stack = Stack(template, ContainerRepositoryArn="none")
+    assert not [s for s in role_statements(stack, "TaskExecutionRole")
+                if any(a.startswith("ecr:") for a in as_list(s["Action"]))]
+
+
+@pytest.mark.parametrize("repository", [
+    "",
+    "arn:aws:ecr:eu-west-1:123456789012:repository/*",
+    "arn:aws:ecr:eu-west-1:123456789012:repository/fargate-smb-*",
+    "arn:aws:ecr:eu-west-1:123456789012:repository/Fargate-Smb",  # ECR names are lower case
+    "123456789012.dkr.ecr.eu-west-1.amazonaws.com/fargate-smb-web",  # the image URI, not the ARN
+    "arn:aws:ecr:eu-west-1:123456789012:repository/web/",
+    "None",
+])
+def test_a_repository_that_is_not_one_ecr_repository_is_rejected(template, repository):
+    with pytest.raises(Rejected, match="ContainerRepositoryArn"):
+        Stack(template, ContainerRepositoryArn=repository)
+
+
+def test_the_repository_has_no_default(template):
+    # An operator must name the repository (or say none): a default would pull from the wrong one.
+    assert "Default" not in template["Parameters"]["ContainerRepositoryArn"]
+
+
+# ── names derived from the stack name ─────────────────────────────────────────────────────────
+# The limits of every name property the template sets (CloudFormation's stack name may have 128
+# characters); a name property missing here fails the test, so that its limit gets looked up.
+NAME_LIMITS = {
+    ("AWS::Logs::LogGroup", "LogGroupName"): 512,
+    ("AWS::ECS::TaskDefinition", "Family"): 255,
+    ("AWS::KMS::Alias", "AliasName"): 256,
+    ("AWS::KMS::Key", "Description"): 8192,
+    ("AWS::EC2::SecurityGroupIngress", "Description"): 255,
+    ("AWS::Scheduler::Schedule", "Description"): 512,
+}
+NAME_KEYS = ("Name", "Family", "Description")
+
+
+def test_no_name_caps_the_stack_name_below_cloudformations_128_characters(template):
+    long_name = "s" * 128
+    stack = Stack(template, stack_name=long_name)
+    checked = []
+    for lid, r in template["Resources"].items():
+        if not stack.included(lid):
+            continue
+        props = r.get("Properties", {})
+        # CloudFormation names a function itself (cut to Lambda's 64): a FunctionName from the
+        # stack name would cap it. Only FunctionNamePrefix (empty by default) sets one.
+        if r["Type"] != "AWS::Lambda::EventInvokeConfig" and "FunctionName" in props:
+            assert stack.resolve({"x": props["FunctionName"]}) == {}, f"{lid} sets FunctionName by default"
+            assert "AWS::StackName" not in str(props["FunctionName"]), f"{lid}: FunctionName from the stack name"
+        for key, raw in props.items():
+            if not key.endswith(NAME_KEYS) or "AWS::StackName" not in str(raw):
+                continue
+            value = stack.resolve(raw)
+            limit = NAME_LIMITS.get((r["Type"], key))
+            assert limit is not None, f"{lid}.{key} is derived from the stack name: add its limit to NAME_LIMITS"
+            assert len(value) <= limit, f"{lid}.{key} is {len(value)} characters with a 128-character stack name (limit {limit})"
+            checked.append(f"{lid}.{key}")
+    # The derivation saw the names it must see, or it proves nothing.
+    assert {"TaskLogGroup.LogGroupName", "TaskDefinition.Family", "SecretsKeyAlias.AliasName",
+            "RotatePasswordLogGroup.LogGroupName"} <= set(checked)
+
+
+def test_function_name_prefix_keeps_old_names_within_lambdas_limit(template):
+    """A stack created when functions were named <stack>-<suffix> keeps those names (its custom
+    resources' ServiceTokens cannot change) with FunctionNamePrefix; the longest prefix the
+    parameter accepts still gives names Lambda takes, and one character more is refused before
+    anything is created."""
+    prefix = "p" * 45
+    stack = Stack(template, FunctionNamePrefix=prefix)
+    named = {}
+    for lid, r in template["Resources"].items():
+        if r["Type"] == "AWS::Serverless::Function":
+            name = stack.resolve(r["Properties"].get("FunctionName"))
+            assert isinstance(name, str) and name.startswith(prefix + "-"), f"{lid}: {name!r}"
+            assert len(name) <= 64, f"{lid}: {name} has {len(name)} characters"
+            named[lid] = name[len(prefix) + 1:]
+    # The names earlier versions gave, exactly (<stack>-<suffix>).
+    assert named == {
+        "SsmParametersFunction": "ssm-parameters", "AdServiceAccountFunction": "ad-service-account",
+        "ShareAclFunction": "share-acl", "WebContentFunction": "web-content",
+        "RotatePasswordFunction": "rotate-password", "SyncContentFunction": "sync-content",
+    }
+    with pytest.raises(Rejected, match="FunctionNamePrefix"):
+        Stack(template, FunctionNamePrefix="p" * 46)

@@ -115,6 +115,10 @@ def needed_endpoints(template: dict) -> dict[str, set[str]]:
                 need("logs", "Fargate awslogs")
             if "Secrets" in container:
                 need("ssm", "Fargate Secrets (ecs-secrets)")
+    # ECS Exec, when the service turns it on: the SSM agent in the task talks to ssmmessages.
+    service = template["Resources"]["WebService"]["Properties"]
+    if isinstance(service.get("EnableExecuteCommand"), dict):
+        need("ssmmessages", "ECS Exec (EnableExecuteCommand)")
     return needs
 
 
@@ -141,7 +145,9 @@ def test_the_prerequisites_endpoints_are_exactly_what_the_code_calls():
     private_subnets = [{"Ref": "PrivateSubnet1"}, {"Ref": "PrivateSubnet2"}]
     for service, (name, r) in endpoints.items():
         p = r["Properties"]
-        assert r.get("Condition") == "UseVpcEndpoints", f"{name} must exist only with NetworkEgress vpc-endpoints"
+        # Only what ECS Exec needs is optional (it is off by default in fargate-smb).
+        want = "UseEcsExecEndpoint" if service == "ssmmessages" else "UseVpcEndpoints"
+        assert r.get("Condition") == want, f"{name} must exist only with condition {want}"
         if service in GATEWAY:
             assert p["VpcEndpointType"] == "Gateway" and p["RouteTableIds"] == [{"Ref": "PrivateRouteTable"}], name
         else:
