@@ -23,7 +23,7 @@ import botocore.config
 import pytest
 
 from lambda_harness import ROOT, Bootstrap, binary
-from test_web_content import SHARE, Smb
+from test_web_content import PROBE, PROBE_BODY, SHARE, Smb
 
 PREFIX = "site/"
 
@@ -777,15 +777,11 @@ def test_a_reconcile_cut_short_resumes_without_copying_again(start, s3, bucket, 
     assert r["complete"] and r["copied_count"] == 0 and r["resumed_after"] is None, r
 
 
-def test_the_first_reconcile_after_web_content_trusts_its_manifest(fn, moto, s3, bucket, folder, admin_parameter, smb):
-    """Item 7: Custom::WebContent's manifest witnesses what is in place, so the first reconcile
-    (no sync state yet) copies nothing it copied; a file changed by hand since is still found."""
+def web_content_create(moto, bucket: str, folder: str, admin_parameter: str) -> None:
+    """Custom::WebContent's Create of the folder from the prefix, by its real bootstrap: the
+    content, its manifest and the health probe, as a deployed stack has them before any event."""
     from lambda_harness import CloudFormation, ResponseUrl, RuntimeApi
 
-    bootstrap, runtime = fn
-    objects = {f"{PREFIX}{n}": n.encode() * 3 for n in ["a.txt", "b.txt", "docs/c.txt", "docs/deep/d.txt"]}
-    for key, body in objects.items():
-        s3.put_object(Bucket=bucket, Key=key, Body=body)
     wc_runtime, responses = RuntimeApi(), ResponseUrl()
     web = Bootstrap(binary("web-content"), wc_runtime, {"AWS_ENDPOINT_URL": moto})
     try:
@@ -797,11 +793,61 @@ def test_the_first_reconcile_after_web_content_trusts_its_manifest(fn, moto, s3,
         web.stop()
         wc_runtime.close()
         responses.close()
+
+
+def test_the_first_reconcile_after_web_content_trusts_its_manifest(fn, moto, s3, bucket, folder, admin_parameter, smb):
+    """Item 7: Custom::WebContent's manifest witnesses what is in place, so the first reconcile
+    (no sync state yet) copies nothing it copied; a file changed by hand since is still found.
+    WebContent's health probe has no object and is not taken for a stray."""
+    bootstrap, runtime = fn
+    objects = {f"{PREFIX}{n}": n.encode() * 3 for n in ["a.txt", "b.txt", "docs/c.txt", "docs/deep/d.txt"]}
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    web_content_create(moto, bucket, folder, admin_parameter)
     smb.put(f"{folder}\\docs", "c.txt", b"XXXXXXXXXXXXXXX")  # same size, by hand
     r = reconcile(runtime)
     assert r["copied"] == [f"{PREFIX}docs/c.txt"] and r["removed_count"] == 0, r
     assert r["unchanged"] == 3, r
-    assert share_files(smb, folder) == {k[len(PREFIX):]: v for k, v in objects.items()}
+    assert share_files(smb, folder) == {PROBE: PROBE_BODY, **{k[len(PREFIX):]: v for k, v in objects.items()}}
+
+
+def test_the_health_probe_is_neither_synced_over_nor_removed(fn, moto, s3, bucket, folder, admin_parameter, smb):
+    """The probe WebContent writes at the top of the folder (the load balancer's health check path)
+    is fargate-smb's own: an object of its name, in any case (NTFS: one file), is rejected by its
+    event and by reconcile, so is its delete, and reconcile never removes the probe as a file with
+    no object. Below the top the name is an ordinary key, synced and removed as any other."""
+    bootstrap, runtime = fn
+    b = Bucket(s3, bucket)
+    b.put(f"{PREFIX}index.html", b"i")
+    web_content_create(moto, bucket, folder, admin_parameter)
+    probe = f"{folder}\\{PROBE}"
+    assert smb.get(probe) == PROBE_BODY
+
+    evil = [f"{PREFIX}fargate-smb-health.txt", f"{PREFIX}FARGATE-SMB-HEALTH.TXT"]
+    puts = [b.put(k, b"from the bucket") for k in evil]
+    deep = f"{PREFIX}sub/fargate-smb-health.txt"
+    b.put(deep, b"an ordinary file below the top")
+    deliver(runtime, bucket, b.events)
+    lines = [json.loads(x) for x in bootstrap.stdout_lines() if '"reserved-by-fargate-smb"' in x]
+    assert {x.get("key") for x in lines} >= set(evil), lines
+    body = apply_one(runtime, bucket, puts[1])
+    assert body["rejected"][0]["key"] == evil[1] and "health probe" in body["rejected"][0]["reason"], body
+    assert smb.get(probe) == PROBE_BODY, "an object was synced over the probe"
+    assert smb.get(f"{folder}\\sub\\{PROBE}") == b"an ordinary file below the top"
+
+    r = reconcile(runtime)
+    assert r["removed"] == [] and r["copied"] == [] and r["failed"] == [], r
+    assert sorted(x["key"] for x in r["rejected"]) == sorted(evil), r
+    assert all("health probe" in x["reason"] for x in r["rejected"]), r
+    assert smb.get(probe) == PROBE_BODY
+
+    # Their deletes are rejected too; reconcile with no object of that name keeps the probe.
+    deliver(runtime, bucket, [b.delete(k) for k in evil])
+    r = reconcile(runtime)
+    assert r["removed"] == [] and r["removed_count"] == 0 and r["failed"] == [], r
+    assert smb.get(probe) == PROBE_BODY, "the probe was removed"
+    deliver(runtime, bucket, [b.delete(deep)])
+    assert share_files(smb, folder) == {"index.html": b"i", PROBE: PROBE_BODY}
 
 
 def test_an_event_that_loses_its_done_write_applies_the_winner_again(start, moto, s3, bucket, folder, table,

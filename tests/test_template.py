@@ -534,6 +534,17 @@ def test_both_health_checks_ask_iis_for_the_file_on_the_share(template):
     assert env["SMB_IIS_VDIRS"].startswith("/content=")
 
 
+def test_the_probe_is_written_before_any_health_check_asks_for_it(template, graph):
+    """An upgrade from a version that checked `/`: WebContent must get an Update (a code-only
+    change sends none, so a property must differ: HealthProbe, given explicitly) and the target
+    group and the service must change only after it, or running tasks fail the new check and
+    are replaced by tasks that fail it too."""
+    props = template["Resources"]["WebContent"]["Properties"]
+    assert props.get("HealthProbe") in (True, "true"), "WebContent must write the probe, explicitly"
+    for dependent in ("TargetGroup", "WebService"):
+        assert networkx.has_path(graph, dependent, "WebContent"), f"{dependent} does not wait for WebContent"
+
+
 def test_health_timing_leaves_the_entrypoint_its_deadline_and_the_alb_its_checks(template):
     stack = Stack(template)
     container = web_container(stack)

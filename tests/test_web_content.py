@@ -20,6 +20,11 @@ SHARE = "\\\\127.0.0.1\\share"
 # Where versions before kept the manifest: in the (IIS-served) content folder itself.
 LEGACY_MANIFEST = ".fargate-smb-content.json"
 OWNER = f"{STACK_ID}/WebContent"
+# The health probe WebContent writes at the top of the folder it fills once the copy succeeded:
+# the load balancer's health check asks IIS for /content/fargate-smb-health.txt, so a task is
+# healthy only while it really serves the share.
+PROBE = "fargate-smb-health.txt"
+PROBE_BODY = b"ok\n"
 
 
 def folder_key(folder: str) -> str:
@@ -159,6 +164,13 @@ def content(tree: dict[str, bytes]) -> dict[str, bytes]:
     return tree
 
 
+def served(tree: dict[str, bytes]) -> dict[str, bytes]:
+    """The folder as a successful Create or Update leaves it: the health probe at its top holding
+    exactly `ok\\n`, beside the copied files (returned without it)."""
+    assert tree.get(PROBE) == PROBE_BODY, f"the health probe is missing or wrong: {tree.get(PROBE)!r}"
+    return content({k: v for k, v in tree.items() if k != PROBE})
+
+
 SITE = {
     "site/index.html": b"<html><body>hello</body></html>\n",
     "site/css/site.css": b"body { color: #333 }\n",
@@ -188,8 +200,9 @@ def test_copy_is_incremental_and_content_version_forces_a_full_copy(fn, s3, smb,
     assert data["Bytes"] == str(sum(len(v) for v in want.values()))
     assert data["ManifestPath"] == f"{SHARE}\\{manifest_path(folder)}"
     assert data["Path"] == f"{SHARE}\\{folder}"
+    assert data["HealthProbePath"] == f"{SHARE}\\{folder}\\{PROBE}"
     tree = smb.tree(folder)
-    assert content(tree) == want, sorted(tree)  # byte for byte, nested folders included
+    assert served(tree) == want, sorted(tree)  # byte for byte, nested folders included
     assert not [k for k in tree if "fargate-smb-tmp" in k], "temporary files were left behind"
     manifest = manifest_of(smb, folder)
     assert manifest["files"]["downloads/big.bin"]["path"] == "downloads\\big.bin"
@@ -245,7 +258,7 @@ def test_delete_extraneous_removes_only_what_it_wrote(fn, s3, smb, bucket, folde
     pruned = cfn.update(created["PhysicalResourceId"], p2, p)
     assert pruned["Status"] == "SUCCESS", pruned
     assert pruned["Data"]["Removed"] == "2"
-    assert content(smb.tree(folder)) == {
+    assert served(smb.tree(folder)) == {
         "a.txt": b"a", "sub/keep.txt": b"k", "foreign.txt": b"not ours", "sub/foreign2.txt": b"not ours either",
     }
     manifest = manifest_of(smb, folder)
@@ -267,8 +280,9 @@ def test_unsafe_keys_are_rejected_by_name_and_the_rest_is_copied(fn, s3, smb, bu
                       ("site/ctl\\u{1}.txt", "control character U+0001"), ("site/nul.txt", "device name NUL")]:
         assert f'"{key}": ' in reason and rule in reason, (key, reason)
     assert "FailOnRejectedKeys" in reason and "6 key(s)" in reason, reason
-    # The good ones were copied all the same; nothing escaped the folder.
-    assert content(smb.tree(folder)) == expected(good)
+    # The good ones were copied all the same; nothing escaped the folder. The request failed, so
+    # no health probe: a task must not pass its health check on a folder whose Create failed.
+    assert smb.tree(folder) == expected(good)
     assert not smb.exists("x")
 
     # Told to only count them, the same content succeeds.
@@ -291,7 +305,7 @@ def test_delete_leaves_content_unless_remove_on_delete(fn, s3, smb, bucket, fold
     assert created["Status"] == "SUCCESS", created
     deleted = cfn.delete(created["PhysicalResourceId"], p)
     assert deleted["Status"] == "SUCCESS", deleted
-    assert content(smb.tree(folder)) == {"index.html": b"i", "js/app.js": b"j", "js/lib/x.js": b"x"}
+    assert served(smb.tree(folder)) == {"index.html": b"i", "js/app.js": b"j", "js/lib/x.js": b"x"}, "the probe stays with the content"
 
     smb.put(folder, "mine.txt", b"someone else's")
     smb.put(f"{folder}\\js", "theirs.js", b"also someone else's")
@@ -302,6 +316,99 @@ def test_delete_leaves_content_unless_remove_on_delete(fn, s3, smb, bucket, fold
         assert smb.tree(folder) == {"mine.txt": b"someone else's", "js/theirs.js": b"also someone else's"}
         assert smb.get(manifest_path(folder)) is None, "the manifest went with the files"
     assert not smb.exists(f"{folder}\\js\\lib"), "the folder emptied of our files is removed"
+
+
+def test_the_health_probe_is_written_after_the_copy_reserved_and_removed_with_the_content(
+        fn, s3, smb, bucket, folder, admin_parameter):
+    """fargate-smb-health.txt (exactly `ok\\n`) at the top of the folder once the copy succeeded: the
+    load balancer's health check path. No object may take its name there, in any case (NTFS: one
+    file), and an unchanged probe is not rewritten; below the top the name is an ordinary file.
+    It stays with the content on Delete, and goes with it under RemoveOnDelete."""
+    bootstrap, cfn = fn
+    site = {"site/index.html": b"i", "site/sub/fargate-smb-health.txt": b"an ordinary file below the top"}
+    reserved = {"site/fargate-smb-health.txt": b"from the bucket", "site/FARGATE-SMB-HEALTH.TXT": b"SHOUTING"}
+    upload(s3, bucket, {**site, **reserved})
+    p = props(bucket, folder, admin_parameter)
+
+    # Rejected (failing the request by default), not copied; a failed request writes no probe.
+    failed = cfn.create(p)
+    assert failed["Status"] == "FAILED", failed
+    for key in reserved:
+        assert f'"{key}": "{key.removeprefix("site/")}" is reserved' in failed["Reason"], failed["Reason"]
+    assert "health probe" in failed["Reason"] and "2 key(s)" in failed["Reason"], failed["Reason"]
+    assert smb.tree(folder) == expected(site)
+
+    p = dict(p, FailOnRejectedKeys="false")
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert (created["Data"]["Rejected"], created["Data"]["HealthProbePath"]) == ("2", f"{SHARE}\\{folder}\\{PROBE}"), created
+    tree = smb.tree(folder)
+    assert served(tree) == expected(site), sorted(tree)
+    assert smb.get(f"{folder}\\{PROBE.upper()}") == PROBE_BODY, "one file whatever the case"
+    assert sorted(manifest_of(smb, folder)["files"]) == ["index.html", "sub/fargate-smb-health.txt"]
+    lines = [json.loads(x) for x in bootstrap.stdout_lines() if '"key rejected"' in x]
+    assert {x["key"] for x in lines} >= set(reserved) and all(x["rule"] == "reserved-by-fargate-smb" for x in lines), lines
+
+    # An Update finds it in place and leaves it: the very file (same inode, same last write).
+    probe_id = file_ids(folder)[PROBE]
+    same = cfn.update(created["PhysicalResourceId"], p, p)
+    assert same["Status"] == "SUCCESS", same
+    assert file_ids(folder)[PROBE] == probe_id, "an unchanged probe was rewritten"
+    assert "health probe already in place" in bootstrap.output()
+
+    # Changed or removed behind its back, the next Update puts it back, whole.
+    smb.put(folder, PROBE, b"tampered with")
+    again = cfn.update(created["PhysicalResourceId"], p, p)
+    assert again["Status"] == "SUCCESS", again
+    assert smb.get(f"{folder}\\{PROBE}") == PROBE_BODY
+    smb.run(f'del "{folder}\\{PROBE}"')
+    assert cfn.update(created["PhysicalResourceId"], p, p)["Status"] == "SUCCESS"
+    assert served(smb.tree(folder)) == expected(site)
+    assert not [k for k in smb.tree(folder) if "fargate-smb-tmp" in k], "a temporary probe was left behind"
+
+    # Delete without RemoveOnDelete keeps the content, so the probe too; with it, both go.
+    assert cfn.delete(created["PhysicalResourceId"], p)["Status"] == "SUCCESS"
+    assert served(smb.tree(folder)) == expected(site)
+    assert cfn.delete(created["PhysicalResourceId"], dict(p, RemoveOnDelete="true"))["Status"] == "SUCCESS"
+    assert smb.tree(folder) == {}
+    assert "health probe removed" in bootstrap.output()
+
+
+def test_health_probe_false_writes_none_and_the_upgrade_update_writes_it(fn, s3, smb, bucket, folder, admin_parameter):
+    """`HealthProbe: false` copies the site and writes no probe. The upgrade from a version
+    without the probe is an Update whose only change is `HealthProbe: true` (the template gives
+    it explicitly so that CloudFormation sends one): that Update writes it, in place."""
+    _, cfn = fn
+    site = {"site/index.html": b"i"}
+    upload(s3, bucket, site)
+    old = dict(props(bucket, folder, admin_parameter), HealthProbe="false")
+    created = cfn.create(old)
+    assert created["Status"] == "SUCCESS", created
+    assert "HealthProbePath" not in created["Data"], created
+    assert smb.tree(folder) == expected(site), "HealthProbe false wrote a probe"
+
+    new = dict(old, HealthProbe="true")
+    updated = cfn.update(created["PhysicalResourceId"], new, old)
+    assert updated["Status"] == "SUCCESS", updated
+    assert updated["PhysicalResourceId"] == created["PhysicalResourceId"], "a property change replaced the resource"
+    assert updated["Data"]["HealthProbePath"] == f"{SHARE}\\{folder}\\{PROBE}", updated
+    assert smb.get(f"{folder}\\{PROBE}") == PROBE_BODY
+    assert served(smb.tree(folder)) == expected(site)
+
+
+def test_a_folder_in_the_probes_place_fails_the_request_and_is_left_alone(fn, s3, smb, bucket, folder, admin_parameter):
+    """Something that is not the probe holds its name (a folder made by hand): the request fails
+    saying what to fix rather than reporting a health check path that cannot pass, and the clean
+    up of that failed Create (RemoveOnDelete) removes what it copied but not that folder."""
+    _, cfn = fn
+    upload(s3, bucket, {"site/index.html": b"i"})
+    smb.mkdir(folder)
+    smb.mkdir(f"{folder}\\{PROBE}")
+    smb.put(f"{folder}\\{PROBE}", "theirs.txt", b"someone's")
+    failed = cfn.create(props(bucket, folder, admin_parameter, RemoveOnDelete="true"))
+    assert failed["Status"] == "FAILED", failed
+    assert "could not write the health probe" in failed["Reason"] and "such as a folder" in failed["Reason"], failed
+    assert smb.tree(folder) == {f"{PROBE}/theirs.txt": b"someone's"}, "no temporary probe left, the folder kept"
 
 
 def test_bad_properties_and_missing_things_fail_naming_the_fix(fn, aws, s3, bucket, folder, admin_parameter):
@@ -348,7 +455,7 @@ def test_admin_credential_from_a_secrets_manager_json_secret(fn, aws, s3, smb, b
     del p["AdminPasswordParameter"], p["AdminUsername"]
     created = cfn.create(p)
     assert created["Status"] == "SUCCESS", created
-    assert content(smb.tree(folder)) == {"index.html": b"from the secret"}
+    assert served(smb.tree(folder)) == {"index.html": b"from the secret"}
 
 
 def test_the_sample_events_work_as_shipped(fn, s3, smb, bucket, folder, admin_parameter, responses):
@@ -368,10 +475,10 @@ def test_the_sample_events_work_as_shipped(fn, s3, smb, bucket, folder, admin_pa
         answer = cfn.send(event)
         assert answer["Status"] == "SUCCESS", (name, answer)
         if name == "create":
-            assert content(smb.tree(folder)) == {"index.html": b"sample", "css/a.css": b"a"}
+            assert served(smb.tree(folder)) == {"index.html": b"sample", "css/a.css": b"a"}
         if name == "update":
             assert answer["Data"]["Copied"] == "2", answer  # ContentVersion 1 -> 2
-    assert smb.tree(folder) == {}, "RemoveOnDelete removed the copied files and the manifest"
+    assert smb.tree(folder) == {}, "RemoveOnDelete removed the copied files, the probe and the manifest"
 
 
 @pytest.mark.parametrize("sessions", ["1", "3"])
@@ -382,7 +489,7 @@ def test_many_files_in_parallel_with_progress_lines(fn, s3, smb, bucket, folder,
     created = cfn.create(props(bucket, folder, admin_parameter, Parallelism="16", Sessions=sessions))
     assert created["Status"] == "SUCCESS", created
     assert created["Data"]["Copied"] == "150"
-    assert content(smb.tree(folder)) == expected(objects)
+    assert served(smb.tree(folder)) == expected(objects)
     progress = [json.loads(line) for line in bootstrap.stdout_lines() if '"copy progress"' in line]
     assert any(p["done"] == 100 and p["total"] == 150 for p in progress), progress
     finished = [json.loads(line) for line in bootstrap.stdout_lines() if '"copy finished"' in line]
@@ -435,13 +542,13 @@ def test_a_replacement_by_respelling_keeps_the_content(fn, s3, smb, bucket, fold
 
     cleanup = cfn.delete(old_id, old)
     assert cleanup["Status"] == "SUCCESS", cleanup
-    assert content(smb.tree(folder)) == expected(SITE), "the replaced id's Delete emptied the folder"
+    assert served(smb.tree(folder)) == expected(SITE), "the replaced id's Delete emptied the folder (or took the probe)"
     assert manifest_of(smb, folder)["ownership"] == {"id": new_id}
     assert "left in place" in bootstrap.output()
 
-    # The stack's delete of the new id removes it.
+    # The stack's delete of the new id removes it, the probe with it.
     assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
-    assert content(smb.tree(folder)) == {}
+    assert smb.tree(folder) == {}
 
 
 def test_a_rolled_back_replacement_keeps_the_content_for_the_old_id(fn, s3, smb, bucket, folder, admin_parameter):
@@ -452,10 +559,10 @@ def test_a_rolled_back_replacement_keeps_the_content_for_the_old_id(fn, s3, smb,
     old_id = cfn.create(old)["PhysicalResourceId"]
     new_id = cfn.update(old_id, new, old)["PhysicalResourceId"]
     assert cfn.delete(new_id, new)["Status"] == "SUCCESS"  # the rollback's cleanup
-    assert content(smb.tree(folder)) == expected(SITE)
+    assert served(smb.tree(folder)) == expected(SITE)
     assert manifest_of(smb, folder)["ownership"] == {"id": old_id}
     assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
-    assert content(smb.tree(folder)) == {}
+    assert smb.tree(folder) == {}
 
 
 def test_a_failed_replacement_create_never_removes_the_old_content(fn, s3, smb, bucket, folder, admin_parameter):
@@ -468,7 +575,7 @@ def test_a_failed_replacement_create_never_removes_the_old_content(fn, s3, smb, 
     s3.put_object(Bucket=bucket, Key="site/bad/../x", Body=b"rejected")
     failed = cfn.create(dict(old, Folder=folder.upper()))
     assert failed["Status"] == "FAILED", failed
-    assert content(smb.tree(folder)) == expected(SITE)
+    assert served(smb.tree(folder)) == expected(SITE), "the failed Create removed the old id's content or probe"
 
 
 def test_a_delete_with_another_versions_properties_removes_the_content(fn, s3, smb, bucket, folder, admin_parameter):
@@ -481,7 +588,7 @@ def test_a_delete_with_another_versions_properties_removes_the_content(fn, s3, s
     other_version.update(CacheControl={"MaxAge": 60}, Parallelism="lots")
     deleted = cfn.delete(created["PhysicalResourceId"], other_version)
     assert deleted["Status"] == "SUCCESS", deleted
-    assert content(smb.tree(folder)) == {}
+    assert smb.tree(folder) == {}
     assert "cannot read all the properties" in bootstrap.output()
 
 
@@ -494,9 +601,10 @@ def test_a_replacement_onto_another_folder_leaves_nothing_behind(fn, s3, smb, bu
     new_id = cfn.update(old_id, new, old)["PhysicalResourceId"]
     assert manifest_of(smb, new["Folder"])["ownership"] == {"id": new_id}, "new content has no previous owner"
     assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
-    assert content(smb.tree(folder)) == {}
+    assert smb.tree(folder) == {}
+    assert served(smb.tree(new["Folder"])) == expected(SITE), "the old id's Delete reached the new folder"
     assert cfn.delete(new_id, new)["Status"] == "SUCCESS"
-    assert content(smb.tree(new["Folder"])) == {}, "orphaned by the stack's delete"
+    assert smb.tree(new["Folder"]) == {}, "orphaned by the stack's delete"
 
 
 def test_a_failed_replacement_leaves_the_content_to_the_old_id(fn, s3, smb, bucket, folder, admin_parameter):
@@ -511,7 +619,7 @@ def test_a_failed_replacement_leaves_the_content_to_the_old_id(fn, s3, smb, buck
     assert failed["Status"] == "FAILED", failed
     assert manifest_of(smb, folder)["ownership"] == {"id": old_id}
     assert cfn.delete(old_id, old)["Status"] == "SUCCESS"
-    assert content(smb.tree(folder)) == {}
+    assert smb.tree(folder) == {}
 
 
 def test_another_stacks_delete_leaves_the_content_it_no_longer_owns(fn, launch, runtime, responses, s3, smb, bucket, folder, admin_parameter):
@@ -527,11 +635,11 @@ def test_another_stacks_delete_leaves_the_content_it_no_longer_owns(fn, launch, 
     event["StackId"] = other_stack
     assert other.send(event)["Status"] == "SUCCESS"
     assert cfn.delete(first["PhysicalResourceId"], p)["Status"] == "SUCCESS"
-    assert content(smb.tree(folder)) == expected(SITE), "another stack's content was removed"
+    assert served(smb.tree(folder)) == expected(SITE), "another stack's content was removed"
     event = other.event("Delete", p, first["PhysicalResourceId"])
     event["StackId"] = other_stack
     assert other.send(event)["Status"] == "SUCCESS"
-    assert content(smb.tree(folder)) == {}
+    assert smb.tree(folder) == {}
 
 
 def test_a_failed_replacement_onto_another_folder_removes_its_partial_copy(fn, s3, smb, bucket, folder, admin_parameter):
@@ -545,8 +653,8 @@ def test_a_failed_replacement_onto_another_folder_removes_its_partial_copy(fn, s
     new = dict(old, Folder=folder + "-next")
     failed = cfn.update(old_id, new, old)
     assert failed["Status"] == "FAILED", failed
-    assert content(smb.tree(new["Folder"])) == {}, "the failed replacement left its copy behind"
-    assert content(smb.tree(folder)) == expected(SITE), "the old id's content is untouched"
+    assert smb.tree(new["Folder"]) == {}, "the failed replacement left its copy behind"
+    assert served(smb.tree(folder)) == expected(SITE), "the old id's content is untouched"
 
 
 def test_the_manifest_lives_beside_the_acl_records_not_in_the_served_folder(fn, s3, smb, bucket, folder, admin_parameter):
@@ -559,7 +667,7 @@ def test_the_manifest_lives_beside_the_acl_records_not_in_the_served_folder(fn, 
     assert created["Status"] == "SUCCESS", created
     assert created["Data"]["ManifestPath"] == f"{SHARE}\\{manifest_path(folder)}"
     tree = smb.tree(folder)
-    assert tree == expected(SITE), sorted(tree)
+    assert served(tree) == expected(SITE), sorted(tree)
     for name, body in tree.items():
         assert bucket.encode() not in body and b'"files"' not in body, f"{name} holds the bookkeeping"
     manifest = manifest_of(smb, folder)
@@ -577,7 +685,7 @@ def test_the_manifest_lives_beside_the_acl_records_not_in_the_served_folder(fn, 
     assert manifest_path(other) != manifest_path(folder) and manifest_path(folder.upper()) == manifest_path(folder)
     assert sorted(manifest_of(smb, other)["files"]) == ["x.txt"]
     assert manifest_of(smb, folder) == manifest
-    assert smb.tree(other) == {"x.txt": b"x"}
+    assert served(smb.tree(other)) == {"x.txt": b"x"}
 
 
 def legacy_deploy(s3, smb, bucket: str, folder: str, objects: dict[str, bytes], listed: list[str], **fields) -> dict:
@@ -619,7 +727,7 @@ def test_an_old_location_manifest_is_moved_on_update_without_copying_again(fn, s
     moved = manifest_of(smb, folder)
     assert moved["files"] == old["files"]
     assert (moved["ownership"], moved["owner"], moved["bucket"]) == (old["ownership"], OWNER, bucket)
-    assert content(smb.tree(folder)) == {**expected(objects), "foreign.txt": b"not ours"}
+    assert served(smb.tree(folder)) == {**expected(objects), "foreign.txt": b"not ours"}
     assert "the manifest was moved out of the content folder" in bootstrap.output()
 
     # A repeated delivery of that Update finds the new manifest and nothing to do.
@@ -673,7 +781,7 @@ def test_a_folder_emptied_behind_the_manifests_back_is_copied_again(fn, s3, smb,
     updated = cfn.update(created["PhysicalResourceId"], p2, p)
     assert updated["Status"] == "SUCCESS", updated
     assert (updated["Data"]["Copied"], updated["Data"]["Skipped"]) == (str(len(want)), "0"), updated["Data"]
-    assert content(smb.tree(folder)) == want
+    assert served(smb.tree(folder)) == want, "the probe went with the folder and must come back"
     assert "not in the folder as recorded" in bootstrap.output()
 
     # Part of it: a subfolder removed, one file deleted, one edited by hand to another size.
@@ -683,7 +791,7 @@ def test_a_folder_emptied_behind_the_manifests_back_is_copied_again(fn, s3, smb,
     again = cfn.update(created["PhysicalResourceId"], p, p2)
     assert again["Status"] == "SUCCESS", again
     assert (again["Data"]["Copied"], again["Data"]["Skipped"]) == ("3", str(len(want) - 3)), again["Data"]
-    assert content(smb.tree(folder)) == want
+    assert served(smb.tree(folder)) == want
     same = cfn.update(created["PhysicalResourceId"], p2, p)
     assert (same["Data"]["Copied"], same["Data"]["Skipped"]) == ("0", str(len(want))), same["Data"]
 
@@ -710,7 +818,7 @@ def test_a_manifest_stamped_with_another_folder_is_not_used(fn, s3, smb, bucket,
     updated = cfn.update(second["PhysicalResourceId"], p, p)
     assert updated["Status"] == "SUCCESS", updated
     assert updated["Data"]["Removed"] == "0", updated["Data"]
-    assert smb.tree(other) == {"page.html": b"other", "css/site.css": theirs}, "pruned by another folder's list"
+    assert served(smb.tree(other)) == {"page.html": b"other", "css/site.css": theirs}, "pruned by another folder's list"
     assert manifest_of(smb, other)["folder"] == other
     assert sorted(manifest_of(smb, other)["files"]) == ["page.html"]
     assert "records another folder" in bootstrap.output()
@@ -746,10 +854,14 @@ def test_an_inner_resource_leaves_the_outer_resources_file_of_the_old_manifest_n
     assert sorted(mine["files"]) == ["page.html"] and mine["owner"] == f"{STACK_ID}/InnerContent", mine
     assert "not this resource's manifest" in bootstrap.output()
 
+    # Each resource has its probe at the top of its own folder.
+    assert smb.get(f"{folder}\\sub\\{PROBE}") == PROBE_BODY and smb.get(f"{folder}\\{PROBE}") == PROBE_BODY
+
     # The inner resource's Delete removes its own file only; the outer resource finds all of its own.
     assert inner.delete(made["PhysicalResourceId"], p_inner)["Status"] == "SUCCESS"
     assert smb.get(f"{folder}\\sub\\{LEGACY_MANIFEST}") == old_name_file
     assert not smb.exists(f"{folder}\\sub\\page.html")
+    assert smb.get(f"{folder}\\sub\\{PROBE}") is None and smb.get(f"{folder}\\{PROBE}") == PROBE_BODY
     again = outer.update(created["PhysicalResourceId"], p_outer, p_outer)
     assert (again["Data"]["Copied"], again["Data"]["Skipped"]) == ("0", "2"), again["Data"]
 
@@ -1051,7 +1163,7 @@ def test_a_fresh_manifest_does_not_take_over_the_shards_an_earlier_one_left(fn, 
     again = cfn.update(created["PhysicalResourceId"], p, p)
     assert again["Status"] == "SUCCESS", again
     assert again["Data"]["Removed"] == "0", again["Data"]
-    assert content(smb.tree(folder)) == {"a.txt": b"a", "sub/old.txt": b"old", "new.txt": b"new"}
+    assert served(smb.tree(folder)) == {"a.txt": b"a", "sub/old.txt": b"old", "new.txt": b"new"}
 
 
 def test_an_unreadable_shard_is_moved_aside_and_the_save_goes_on(fn, s3, smb, bucket, folder, admin_parameter):

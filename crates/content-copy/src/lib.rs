@@ -30,19 +30,24 @@
 //!   or changed in size or last-write time ([`forget_missing`]): those are copied again.
 //! - **Private bookkeeping:** `.fargate-smb` is made private to administrators before a manifest
 //!   is read or written ([`smb_share::Share::ensure_private_folder`]).
+//! - **A health probe:** [`write_health_probe`] puts [`HEALTH_PROBE_NAME`] at the top of the
+//!   folder for the load balancer's health check; the name is reserved, so no object takes it.
 //!
 //! The planning ([`plan`]) is pure; this module does the I/O. The S3-event sync reuses
 //! [`copy_file`], [`remove_file`] and the manifest functions.
 
 pub mod manifest;
 pub mod plan;
+mod probe;
 mod source;
 mod store;
 
 pub use manifest::{
-    BOOKKEEPING_FOLDER, FileRecord, LEGACY_MANIFEST_NAME, MANIFEST_FOLDER, Manifest, TEMP_MARKER,
+    BOOKKEEPING_FOLDER, FileRecord, HEALTH_PROBE_BODY, HEALTH_PROBE_NAME, LEGACY_MANIFEST_NAME,
+    MANIFEST_FOLDER, Manifest, TEMP_MARKER,
 };
 pub use plan::{Object, Plan, Rejected, Work};
+pub use probe::{Probe, ProbeError, remove_health_probe, write_health_probe};
 pub use smb_share::Retry;
 pub use source::{Folder, S3Source, SourceError, decode_key};
 

@@ -37,6 +37,15 @@ pub const MANIFEST_FOLDER: &str = r".fargate-smb\content";
 pub const LEGACY_MANIFEST_NAME: &str = ".fargate-smb-content.json";
 /// Marks temporary files (`.<name>.fargate-smb-tmp-<random>`) while they are written.
 pub const TEMP_MARKER: &str = ".fargate-smb-tmp-";
+/// The health probe `Custom::WebContent` writes at the top of the content folder once the content
+/// is in place ([`crate::write_health_probe`]): the load balancer's health check asks for it
+/// through IIS's `/content` virtual directory, so a task answers 200 only when IIS runs, the
+/// virtual directory is set, the share is mapped and the web app's account can read the folder.
+/// A page baked into the image would pass without any of that, and users would get 404s.
+pub const HEALTH_PROBE_NAME: &str = "fargate-smb-health.txt";
+/// The probe's whole content. Small and stable: a health check reads it every few seconds, and
+/// an unchanged probe is never rewritten (a rename over a file IIS holds open is refused).
+pub const HEALTH_PROBE_BODY: &[u8] = b"ok\n";
 
 const FORMAT: u32 = 1;
 /// The layout of the records: [`Head::sharded`].
@@ -370,8 +379,52 @@ pub fn former_manifest_path(folder: &str) -> Option<String> {
     (path != manifest_path(folder)).then_some(path)
 }
 
-/// Whether a path (relative to the target folder) is one of the engine's own, which no object
-/// may overwrite and which reconciling the folder must leave alone:
+/// Why a path is one of the engine's own ([`reserved`]): which of its names it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// Under (or at) a top-level [`BOOKKEEPING_FOLDER`].
+    Bookkeeping,
+    /// [`LEGACY_MANIFEST_NAME`] at the top.
+    LegacyManifest,
+    /// [`HEALTH_PROBE_NAME`] at the top.
+    HealthProbe,
+    /// A temporary file ([`TEMP_MARKER`]), anywhere.
+    Temporary,
+}
+
+impl std::fmt::Display for Reserved {
+    /// The reason given when an object is refused that name: what the name is, and the fix.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reserved::Bookkeeping => write!(
+                f,
+                "the top-level {BOOKKEEPING_FOLDER} folder is fargate-smb's own (ShareAcl's records \
+                 and the manifests, when the content folder is the share root): move the object below \
+                 another folder"
+            ),
+            Reserved::LegacyManifest => write!(
+                f,
+                "{LEGACY_MANIFEST_NAME} at the top of the content folder is where earlier versions \
+                 kept the manifest, which a Delete may still read: rename the object"
+            ),
+            Reserved::HealthProbe => write!(
+                f,
+                "{HEALTH_PROBE_NAME} at the top of the content folder is the health probe \
+                 Custom::WebContent writes for the load balancer's health check (any case: NTFS \
+                 compares names without it); an object of that name would replace it: rename the \
+                 object or move it below a folder"
+            ),
+            Reserved::Temporary => write!(
+                f,
+                "names holding {TEMP_MARKER} after a leading dot are fargate-smb's temporary files, \
+                 which are swept: rename the object"
+            ),
+        }
+    }
+}
+
+/// Which of the engine's own names a path (relative to the target folder) takes, if any: no
+/// object may overwrite them and reconciling the folder must leave them alone.
 ///
 /// - anything under a top-level `.fargate-smb` (or a file of that name, which would stop the
 ///   folder from being made): when the target folder is the share root, that is where ShareAcl's
@@ -383,16 +436,45 @@ pub fn former_manifest_path(folder: &str) -> Option<String> {
 ///   the properties change), and its Delete still reads it. An object of that name would
 ///   overwrite the list of what that Delete may remove, so the name stays reserved for as long
 ///   as the old location is read: drop both together, never the reservation alone;
+/// - [`HEALTH_PROBE_NAME`] at the top: an object there would replace the probe (and a delete
+///   event, or a reconcile that finds no object for it, would remove it), turning the health
+///   check into a check of the bucket's content. Below the top it is an ordinary name: the
+///   probe is only ever at the top of a WebContent's folder;
 /// - temporary files (`.<name>.fargate-smb-tmp-<random>`) anywhere.
-pub fn is_reserved(path: &str) -> bool {
+///
+/// Names compare as NTFS compares them: `Fargate-SMB-Health.TXT` is the probe's file.
+pub fn reserved(path: &str) -> Option<Reserved> {
     let folded = content_paths::fold(path);
     let first = folded.split('\\').next().unwrap_or_default();
     let name = content_paths::file_name(path);
-    folded == content_paths::fold(LEGACY_MANIFEST_NAME)
-        || first == content_paths::fold(BOOKKEEPING_FOLDER)
-        || (name.starts_with('.')
-            && content_paths::fold(name).contains(&content_paths::fold(TEMP_MARKER)))
+    if first == content_paths::fold(BOOKKEEPING_FOLDER) {
+        Some(Reserved::Bookkeeping)
+    } else if folded == content_paths::fold(LEGACY_MANIFEST_NAME) {
+        Some(Reserved::LegacyManifest)
+    } else if folded == content_paths::fold(HEALTH_PROBE_NAME) {
+        Some(Reserved::HealthProbe)
+    } else if name.starts_with('.')
+        && content_paths::fold(name).contains(&content_paths::fold(TEMP_MARKER))
+    {
+        Some(Reserved::Temporary)
+    } else {
+        None
+    }
 }
+
+/// Whether a path (relative to the target folder) is one of the engine's own ([`reserved`]).
+pub fn is_reserved(path: &str) -> bool {
+    reserved(path).is_some()
+}
+
+/// The reason an object whose file would be `path` is refused, naming the path; `None` if the
+/// path is not reserved. The rule's name is always `reserved-by-fargate-smb`.
+pub fn reserved_reason(path: &str) -> Option<String> {
+    reserved(path).map(|why| format!("{path:?} is reserved: {why}"))
+}
+
+/// The stable name of the rule [`reserved`] paths break, as rejections report it.
+pub const RESERVED_RULE: &str = "reserved-by-fargate-smb";
 
 #[cfg(test)]
 mod tests {
@@ -511,6 +593,67 @@ mod tests {
         assert!(!is_reserved(r"sub\.fargate-smb-content.json"));
         assert!(!is_reserved("index.html"));
         assert!(!is_reserved("fargate-smb-tmp-notes.txt"));
+    }
+
+    #[test]
+    fn the_health_probe_is_reserved_at_the_top_only_in_any_case() {
+        for top in [
+            HEALTH_PROBE_NAME,
+            "FARGATE-SMB-HEALTH.TXT",
+            "Fargate-SMB-Health.TXT",
+        ] {
+            assert_eq!(reserved(top), Some(Reserved::HealthProbe), "{top}");
+        }
+        // Its temporary file, while it is written, is the engine's too.
+        assert_eq!(
+            reserved(".fargate-smb-health.txt.fargate-smb-tmp-0011aabb"),
+            Some(Reserved::Temporary)
+        );
+        for other in [
+            r"subargate-smb-health.txt",
+            r"a\FARGATE-SMB-HEALTH.TXT",
+            "fargate-smb-health.txt.bak",
+            "fargate-smb-health.htm",
+            "xfargate-smb-health.txt",
+        ] {
+            assert!(!is_reserved(other), "{other}");
+        }
+        let why = reserved_reason("FARGATE-SMB-HEALTH.TXT").unwrap();
+        assert!(
+            why.starts_with(r#""FARGATE-SMB-HEALTH.TXT" is reserved: "#)
+                && why.contains("health probe")
+                && why.contains("health check")
+                && why.contains("rename the object"),
+            "{why}"
+        );
+        assert_eq!(reserved_reason("index.html"), None);
+        assert_eq!(HEALTH_PROBE_BODY, b"ok\n");
+    }
+
+    #[test]
+    fn each_reserved_name_says_why() {
+        let cases = [
+            (
+                r".fargate-smb\acl\x.json",
+                Reserved::Bookkeeping,
+                ".fargate-smb folder",
+            ),
+            (
+                LEGACY_MANIFEST_NAME,
+                Reserved::LegacyManifest,
+                "kept the manifest",
+            ),
+            (
+                r"css\.a.css.fargate-smb-tmp-00ff00ff",
+                Reserved::Temporary,
+                "temporary files",
+            ),
+        ];
+        for (path, kind, says) in cases {
+            assert_eq!(reserved(path), Some(kind), "{path}");
+            let why = reserved_reason(path).unwrap();
+            assert!(why.contains(says), "{path}: {why}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! cannot be files on a Windows share, and which files of an earlier copy are no longer in the
 //! source. Pure, so every decision is unit-tested.
 
-use crate::manifest::{FileRecord, Manifest, is_reserved, ntfs_fold};
+use crate::manifest::{
+    FileRecord, Manifest, RESERVED_RULE, is_reserved, ntfs_fold, reserved_reason,
+};
 use content_paths::{Mapped, fold, share_path};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -64,7 +66,8 @@ pub struct Plan {
     pub folder_markers: usize,
     /// Files of an earlier copy whose object is gone from the source (removed only with prune).
     pub stale: Vec<(String, FileRecord)>,
-    /// Manifest entries whose file now belongs to another key (a key renamed only in case).
+    /// Manifest entries whose file now belongs to another key (a key renamed only in case), or
+    /// to the engine (a name reserved since the object was copied): dropped, never removed.
     pub superseded: Vec<String>,
 }
 
@@ -138,8 +141,10 @@ pub fn plan(objects: &[Object], prefix: &str, manifest: &Manifest, force: bool) 
             continue;
         }
         // Another key now writes this very file (Windows names ignore case): it is not stale,
-        // and removing it would delete the new content.
-        if files.contains_key(&fold(&record.path)) {
+        // and removing it would delete the new content. The same holds for a file whose name
+        // became one of the engine's own after an earlier version copied an object there (the
+        // health probe's): the file is the engine's now, and pruning it would take the probe down.
+        if files.contains_key(&fold(&record.path)) || is_reserved(&record.path) {
             out.superseded.push(relative.clone());
         } else {
             out.stale.push((relative.clone(), record.clone()));
@@ -153,14 +158,8 @@ fn conflict(
     files: &HashMap<String, &str>,
     folders: &HashMap<String, &str>,
 ) -> Option<(&'static str, String)> {
-    if is_reserved(path) {
-        return Some((
-            "reserved-by-fargate-smb",
-            format!(
-                "{path:?} is reserved for fargate-smb's own files (the .fargate-smb folder, the \
-                 manifest's old name, temporary files)"
-            ),
-        ));
+    if let Some(reason) = reserved_reason(path) {
+        return Some((RESERVED_RULE, reason));
     }
     let folded = fold(path);
     if let Some(other) = files.get(&folded) {
@@ -449,6 +448,49 @@ mod tests {
                 "sub/.fargate-smb/x.json"
             ]
         );
+    }
+
+    #[test]
+    fn the_health_probe_name_is_rejected_at_the_top_and_ordinary_below() {
+        let objects = [
+            obj("site/fargate-smb-health.txt", 3, "e1"),
+            obj("site/FARGATE-SMB-HEALTH.TXT", 3, "e2"),
+            obj("site/sub/fargate-smb-health.txt", 8, "e3"),
+            obj("site/index.html", 1, "e4"),
+        ];
+        let p = plan(&objects, "site/", &Manifest::default(), false);
+        assert_eq!(keys(&p.copy), ["index.html", "sub/fargate-smb-health.txt"]);
+        let rejected: Vec<(&str, &str)> = p
+            .rejected
+            .iter()
+            .map(|r| (r.key.as_str(), r.rule))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                ("site/FARGATE-SMB-HEALTH.TXT", "reserved-by-fargate-smb"),
+                ("site/fargate-smb-health.txt", "reserved-by-fargate-smb"),
+            ]
+        );
+        assert!(
+            p.rejected.iter().all(|r| r.reason.contains("health probe")),
+            "{:?}",
+            p.rejected
+        );
+    }
+
+    #[test]
+    fn a_record_of_a_name_reserved_since_is_dropped_never_pruned() {
+        // An earlier version copied an object to the probe's name; the probe is there now.
+        let m = manifest(&[
+            ("fargate-smb-health.txt", "fargate-smb-health.txt", 3, "e1"),
+            ("gone.txt", "gone.txt", 1, "e2"),
+        ]);
+        let p = plan(&[obj("fargate-smb-health.txt", 3, "e1")], "", &m, false);
+        assert!(p.copy.is_empty() && p.unchanged.is_empty());
+        assert_eq!(p.superseded, ["fargate-smb-health.txt"]);
+        let stale: Vec<&str> = p.stale.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(stale, ["gone.txt"], "pruning it would take the probe down");
     }
 
     #[test]

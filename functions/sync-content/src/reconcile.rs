@@ -22,7 +22,10 @@
 
 use crate::state::{Cursor, PathState};
 use crate::sync::{Named, ReconcileReport, SyncError, Syncer, quoted, unquoted};
-use content_copy::{Object, Target, Work, is_stale_temp, manifest::is_reserved};
+use content_copy::{
+    Object, Target, Work, is_stale_temp,
+    manifest::{RESERVED_RULE, is_reserved, reserved_reason},
+};
 use content_paths::{Mapped, fold};
 use futures_util::StreamExt;
 use smb_share::{Entry, Share, ShareError};
@@ -538,8 +541,8 @@ impl Visit<'_> {
                 Ok(Mapped::File(path)) if is_reserved(&path) => reject(
                     report,
                     &object.key,
-                    "reserved-by-fargate-smb",
-                    format!("{path:?} is reserved for fargate-smb's own files"),
+                    RESERVED_RULE,
+                    reserved_reason(&path).unwrap_or_default(),
                 ),
                 Ok(Mapped::File(path)) => mapped.push((object, path)),
                 Ok(Mapped::FolderMarker) => {}
@@ -715,10 +718,8 @@ impl Visit<'_> {
                 reject(
                     report,
                     &object.key,
-                    "reserved-by-fargate-smb",
-                    format!(
-                        "{path:?} is reserved for fargate-smb's own files (the .fargate-smb folder)"
-                    ),
+                    RESERVED_RULE,
+                    reserved_reason(path).unwrap_or_default(),
                 );
             }
             pending.extend(listing.folders);

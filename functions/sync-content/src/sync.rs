@@ -9,7 +9,10 @@ use crate::config::Config;
 use crate::events::{Change, ObjectEvent};
 use crate::state::{Claim, StateError, StateStore};
 use admin_credential::AdminCredentials;
-use content_copy::{FileError, S3Source, SourceError, Target, Work, manifest::is_reserved};
+use content_copy::{
+    FileError, S3Source, SourceError, Target, Work,
+    manifest::{RESERVED_RULE, reserved_reason},
+};
 use content_paths::Mapped;
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -280,13 +283,12 @@ impl Syncer {
                 });
             }
         };
-        if is_reserved(&path) {
+        // Created and removed alike: an object may neither replace one of these files nor, by
+        // its delete event, remove it (the health probe, the manifests, ShareAcl's records).
+        if let Some(reason) = reserved_reason(&path) {
             return Err(Outcome::Rejected {
-                rule: "reserved-by-fargate-smb",
-                reason: format!(
-                    "{path:?} is reserved for fargate-smb's own files (the .fargate-smb folder, the \
-                     old manifest name, temporary files)"
-                ),
+                rule: RESERVED_RULE,
+                reason,
             });
         }
         Ok(Planned {
@@ -806,9 +808,9 @@ impl Syncer {
     }
 
     /// Make the folder equal to the prefix: copy what is missing or different, remove files with
-    /// no object (never fargate-smb's own: see [`is_reserved`]), sweep stale temporary files, and
-    /// report what was fixed; folder by folder, stopping before `deadline` with a cursor that the
-    /// next run continues from ([`crate::reconcile`]).
+    /// no object (never fargate-smb's own: see [`content_copy::manifest::is_reserved`]), sweep
+    /// stale temporary files, and report what was fixed; folder by folder, stopping before
+    /// `deadline` with a cursor that the next run continues from ([`crate::reconcile`]).
     /// With `only_continue`, only a pass an earlier run stopped is continued: `Ok(None)` when
     /// there is none (one GetItem, no SMB logon). A frequent schedule of that finishes a large
     /// first pass in hours rather than one run per daily reconcile.

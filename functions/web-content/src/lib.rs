@@ -6,7 +6,10 @@
 //! The physical id is the target (`\\server\share\folder`), so pointing the resource elsewhere
 //! replaces it. Update copies what changed; a new `ContentVersion` copies everything. Delete
 //! leaves the content unless `RemoveOnDelete` is set, and then removes exactly the files the
-//! manifest lists. The admin credential comes from SSM or Secrets Manager, never a property.
+//! manifest lists. Once a Create or Update has copied everything, the health probe
+//! `fargate-smb-health.txt` (`ok\n`) is at the top of the folder for the load balancer's health
+//! check; it goes exactly when the content goes. The admin credential comes from SSM or Secrets
+//! Manager, never a property.
 
 mod properties;
 mod resource;

@@ -44,6 +44,12 @@ pub struct Properties {
     /// On Delete, remove the files this resource copied (and its manifest). Default false.
     #[serde(default, deserialize_with = "cfn::opt_bool")]
     pub remove_on_delete: Option<bool>,
+    /// Write the load balancer's health probe (`fargate-smb-health.txt`) at the top of the
+    /// folder once the copy succeeds. Default true. The template gives it explicitly: a stack
+    /// upgraded from a version without the probe then sees a property change, so CloudFormation
+    /// sends this resource the Update that writes it before the health checks ask for it.
+    #[serde(default, deserialize_with = "cfn::opt_bool")]
+    pub health_probe: Option<bool>,
     /// SMB port (445).
     #[serde(default, deserialize_with = "cfn::opt_number")]
     pub port: Option<u16>,
@@ -81,6 +87,10 @@ impl Properties {
 
     pub fn fail_on_rejected(&self) -> bool {
         self.fail_on_rejected_keys.unwrap_or(true)
+    }
+
+    pub fn health_probe(&self) -> bool {
+        self.health_probe.unwrap_or(true)
     }
 
     pub fn remove_on_delete(&self) -> bool {

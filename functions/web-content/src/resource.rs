@@ -3,7 +3,7 @@
 use crate::properties::{Checked, Properties};
 use admin_credential::AdminCredentials;
 use aws_config::SdkConfig;
-use content_copy::{CopyError, Options, S3Source, Summary, Target};
+use content_copy::{CopyError, Options, Probe, ProbeError, S3Source, Summary, Target};
 use custom_resource::{CustomResource, Invalid, Outcome, Request};
 use ownership::{Ownership, Release};
 use serde_json::{Map, Value};
@@ -26,6 +26,8 @@ pub enum Error {
     Target(#[from] TargetError),
     #[error(transparent)]
     Copy(#[from] CopyError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
     /// Keys rejected or files that failed; everything else was copied.
     #[error("{0}")]
     Incomplete(String),
@@ -215,6 +217,19 @@ impl WebContent {
             Ok(summary) => judge(p, &c, summary),
             Err(e) => Err(e.into()),
         };
+        // The health probe goes last, once the content is in place: the probe says "this folder
+        // serves the site", and a task must not pass its health check (and take users) on a
+        // folder whose copy has not finished or failed. A failed request writes none; one that
+        // fails writing it fails like a failed copy (a Create then cleans up below).
+        // `HealthProbe: false` writes none (and leaves one that is there: the health checks of
+        // whoever turned it off may still read it).
+        let result = match result {
+            Ok(outcome) if p.health_probe() => self
+                .probe(target, &c)
+                .await
+                .map(|path| outcome.with("HealthProbePath", path)),
+            other => other,
+        };
         // A Create (or a replacement's) that fails must leave the content to the owner it had:
         // CloudFormation keeps that one and never deletes this one.
         if result.is_err()
@@ -227,7 +242,12 @@ impl WebContent {
         // rollback's Delete itself), so with RemoveOnDelete it cleans up here, as Delete would,
         // what it copied into a folder that was not another id's.
         if result.is_err() && !request.in_place_update() && p.remove_on_delete() && own_before {
-            match content_copy::remove_copied(target, p.parallelism()).await {
+            match remove_content(target, p.parallelism()).await {
+                Ok(r) if !r.failed.is_empty() => tracing::error!(
+                    removed = r.removed,
+                    failed = r.failed.len(),
+                    "could not remove all of the failed Create's content"
+                ),
                 Ok(r) => tracing::info!(
                     removed = r.removed,
                     "the failed Create's content was removed (RemoveOnDelete)"
@@ -240,6 +260,33 @@ impl WebContent {
         share.close().await;
         result
     }
+
+    /// Write the health probe (or find it in place); its UNC path.
+    async fn probe(&self, target: Target<'_>, c: &Checked) -> Result<String, Error> {
+        let written = content_copy::write_health_probe(target, &self.tuning.rename_retry).await?;
+        let path = content_paths::join(&c.target.share, &target.health_probe_path());
+        match written {
+            Probe::Written => tracing::info!(path = %path, "health probe written"),
+            Probe::InPlace => tracing::info!(path = %path, "health probe already in place"),
+        }
+        Ok(path)
+    }
+}
+
+/// Remove what this resource put in the folder: the health probe first, then the files the
+/// manifest lists (and the manifest). The probe goes whenever the content goes, never otherwise
+/// — a probe left over a folder emptied of its site would keep a task healthy that serves 404s.
+/// First, so that if its removal fails nothing else is gone yet and the manifest still leads a
+/// repeated Delete here; the service that reads it is gone by now (the template's WebService
+/// depends on WebContent, so CloudFormation deletes it first).
+async fn remove_content(
+    target: Target<'_>,
+    parallelism: usize,
+) -> Result<content_copy::Removal, Error> {
+    if content_copy::remove_health_probe(target).await? {
+        tracing::info!(path = %target.health_probe_path(), "health probe removed");
+    }
+    Ok(content_copy::remove_copied(target, parallelism).await?)
 }
 
 /// SUCCESS with the counts, or FAILED saying what was not copied and what to do.
@@ -431,7 +478,7 @@ async fn remove_owned(
             return Ok(());
         }
     }
-    let removal = content_copy::remove_copied(target, parallelism).await?;
+    let removal = remove_content(target, parallelism).await?;
     if !removal.failed.is_empty() {
         return Err(Error::Incomplete(format!(
             "{} file(s) this resource copied could not be removed ({} were; the manifest lists the rest, so \
