@@ -291,8 +291,50 @@ def test_failed_mapping_stops_the_task(build, user):
     out = build.run(["--", *build.main_exit(0)], share_env(user, FAKE_TOOL_MAP_EXIT="1"))
     assert out.returncode == 4, out.stdout + out.stderr
     logs = json_lines(out.stdout)
-    assert logs[-1]["code"] == "mapping"
+    # PowerShell said nothing the entrypoint reads: the generic code, and its last lines.
+    failed = next(e for e in logs if e["message"] == "share mapping failed")
+    assert failed["level"] == "ERROR" and failed["code"] == "mapping_failed", failed
+    assert logs[-1]["level"] == "ERROR"
     assert "main process started" not in [e["message"] for e in logs]
+
+
+@pytest.mark.parametrize("form", ["report", "clixml"])
+@pytest.mark.parametrize("win32, code, fix", [
+    (1219, "credential_conflict", "Remove-SmbGlobalMapping"),
+    (1312, "username_not_qualified", "DOMAIN\\user or user@domain.fqdn"),
+    (1326, "logon_failure", "wrong user name or password"),
+    (67, "share_not_found", "share name"),
+    (1909, "account_locked_out", "unlock it"),
+])
+def test_a_failed_mapping_names_windows_error_and_its_fix(build, user, form, win32, code, fix):
+    """New-SmbGlobalMapping's failure as powershell.exe reports it with redirected streams: the
+    script's own plain-text report, or (for an error the script could not catch) CLIXML. Either
+    way the log line carries the doctor's code and the message the fix, never the XML."""
+    name, password = user
+    env = share_env(user, FAKE_TOOL_MAP_FAIL=f"{form}:{win32}", FAKE_TOOL_MAP_FAIL_ECHO_PASSWORD="1")
+    out = build.run(["--", *build.main_exit(0)], env)
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert_no_secret(password, out.stdout, out.stderr)
+    logs = json_lines(out.stdout)
+    failed = next(e for e in logs if e["message"] == "share mapping failed")
+    assert failed["level"] == "ERROR" and failed["code"] == code, failed
+    assert failed["win32"] == win32 and failed["drive"] == "G:", failed
+    assert fix in failed["fix"] and fix in failed["error"], failed
+    assert f"Win32 error {win32}" in failed["error"], failed
+    assert "CLIXML" not in out.stdout and "_x000D_" not in out.stdout
+    # Windows' own message is there, with the password it echoed replaced.
+    if form == "clixml":
+        assert "New-SmbGlobalMapping : " in failed["error"], failed
+    assert "(password ***)" in failed["error"], failed
+    assert "main process started" not in [e["message"] for e in logs]
+
+
+def test_an_unknown_windows_error_keeps_its_message(build, user):
+    out = build.run(["--", *build.main_exit(0)], share_env(user, FAKE_TOOL_MAP_FAIL="report:1236"))
+    assert out.returncode == 4, out.stdout + out.stderr
+    failed = next(e for e in json_lines(out.stdout) if e["message"] == "share mapping failed")
+    assert failed["code"] == "mapping_failed" and failed["win32"] == 1236, failed
+    assert "The network connection was aborted by the local system." in failed["error"], failed
 
 
 def test_a_main_process_that_does_not_exist(build, user):
@@ -540,7 +582,7 @@ def test_plan_shows_the_exact_commands_and_no_secret(build, user):
     first = plan["mappings"][0]["invocation"]
     assert first["program"] == build.fake_tool
     assert first["args"][:6] == ["-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand"]
-    assert "New-SmbGlobalMapping -RemotePath $remote -LocalPath $local -Credential $credential -RequirePrivacy $true -Persistent $true" in first["script"]
+    assert "New-SmbGlobalMapping -RemotePath $remote -LocalPath $local -Credential $credential -RequirePrivacy $true -Persistent $false" in first["script"]
     assert first["env"] == [["FARGATE_SMB_USERNAME", {"kind": "plain", "value": f"EXAMPLE\\{name}"}],
                             ["FARGATE_SMB_PASSWORD", {"kind": "password"}]]
     hidden = plan["hidden_segment"]

@@ -71,7 +71,24 @@ pub fn ps_quote(value: &str) -> String {
     out
 }
 
+/// The first line the script writes on stderr when it fails, then the message on the next line:
+/// `fargate-smb-error: step=<step> win32=<code|-> hresult=<0x…|-> category=<category|->`.
+pub const ERROR_MARKER: &str = "fargate-smb-error:";
+
 /// The script that makes `mapping` exist, idempotently, and prints kept / created / replaced.
+///
+/// With stderr redirected and the command encoded, Windows PowerShell 5.1 serialises every error
+/// record on stderr as CLIXML whatever `-OutputFormat` says (only pwsh 6.2 and later honour it),
+/// so the whole script runs in one `try`: its `catch` writes the failure as plain UTF-8 text
+/// straight to the stderr stream, past the host's serialiser, and exits 1. The Win32 error comes
+/// from the CimException's `ErrorData` (an MSFT_WmiError: `error_Type` `WIN32`, `error_Code`),
+/// else from the `Windows System Error <n>,…` id the CIM cmdlet adapter gives the record. The
+/// diagnosis itself is guarded by its own `try`: whatever it hits, the message still goes out.
+///
+/// `-Persistent $false`: persistence only recreates the mapping after a reboot, which a container
+/// discarded at stop never has, and it saves the credential in the container's Credential
+/// Manager; since Windows Server 2019 a global mapping is persistent unless told otherwise, so
+/// the flag is spelled out rather than left to the default.
 pub fn mapping_script(mapping: &Mapping) -> String {
     let remote = ps_quote(&mapping.remote);
     let local = ps_quote(&mapping.local());
@@ -80,27 +97,262 @@ pub fn mapping_script(mapping: &Mapping) -> String {
     format!(
         "$ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
-$password = $env:{pass}
-Remove-Item -Path Env:\\{pass}
-$remote = {remote}
-$local = {local}
-$existing = Get-SmbGlobalMapping -LocalPath $local -ErrorAction SilentlyContinue
-if ($existing -and $existing.RemotePath -eq $remote -and $existing.Status -eq 'OK') {{
-  Write-Output 'kept'
-  exit 0
+$step = 'start'
+try {{
+  $password = $env:{pass}
+  Remove-Item -Path Env:\\{pass}
+  $remote = {remote}
+  $local = {local}
+  $step = 'query'
+  $existing = Get-SmbGlobalMapping -LocalPath $local -ErrorAction SilentlyContinue
+  if ($existing -and $existing.RemotePath -eq $remote -and $existing.Status -eq 'OK') {{
+    Write-Output 'kept'
+    exit 0
+  }}
+  $outcome = 'created'
+  if ($existing) {{
+    $step = 'remove'
+    Remove-SmbGlobalMapping -LocalPath $local -Force
+    $outcome = 'replaced'
+  }}
+  $step = 'credential'
+  $secure = ConvertTo-SecureString -String $password -AsPlainText -Force
+  $password = $null
+  $credential = New-Object System.Management.Automation.PSCredential -ArgumentList $env:{user}, $secure
+  $step = 'map'
+  New-SmbGlobalMapping -RemotePath $remote -LocalPath $local -Credential $credential -RequirePrivacy $true -Persistent $false | Out-Null
+  Write-Output $outcome
+}} catch {{
+  $password = $null
+  $failure = $_
+  $win32 = '-'
+  $hresult = '-'
+  $category = '-'
+  try {{
+    $data = $null
+    if ($failure.Exception.PSObject.Properties['ErrorData']) {{
+      $data = $failure.Exception.ErrorData
+    }}
+    if ($data -and \"$($data.error_Type)\" -eq 'WIN32' -and $null -ne $data.error_Code) {{
+      $win32 = [string]$data.error_Code
+    }} elseif ($data -and \"$($data.error_Type)\" -eq 'HRESULT' -and $null -ne $data.error_Code) {{
+      $hresult = '0x{{0:X8}}' -f [uint32]$data.error_Code
+    }}
+    if ($win32 -eq '-' -and \"$($failure.FullyQualifiedErrorId)\" -match '^Windows System Error (\\d+),') {{
+      $win32 = $Matches[1]
+    }}
+    if ($hresult -eq '-') {{
+      $hresult = '0x{{0:X8}}' -f $failure.Exception.HResult
+    }}
+    $category = [string]$failure.CategoryInfo.Category
+  }} catch {{
+  }}
+  $message = (\"$($failure.Exception.Message)\" -replace '\\s+', ' ').Trim()
+  $stderr = [System.IO.StreamWriter]::new([Console]::OpenStandardError(), [System.Text.UTF8Encoding]::new($false))
+  $stderr.WriteLine(\"{marker} step=$step win32=$win32 hresult=$hresult category=$category\")
+  $stderr.WriteLine($message)
+  $stderr.Flush()
+  exit 1
 }}
-$outcome = 'created'
-if ($existing) {{
-  Remove-SmbGlobalMapping -LocalPath $local -Force
-  $outcome = 'replaced'
-}}
-$secure = ConvertTo-SecureString -String $password -AsPlainText -Force
-$password = $null
-$credential = New-Object System.Management.Automation.PSCredential -ArgumentList $env:{user}, $secure
-New-SmbGlobalMapping -RemotePath $remote -LocalPath $local -Credential $credential -RequirePrivacy $true -Persistent $true | Out-Null
-Write-Output $outcome
-"
+",
+        marker = ERROR_MARKER,
     )
+}
+
+/// What a failed PowerShell said about its failure, from the script's own report or, for an
+/// error it could not catch, from the CLIXML the host wrote instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptError {
+    /// Which part of the script failed (`query`, `remove`, `credential`, `map`, …).
+    pub step: Option<String>,
+    pub win32: Option<u32>,
+    pub hresult: Option<u32>,
+    /// PowerShell's error category (`AuthenticationError`, `PermissionDenied`, …).
+    pub category: Option<String>,
+    /// Windows' message, on one line.
+    pub message: String,
+}
+
+impl ScriptError {
+    /// The report the script's `catch` writes (see [`ERROR_MARKER`]), wherever it is in stderr;
+    /// `None` when there is none.
+    pub fn parse(stderr: &str) -> Option<Self> {
+        let mut lines = stderr.lines();
+        let header = lines
+            .by_ref()
+            .map(|l| l.trim().trim_start_matches('\u{feff}'))
+            .find_map(|l| l.strip_prefix(ERROR_MARKER))?;
+        let mut error = Self::default();
+        for (key, value) in header
+            .split_whitespace()
+            .filter_map(|field| field.split_once('='))
+            .filter(|(_, value)| *value != "-" && !value.is_empty())
+        {
+            match key {
+                "step" => error.step = Some(value.to_owned()),
+                "win32" => error.win32 = value.parse().ok(),
+                "hresult" => error.hresult = parse_hex(value),
+                "category" => error.category = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        // The message is the next line; should the host write anything after the script's own
+        // lines (it has no reason to), it is not part of the message.
+        let message: Vec<&str> = lines
+            .map(str::trim)
+            .take_while(|l| !l.starts_with(CLIXML_MARKER) && !l.starts_with("<Objs"))
+            .filter(|l| !l.is_empty())
+            .collect();
+        error.message = message.join(" ");
+        Some(error)
+    }
+
+    /// What the error records of a CLIXML stream say: an error raised where the script's `catch`
+    /// could not see it (before its `try`, or in PowerShell itself). The message is the record's
+    /// first line (before `At line:…`); the Win32 code and category come from the
+    /// `FullyQualifiedErrorId` and `CategoryInfo` lines PowerShell formats under it.
+    pub fn from_clixml(stderr: &str) -> Option<Self> {
+        let text = clixml_errors(stderr)?;
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let message: Vec<&str> = lines
+            .iter()
+            .copied()
+            .take_while(|l| !is_position_line(l) && !l.starts_with('+'))
+            .collect();
+        let message = if message.is_empty() {
+            lines.first().copied().unwrap_or_default().to_owned()
+        } else {
+            message.join(" ")
+        };
+        // The formatter wraps long lines at the console width, even inside a word, so the id is
+        // looked for in the lines joined without a separator.
+        let joined: String = lines.concat();
+        let win32 = joined
+            .split("Windows System Error ")
+            .nth(1)
+            .and_then(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            });
+        let category = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("+ CategoryInfo"))
+            .and_then(|rest| rest.trim_start().strip_prefix(':'))
+            .and_then(|rest| rest.split(':').next())
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty());
+        Some(Self {
+            step: None,
+            win32,
+            hresult: None,
+            category,
+            message,
+        })
+    }
+}
+
+/// `At line:1 char:190` or `At C:\x.ps1:3 char:1`: where PowerShell says the error was.
+fn is_position_line(line: &str) -> bool {
+    line.starts_with("At ") && line.contains("char:")
+}
+
+fn parse_hex(value: &str) -> Option<u32> {
+    let digits = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))?;
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// The line Windows PowerShell writes before a CLIXML stream.
+pub const CLIXML_MARKER: &str = "#< CLIXML";
+
+/// The text of every error record (`<S S="Error">…</S>`) of the CLIXML on stderr, decoded and
+/// concatenated (each record ends with its own `_x000D__x000A_`); progress and other records are
+/// left out. `None` when stderr holds no CLIXML or no error record.
+pub fn clixml_errors(stderr: &str) -> Option<String> {
+    let start = stderr.find(CLIXML_MARKER)?;
+    let mut rest = &stderr[start + CLIXML_MARKER.len()..];
+    let mut text = String::new();
+    let mut found = false;
+    const OPEN: &str = "<S S=\"Error\">";
+    while let Some(at) = rest.find(OPEN) {
+        let body = &rest[at + OPEN.len()..];
+        let Some(end) = body.find("</S>") else { break };
+        text.push_str(&decode_clixml_string(&body[..end]));
+        found = true;
+        rest = &body[end..];
+    }
+    found.then_some(text)
+}
+
+/// A CLIXML string's text: XML's character references first (the element's content as XML
+/// defines it), then PowerShell's own `_xHHHH_` escapes of UTF-16 code units (control
+/// characters, and `_x005F_` for an underscore that would otherwise start one).
+pub fn decode_clixml_string(xml: &str) -> String {
+    let mut units: Vec<u16> = Vec::with_capacity(xml.len());
+    let unescaped = decode_xml_references(xml);
+    let chars: Vec<char> = unescaped.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '_'
+            && chars.get(i + 1) == Some(&'x')
+            && chars.get(i + 6) == Some(&'_')
+            && chars[i + 2..i + 6].iter().all(char::is_ascii_hexdigit)
+        {
+            let hex: String = chars[i + 2..i + 6].iter().collect();
+            if let Ok(unit) = u16::from_str_radix(&hex, 16) {
+                units.push(unit);
+                i += 7;
+                continue;
+            }
+        }
+        let mut buf = [0u16; 2];
+        units.extend_from_slice(chars[i].encode_utf16(&mut buf));
+        i += 1;
+    }
+    String::from_utf16_lossy(&units)
+}
+
+fn decode_xml_references(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let decoded = after.find(';').and_then(|end| {
+            let name = &after[..end];
+            let c = match name {
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "amp" => Some('&'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                _ => name
+                    .strip_prefix("#x")
+                    .or_else(|| name.strip_prefix("#X"))
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .or_else(|| name.strip_prefix('#').and_then(|d| d.parse().ok()))
+                    .and_then(char::from_u32),
+            }?;
+            Some((c, end))
+        });
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `-EncodedCommand` takes base64 of UTF-16LE: no quoting rules of cmd, CreateProcess or
@@ -403,9 +655,34 @@ mod tests {
         assert_eq!(Some(&script), inv.script.as_ref());
         assert!(script.contains(r"$remote = '\\fs.example.com\share\o''brien'"));
         assert!(script.contains("$local = 'G:'"));
+        // Not persistent: nothing in a container outlives its stop, and persistence would save
+        // the credential in the container's Credential Manager. Spelled out, because on Windows
+        // Server 2019 a global mapping is persistent by default.
         assert!(script.contains(
-            "New-SmbGlobalMapping -RemotePath $remote -LocalPath $local -Credential $credential -RequirePrivacy $true -Persistent $true"
+            "\n  New-SmbGlobalMapping -RemotePath $remote -LocalPath $local -Credential $credential -RequirePrivacy $true -Persistent $false | Out-Null\n"
         ));
+        assert!(!script.contains("-Persistent $true"));
+        // Every command runs inside the one try whose catch reports in plain text.
+        let try_at = script.find("\ntry {\n").unwrap();
+        let catch_at = script.find("\n} catch {\n").unwrap();
+        for command in [
+            "$password = $env:FARGATE_SMB_PASSWORD",
+            "Get-SmbGlobalMapping",
+            "Remove-SmbGlobalMapping",
+            "ConvertTo-SecureString",
+            "New-SmbGlobalMapping",
+        ] {
+            let at = script.find(command).unwrap();
+            assert!(try_at < at && at < catch_at, "{command} is outside the try");
+        }
+        let catch = &script[catch_at..];
+        assert!(catch.contains("[System.IO.StreamWriter]::new([Console]::OpenStandardError(), [System.Text.UTF8Encoding]::new($false))"));
+        assert!(catch.contains(
+            "$stderr.WriteLine(\"fargate-smb-error: step=$step win32=$win32 hresult=$hresult category=$category\")"
+        ));
+        assert!(catch.contains("$data.error_Code"));
+        assert!(catch.contains("'^Windows System Error (\\d+),'"));
+        assert!(catch.trim_end().ends_with("exit 1\n}"));
         // The variable is gone before PowerShell runs anything that could fail and print it.
         let remove = script
             .find("Remove-Item -Path Env:\\FARGATE_SMB_PASSWORD")
@@ -570,6 +847,102 @@ mod tests {
         assert_eq!(MappingOutcome::parse("kept"), Some(MappingOutcome::Kept));
         assert_eq!(MappingOutcome::parse(""), None);
         assert_eq!(MappingOutcome::parse("error"), None);
+    }
+
+    /// What the script's catch writes for New-SmbGlobalMapping's 1219, as UTF-8 lines.
+    const WRAPPED_1219: &str = "fargate-smb-error: step=map win32=1219 hresult=0x80131500 category=NotSpecified\r\nMultiple connections to a server or shared resource by the same user, using more than one user name, are not allowed. Disconnect all previous connections to the server or shared resource and try again.\r\n";
+
+    /// Windows PowerShell 5.1's stderr for an error nothing caught, with a progress record
+    /// first: the CLIXML of PowerShell/PowerShell#5912, the record laid out as csi-proxy#206
+    /// shows New-SmbGlobalMapping's (wrapped at the console width), with 1312's message.
+    const CLIXML_1312: &str = concat!(
+        "#< CLIXML\r\n",
+        "<Objs Version=\"1.1.0.1\" xmlns=\"http://schemas.microsoft.com/powershell/2004/04\">",
+        "<Obj S=\"progress\" RefId=\"0\"><TN RefId=\"0\"><T>System.Management.Automation.PSCustomObject</T><T>System.Object</T></TN><MS><I64 N=\"SourceId\">1</I64><PR N=\"Record\"><AV>Preparing modules for first use.</AV><AI>0</AI><Nil /><PI>-1</PI><PC>-1</PC><T>Completed</T><SR>-1</SR><SD> </SD></PR></MS></Obj>",
+        "<S S=\"Error\">New-SmbGlobalMapping : A specified logon session does not exist. It may already have been _x000D__x000A_</S>",
+        "<S S=\"Error\">terminated. _x000D__x000A_</S>",
+        "<S S=\"Error\">At line:1 char:190_x000D__x000A_</S>",
+        "<S S=\"Error\">+ ... ser, $PWord;New-SmbGlobalMapping -RemotePath $Env:smbremotepath -Cred ..._x000D__x000A_</S>",
+        "<S S=\"Error\">+                 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~_x000D__x000A_</S>",
+        "<S S=\"Error\">    + CategoryInfo          : NotSpecified: (MSFT_SmbGlobalMapping:ROOT/Microsoft/...mbGlobalMapping) [New-SmbGloba _x000D__x000A_</S>",
+        "<S S=\"Error\">   lMapping], CimException_x000D__x000A_</S>",
+        "<S S=\"Error\">    + FullyQualifiedErrorId : Windows System Error 1312,New-SmbGlobalMapping_x000D__x000A_</S>",
+        "<S S=\"Error\"> _x000D__x000A_</S>",
+        "</Objs>"
+    );
+
+    #[test]
+    fn the_script_s_report_is_parsed() {
+        let e = ScriptError::parse(WRAPPED_1219).unwrap();
+        assert_eq!(e.step.as_deref(), Some("map"));
+        assert_eq!(e.win32, Some(1219));
+        assert_eq!(e.hresult, Some(0x8013_1500));
+        assert_eq!(e.category.as_deref(), Some("NotSpecified"));
+        assert!(e.message.starts_with("Multiple connections to a server"));
+        assert!(e.message.ends_with("try again."));
+
+        // Unknown fields are ignored, `-` is none, and noise before the report is skipped.
+        let e = ScriptError::parse(
+            "warning: something\n\u{feff}fargate-smb-error: step=credential win32=- hresult=0x80070057 category=InvalidArgument extra=1\nCannot bind argument to parameter 'String' because it is null.\n",
+        )
+        .unwrap();
+        assert_eq!(e.win32, None);
+        assert_eq!(e.hresult, Some(0x8007_0057));
+        assert_eq!(e.step.as_deref(), Some("credential"));
+        assert_eq!(
+            e.message,
+            "Cannot bind argument to parameter 'String' because it is null."
+        );
+        // What the host might add after the report is not the message.
+        let e = ScriptError::parse(&format!("{WRAPPED_1219}{CLIXML_1312}")).unwrap();
+        assert!(!e.message.contains("CLIXML"), "{}", e.message);
+
+        assert_eq!(ScriptError::parse("created\n"), None);
+        assert_eq!(ScriptError::parse(CLIXML_1312), None);
+    }
+
+    #[test]
+    fn clixml_error_records_become_text() {
+        let text = clixml_errors(CLIXML_1312).unwrap();
+        assert!(text.starts_with(
+            "New-SmbGlobalMapping : A specified logon session does not exist. It may already have been \r\nterminated. \r\nAt line:1"
+        ));
+        assert!(!text.contains("Preparing modules"), "progress is left out");
+        assert!(!text.contains("_x000D_"));
+        let e = ScriptError::from_clixml(CLIXML_1312).unwrap();
+        assert_eq!(e.win32, Some(1312));
+        assert_eq!(e.category.as_deref(), Some("NotSpecified"));
+        assert_eq!(
+            e.message,
+            "New-SmbGlobalMapping : A specified logon session does not exist. It may already have been terminated."
+        );
+        // A progress-only stream (the normal case for a script that succeeded) has no error.
+        let progress_only = CLIXML_1312
+            .split("<S S=\"Error\">")
+            .next()
+            .unwrap()
+            .to_owned()
+            + "</Objs>";
+        assert_eq!(clixml_errors(&progress_only), None);
+        assert_eq!(ScriptError::from_clixml("plain text"), None);
+    }
+
+    #[test]
+    fn clixml_strings_decode() {
+        assert_eq!(decode_clixml_string("a_x000D__x000A_b"), "a\r\nb");
+        assert_eq!(
+            decode_clixml_string("&lt;x&gt; &amp; &quot;&apos; &#65;&#x42;"),
+            "<x> & \"' AB"
+        );
+        // An escaped underscore, a surrogate pair, and things that only look like escapes.
+        assert_eq!(decode_clixml_string("_x005F_x0041_"), "_x0041_");
+        assert_eq!(decode_clixml_string("_xD83D__xDE00_"), "\u{1F600}");
+        assert_eq!(
+            decode_clixml_string("_x12_ _xZZZZ_ & &bogus; _x"),
+            "_x12_ _xZZZZ_ & &bogus; _x"
+        );
+        // Entities are decoded before the escapes, as XML reads the element first.
+        assert_eq!(decode_clixml_string("&#95;x0041_"), "A");
     }
 
     #[test]

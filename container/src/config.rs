@@ -28,6 +28,8 @@ pub mod vars {
     pub const APPCMD: &str = "SMB_APPCMD";
     /// `true`: with the credential read from SSM, the main process keeps the task role too.
     pub const APP_USES_TASK_ROLE: &str = "SMB_APP_USES_TASK_ROLE";
+    /// The folder of IIS's W3C log files, followed onto stdout while the main process runs.
+    pub const IIS_LOG_DIR: &str = "SMB_IIS_LOG_DIR";
     pub const COMPAT_SHARE: &str = "fileshare";
     pub const COMPAT_USERNAME: &str = "username";
     pub const COMPAT_PASSWORD: &str = "password";
@@ -103,6 +105,10 @@ pub enum ConfigError {
     BadPort { var: String, value: String },
     #[error("{var}: {value:?} is not true or false")]
     BadBool { var: String, value: String },
+    #[error(
+        "{var}: {value:?} is not an absolute folder path: write it as C:\\inetpub\\logs\\LogFiles (IIS's default), or leave it empty to not follow IIS's logs"
+    )]
+    BadFolder { var: String, value: String },
     #[error(
         "{var}: entry {entry:?} is not /path=DRIVE:\\folder: write it as /content=G:\\content (the path starts with /)"
     )]
@@ -189,6 +195,9 @@ pub struct Config {
     /// Variables no child may see: the credential's, whichever names were used, and the task
     /// role's when the entrypoint reads the credential with it (see [`Config::withholds_task_role`]).
     pub credential_vars: Vec<String>,
+    /// `SMB_IIS_LOG_DIR`: where IIS writes its W3C logs, followed onto stdout; `None` (unset or
+    /// empty): not followed.
+    pub iis_log_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -298,6 +307,12 @@ impl Config {
             Some(v) => parse_bool(vars::APP_USES_TASK_ROLE, &v)?,
         };
 
+        // Empty means off, as unset does: a template can pass the variable through unchanged.
+        let iis_log_dir = match get(vars::IIS_LOG_DIR) {
+            Some(v) if !v.trim().is_empty() => Some(parse_folder(vars::IIS_LOG_DIR, v.trim())?),
+            _ => None,
+        };
+
         let mut credential_vars = vec![
             vars::PASSWORD.to_owned(),
             vars::USERNAME.to_owned(),
@@ -327,6 +342,7 @@ impl Config {
             tools,
             app_uses_task_role,
             credential_vars,
+            iis_log_dir,
         })
     }
 
@@ -531,6 +547,26 @@ fn plain_text(var: &str, value: &str) -> Result<(), ConfigError> {
             reason,
         }),
         None => Ok(()),
+    }
+}
+
+/// An absolute path, in Windows' forms (`C:\x`, `\\server\share\x`) or a Unix one (the
+/// Linux build's tests): a relative one would depend on the directory the entrypoint starts in.
+fn parse_folder(var: &str, value: &str) -> Result<std::path::PathBuf, ConfigError> {
+    plain_text(var, value)?;
+    let bytes = value.as_bytes();
+    let drive = bytes.len() >= 3
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1] == b':'
+        && matches!(bytes[2], b'\\' | b'/');
+    let unc = value.starts_with(r"\\") && value.len() > 2;
+    if drive || unc || value.starts_with('/') {
+        Ok(std::path::PathBuf::from(value))
+    } else {
+        Err(ConfigError::BadFolder {
+            var: var.into(),
+            value: value.into(),
+        })
     }
 }
 
@@ -747,6 +783,51 @@ mod tests {
         assert_eq!(c.vdirs[0].path, "/content");
         assert_eq!(c.vdirs[0].physical_path, r"G:\");
         assert_eq!(c.vdirs[1].physical_path, r"H:\reports");
+    }
+
+    #[test]
+    fn the_iis_log_folder_is_optional_and_absolute() {
+        assert_eq!(config(BASE).unwrap().iis_log_dir, None);
+        let with = |v: &'static str| {
+            let mut env = BASE.to_vec();
+            env.push(("SMB_IIS_LOG_DIR", v));
+            config(&env)
+        };
+        // Empty is off, as unset is: a template may pass an empty parameter through.
+        assert_eq!(with("").unwrap().iis_log_dir, None);
+        assert_eq!(with("  ").unwrap().iis_log_dir, None);
+        for ok in [
+            r"C:\inetpub\logs\LogFiles",
+            "c:/logs",
+            r"\\fs\logs\iis",
+            "/var/log/iis",
+        ] {
+            assert_eq!(
+                with(ok).unwrap().iis_log_dir,
+                Some(std::path::PathBuf::from(ok)),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            with(r" C:\inetpub\logs\LogFiles ").unwrap().iis_log_dir,
+            Some(std::path::PathBuf::from(r"C:\inetpub\logs\LogFiles"))
+        );
+        for bad in [r"inetpub\logs", "C:", r"C:logs", r"\\", "logs"] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(
+                e,
+                ConfigError::BadFolder {
+                    var: "SMB_IIS_LOG_DIR".into(),
+                    value: bad.into()
+                },
+                "{bad}"
+            );
+            assert!(e.to_string().starts_with("SMB_IIS_LOG_DIR: "));
+        }
+        assert!(matches!(
+            with("C:\\logs\"x").unwrap_err(),
+            ConfigError::Unsafe { .. }
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod doctor;
+pub mod iis_logs;
 pub mod mount;
 pub mod own_env;
 pub mod preflight;
@@ -150,11 +151,11 @@ async fn start(main: &[String], taken: own_env::Taken, started: Instant) -> i32 
     // A stop before the main process exists means ECS is stopping the task: starting IIS only
     // to stop it would hold the stop up (a preflight may retry for minutes), so the preparation
     // is abandoned (its tool processes are killed) and the main process never starts.
-    let env = tokio::select! {
+    let (env, iis_log_dir) = tokio::select! {
         biased;
         stop = stops.requested() => return stopped_before_start(stop),
         prepared = prepare(taken) => match prepared {
-            Ok(env) => env,
+            Ok(prepared) => prepared,
             Err(code) => return code,
         },
     };
@@ -167,9 +168,15 @@ async fn start(main: &[String], taken: own_env::Taken, started: Instant) -> i32 
     if let Some(stop) = stops.pending() {
         return stopped_before_start(stop);
     }
+    // Before the spawn: where each existing log file ends is noted now, so that whatever the
+    // main process logs from its first moment is new, not history.
+    if let Some(dir) = &iis_log_dir {
+        iis_logs::start(dir);
+    }
     let child = match supervise::spawn_main(main, &env) {
         Ok(child) => child,
         Err(e) => {
+            iis_logs::stop();
             tracing::error!(code = "main_process", error = %e, "the task stops");
             return exit::MAIN_PROCESS_START;
         }
@@ -180,7 +187,10 @@ async fn start(main: &[String], taken: own_env::Taken, started: Instant) -> i32 
         since_start_ms = started.elapsed().as_secs_f64() * 1000.0,
         "main process started"
     );
-    match supervise::wait_main(child, stops).await {
+    let waited = supervise::wait_main(child, stops).await;
+    // IIS's last lines (those written as it stopped) before the entrypoint's own last line.
+    iis_logs::stop();
+    match waited {
         Ok(code) => {
             tracing::info!(exit_code = code, "main process exited");
             code
@@ -218,16 +228,14 @@ fn stopped_before_start(stop: supervise::Stop) -> i32 {
 }
 
 /// Everything before the main process: configuration, credential, preflight, mappings and
-/// virtual directories. Returns the main process's environment (without the credential), or
-/// the exit code to stop with.
+/// virtual directories. Returns the main process's environment (without the credential) and
+/// the folder of IIS's logs to follow (`SMB_IIS_LOG_DIR`), or the exit code to stop with.
 ///
 /// Every copy of the password the entrypoint holds is owned here — `taken`, the configuration's
 /// and the credential's, each a [`secrets::Secret`] that wipes its memory when dropped — and
 /// none outlives this function: what it returns holds no secret, so the password is gone from
 /// the entrypoint before the main process starts.
-async fn prepare(
-    taken: own_env::Taken,
-) -> Result<Vec<(std::ffi::OsString, std::ffi::OsString)>, i32> {
+async fn prepare(taken: own_env::Taken) -> Result<Prepared, i32> {
     let config = Config::from_env(&taken);
     drop(taken);
     let config = match config {
@@ -297,18 +305,25 @@ async fn prepare(
     let env = env.vars;
     if let Err(e) = mount::map_all(&config, &credential.username, &credential.password, &env).await
     {
-        tracing::error!(code = "mapping", error = %e, "the task stops");
+        tracing::error!(code = e.code().unwrap_or("mapping"), error = %e, "the task stops");
         return Err(exit::MOUNT);
     }
     if let Err(e) = mount::virtual_directories(&config, &credential.password, &env).await {
         tracing::error!(code = "virtual_directory", error = %e, "the task stops");
         return Err(exit::MOUNT);
     }
+    let iis_log_dir = config.iis_log_dir.clone();
     // The last copies of the password: wiped here, before the main process exists.
     drop(credential);
     drop(config);
-    Ok(env)
+    Ok((env, iis_log_dir))
 }
+
+/// What [`prepare`] hands the start: nothing in it holds a secret.
+type Prepared = (
+    Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    Option<std::path::PathBuf>,
+);
 
 /// The `starting` line's account of the task role (see `Config::withholds_task_role`).
 fn task_role_use(config: &Config) -> &'static str {

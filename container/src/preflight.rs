@@ -56,6 +56,96 @@ pub fn code(error: &ShareError) -> &'static str {
     }
 }
 
+/// A failure Windows reported while mapping a share, in the same vocabulary as [`code`]: the
+/// preflight proves the share usable with the project's own SMB client, and Windows' client can
+/// still refuse what it accepted (its own rules on user names and on connections per server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowsFailure {
+    pub code: &'static str,
+    /// What to do, for the log line and the README's table.
+    pub fix: &'static str,
+}
+
+/// The code for a mapping failure that none of [`windows_failure`]'s errors explains.
+pub const MAPPING_FAILED: &str = "mapping_failed";
+
+/// The fix for a Windows error of no known meaning here; the message is Windows' own.
+pub const MAPPING_FAILED_FIX: &str = "the preflight passed, so the cause is on the Windows side: Windows' own message above names it; look at the SMB client policy in the image (RequirePrivacy needs SMB 3 encryption on the server)";
+
+/// The Win32 errors New-SmbGlobalMapping reports for causes with a known fix (numbers and
+/// meanings from Microsoft's System Error Codes and Network Management Error Codes).
+pub fn windows_failure(win32: u32) -> Option<WindowsFailure> {
+    let (code, fix) = match win32 {
+        // ERROR_ACCESS_DENIED
+        5 => (
+            "access_denied",
+            "the account may not use the share: the share's permissions and the folder's NTFS ACL (Custom::ShareAcl) must grant it",
+        ),
+        // ERROR_BAD_NETPATH: the preflight reached the server, Windows' client did not.
+        53 => (
+            "network_path_not_found",
+            "Windows could not reach the server by this name although the preflight could: check the name in SMB_SHARE / SMB_MAPPINGS as the container's DNS resolves it, and TCP 445 from the task to the file server",
+        ),
+        // ERROR_BAD_NET_NAME
+        67 => (
+            "share_not_found",
+            "the share name in SMB_SHARE / SMB_MAPPINGS does not exist on the server (FSx: `share`, or the name you created)",
+        ),
+        // ERROR_ALREADY_ASSIGNED
+        85 => (
+            "drive_in_use",
+            "the drive letter is already in use in the container (a volume, or a mapping the image makes): choose another letter in SMB_DRIVE / SMB_MAPPINGS",
+        ),
+        // ERROR_INVALID_PASSWORD, ERROR_LOGON_FAILURE
+        86 | 1326 => (
+            "logon_failure",
+            "wrong user name or password: compare the SSM parameters with AD; right after a rotation, wait for replication",
+        ),
+        // ERROR_SESSION_CREDENTIAL_CONFLICT
+        1219 => (
+            "credential_conflict",
+            "Windows allows one user name per server, and a mapping or connection to this server with another user name already exists: list them (Get-SmbGlobalMapping, Get-SmbConnection), remove the stale one (Remove-SmbGlobalMapping -RemotePath <path> -Force), and give every mapping to one server the same credential",
+        ),
+        // ERROR_NO_LOGON_SERVERS
+        1311 => (
+            "no_logon_servers",
+            "no domain controller was available to check the logon: the file server's (FSx's) connection to the directory",
+        ),
+        // ERROR_NO_SUCH_LOGON_SESSION: what Windows says for a user name without a domain.
+        1312 => (
+            "username_not_qualified",
+            "the user name must name its domain: DOMAIN\\user or user@domain.fqdn, not a bare name (SMB_USERNAME or its SSM parameter)",
+        ),
+        // ERROR_ACCOUNT_RESTRICTION, ERROR_INVALID_LOGON_HOURS, ERROR_INVALID_WORKSTATION
+        1327..=1329 => (
+            "account_restricted",
+            "the account's restrictions forbid this logon (logon hours, logon workstations, or an empty password): lift them for the service account in AD",
+        ),
+        // ERROR_PASSWORD_EXPIRED, ERROR_PASSWORD_MUST_CHANGE, NERR_PasswordExpired
+        1330 | 1907 | 2242 => (
+            "password_expired",
+            "reset it (a rotation does) and set it not to expire",
+        ),
+        // ERROR_ACCOUNT_DISABLED
+        1331 => (
+            "account_disabled",
+            "the account is disabled: with rotation, check which account of the pair SSM names",
+        ),
+        // ERROR_ACCOUNT_EXPIRED
+        1793 => (
+            "account_expired",
+            "the account's expiry date has passed: clear or move it in AD (accountExpires)",
+        ),
+        // ERROR_ACCOUNT_LOCKED_OUT
+        1909 => (
+            "account_locked_out",
+            "lockout from old passwords: find the client using one, or unlock it",
+        ),
+        _ => return None,
+    };
+    Some(WindowsFailure { code, fix })
+}
+
 #[derive(Debug)]
 pub struct Step {
     pub check: Check,
@@ -292,5 +382,67 @@ pub async fn until_ready(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
         number += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_errors_share_the_preflight_s_codes() {
+        let user = || "EXAMPLE\\svc".to_string();
+        // A cause both clients can see has one code, whichever saw it.
+        for (win32, error) in [
+            (1326, ShareError::LogonFailure { user: user() }),
+            (86, ShareError::LogonFailure { user: user() }),
+            (1331, ShareError::AccountDisabled { user: user() }),
+            (1909, ShareError::LockedOut { user: user() }),
+            (1330, ShareError::PasswordExpired { user: user() }),
+            (1907, ShareError::PasswordExpired { user: user() }),
+            (2242, ShareError::PasswordExpired { user: user() }),
+            (
+                5,
+                ShareError::AccessDenied {
+                    user: user(),
+                    operation: "open".into(),
+                },
+            ),
+            (
+                67,
+                ShareError::ShareNotFound {
+                    server: "fs".into(),
+                    share: "x".into(),
+                },
+            ),
+        ] {
+            assert_eq!(
+                windows_failure(win32).map(|f| f.code),
+                Some(code(&error)),
+                "{win32}"
+            );
+        }
+        // Windows' own rules, which the preflight's client does not have.
+        assert_eq!(
+            windows_failure(1219).map(|f| f.code),
+            Some("credential_conflict")
+        );
+        assert!(
+            windows_failure(1219)
+                .unwrap()
+                .fix
+                .contains("Remove-SmbGlobalMapping")
+        );
+        assert_eq!(
+            windows_failure(1312).map(|f| f.code),
+            Some("username_not_qualified")
+        );
+        assert!(windows_failure(1312).unwrap().fix.contains("DOMAIN\\user"));
+        assert_eq!(
+            windows_failure(53).map(|f| f.code),
+            Some("network_path_not_found")
+        );
+        assert_eq!(windows_failure(1236), None);
+        assert_eq!(windows_failure(0), None);
     }
 }

@@ -429,9 +429,12 @@ mod windows {
     static PENDING: AtomicU32 = AtomicU32::new(0);
     /// Wakes a close/shutdown handler that waits for the main process to exist.
     static STARTED: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
-    /// How long a close or shutdown waits for the main process (ECS's stop timeout is 30 s by
-    /// default and at most 120 s).
-    const GRACE: Duration = Duration::from_secs(120);
+    /// How long a close or shutdown waits for the main process. Windows ends the container's
+    /// processes `WaitToKillServiceTimeout` after the event: 110 s in the image
+    /// (container/Dockerfile), under the task's StopTimeout of 120 s. 90 s leaves the IIS log
+    /// follower its flush and drain (up to 15 s) and the last log line before that cut;
+    /// tests/test_dockerfile.py keeps the three in order.
+    const GRACE: Duration = Duration::from_secs(90);
 
     fn name(event: u32) -> &'static str {
         match event {
@@ -497,11 +500,14 @@ mod windows {
                     let left_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX);
                     // SAFETY: the handle belongs to the Child that `wait_main` keeps alive until
                     // the process exits; both calls only read it.
-                    unsafe {
+                    let have_code = unsafe {
                         WaitForSingleObject(handle as _, left_ms);
-                        if GetExitCodeProcess(handle as _, &mut code) != 0 {
-                            std::process::exit(code as i32);
-                        }
+                        GetExitCodeProcess(handle as _, &mut code) != 0
+                    };
+                    if have_code {
+                        // The process ends here, not in `start`: IIS's last log lines first.
+                        crate::iis_logs::stop();
+                        std::process::exit(code as i32);
                     }
                 }
                 TRUE
