@@ -240,6 +240,31 @@ def test_start_maps_adds_the_vdir_and_scrubs_the_main_process_environment(build,
     assert mapped["outcome"] == "Created" and mapped["drive"] == "G:"
 
 
+def test_the_health_probe_is_never_served_from_a_cache(build, user):
+    """SMB_IIS_NO_CACHE: after the directories exist, IIS's output cache and HTTP.sys's kernel
+    cache are turned off for the probe's URL, in applicationHost.config, so a health check reads
+    the file from the share each time; a failure to do so stops the task (exit 4) with its code."""
+    probe = "/content/fargate-smb-health.txt"
+    env = share_env(user, SMB_IIS_VDIRS="/content=G:\\web", SMB_IIS_NO_CACHE=probe)
+    out = build.run(["--", *build.main_dump_env()], env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    calls = build.tool_calls()
+    assert [c["argv"][1:3] for c in calls][-3:] == [["list", "vdir"], ["add", "vdir"], ["set", "config"]], calls
+    assert calls[-1]["argv"][1:] == ["set", "config", f"Default Web Site{probe}", "/section:system.webServer/caching",
+                                     "/enabled:false", "/enableKernelCache:false", "/commit:apphost"]
+    assert "no cache" in [e["message"] for e in json_lines(out.stdout)]
+    plan = json.loads(build.run(["--plan", "--json"], env).stdout)
+    assert [i["args"] for i in plan["uncached"]] == [calls[-1]["argv"][1:]]
+
+    failed = build.run(["--", *build.main_dump_env()], dict(env, FAKE_TOOL_FAIL_SECTION="system.webServer/caching"))
+    assert failed.returncode == 4, failed.stdout + failed.stderr
+    last = json_lines(failed.stdout)[-1]
+    assert (last["message"], last["code"]) == ("the task stops", "no_cache"), last
+    assert "main process started" not in failed.stdout
+    bad = build.run(["--plan"], dict(env, SMB_IIS_NO_CACHE="content/x.txt"))
+    assert bad.returncode == 2 and "SMB_IIS_NO_CACHE" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+
+
 def test_start_is_idempotent_when_the_mapping_and_vdir_exist(build, user):
     # appcmd's answer once the segment is there (IIS keeps the case it was added with).
     filtering = ('<system.webServer>\r\n  <security>\r\n    <requestFiltering>\r\n      <hiddenSegments>\r\n'

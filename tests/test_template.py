@@ -532,6 +532,8 @@ def test_both_health_checks_ask_iis_for_the_file_on_the_share(template):
     # The IIS virtual directory /content is the content folder on the mapped drive.
     env = {e["Name"]: e["Value"] for e in web_container(stack)["Environment"]}
     assert env["SMB_IIS_VDIRS"].startswith("/content=")
+    # ...and IIS reads the probe from the share each time, never from a cache.
+    assert env["SMB_IIS_NO_CACHE"] == HEALTH_FILE
 
 
 def test_the_probe_is_written_before_any_health_check_asks_for_it(template, graph):

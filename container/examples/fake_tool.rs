@@ -12,7 +12,8 @@
 //! - `appcmd list vdir`: prints $FAKE_TOOL_VDIR_PATH and exits 0, or exits 1 when it is unset.
 //! - `appcmd list config`: prints $FAKE_TOOL_CONFIG (default: a request filtering section with
 //!   IIS's default hidden segments only) and exits 0.
-//! - `appcmd add|set ...`: exits 0.
+//! - `appcmd add|set ...`: exits 0, or, for an argument `/section:<name>` equal to
+//!   $FAKE_TOOL_FAIL_SECTION, prints an appcmd-style error and exits 1.
 //!
 //! With $FAKE_TOOL_MAP_WAIT_FOR set, PowerShell first waits (at most two minutes) until that file
 //! exists: a mapping that takes as long as the test wants, so a test can act while the
@@ -56,6 +57,12 @@ fn main() {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         std::process::exit(code);
+    }
+    if let Ok(section) = std::env::var("FAKE_TOOL_FAIL_SECTION")
+        && argv.iter().any(|a| a == &format!("/section:{section}"))
+    {
+        println!("ERROR ( message:Cannot commit configuration changes. )");
+        std::process::exit(1);
     }
     if argv.get(1).map(String::as_str) == Some("list")
         && argv.get(2).map(String::as_str) == Some("config")

@@ -484,6 +484,27 @@ pub fn hidden_segments_missing(exit_code: Option<i32>, stdout: &str) -> Vec<&'st
         .collect()
 }
 
+/// Turn IIS's output cache and HTTP.sys's kernel cache off for one URL path of the site, so
+/// each request reads the file from the share: a cached health probe would keep answering 200
+/// after the mapping is gone (IIS caches a file that is asked for often, and a probe asked for
+/// every few seconds by each load balancer node is). Written to applicationHost.config as a
+/// `<location>` of that path (`/commit:apphost`), not to a web.config in the served folder.
+/// Setting attributes is idempotent, so a restart runs it again unchanged.
+pub fn no_cache_set(config: &Config, url_path: &str) -> Invocation {
+    appcmd(
+        config,
+        vec![
+            "set".into(),
+            "config".into(),
+            format!("{}{url_path}", config.site),
+            "/section:system.webServer/caching".into(),
+            "/enabled:false".into(),
+            "/enableKernelCache:false".into(),
+            "/commit:apphost".into(),
+        ],
+    )
+}
+
 fn appcmd(config: &Config, args: Vec<String>) -> Invocation {
     Invocation {
         program: config.tools.appcmd.clone(),
@@ -527,6 +548,9 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_segment: Option<PlannedHiddenSegment>,
     pub virtual_directories: Vec<PlannedVdir>,
+    /// After the directories: the URL paths IIS must never serve from a cache.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uncached: Vec<Invocation>,
     pub main_process: Vec<String>,
     pub removed_from_child_environment: Vec<String>,
 }
@@ -580,6 +604,11 @@ pub fn plan(config: &Config, username: &str, main: &[String]) -> Plan {
                 add_if_missing: vdir_add(config, v),
                 set_if_different: vdir_set(config, v),
             })
+            .collect(),
+        uncached: config
+            .no_cache
+            .iter()
+            .map(|path| no_cache_set(config, path))
             .collect(),
         main_process: main.to_vec(),
         removed_from_child_environment: config.credential_vars.clone(),

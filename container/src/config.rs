@@ -30,6 +30,7 @@ pub mod vars {
     pub const APP_USES_TASK_ROLE: &str = "SMB_APP_USES_TASK_ROLE";
     /// The folder of IIS's W3C log files, followed onto stdout while the main process runs.
     pub const IIS_LOG_DIR: &str = "SMB_IIS_LOG_DIR";
+    pub const IIS_NO_CACHE: &str = "SMB_IIS_NO_CACHE";
     pub const COMPAT_SHARE: &str = "fileshare";
     pub const COMPAT_USERNAME: &str = "username";
     pub const COMPAT_PASSWORD: &str = "password";
@@ -113,6 +114,10 @@ pub enum ConfigError {
         "{var}: entry {entry:?} is not /path=DRIVE:\\folder: write it as /content=G:\\content (the path starts with /)"
     )]
     BadVirtualDirectory { var: String, entry: String },
+    #[error(
+        "{var}: entry {entry:?} is not a URL path of the site: write it as /content/fargate-smb-health.txt (it starts with /, no backslash or space)"
+    )]
+    BadUrlPath { var: String, entry: String },
     #[error(
         "{var}: {path} is on drive {drive}:, which no mapping makes: map that drive or point the directory at a mapped one"
     )]
@@ -198,6 +203,10 @@ pub struct Config {
     /// `SMB_IIS_LOG_DIR`: where IIS writes its W3C logs, followed onto stdout; `None` (unset or
     /// empty): not followed.
     pub iis_log_dir: Option<std::path::PathBuf>,
+    /// `SMB_IIS_NO_CACHE`: URL paths of the site IIS must read from disk on every request, never
+    /// from its output or kernel cache: the load balancer's health probe, which must fail when
+    /// the share does, however often it is asked for.
+    pub no_cache: Vec<String>,
 }
 
 impl Config {
@@ -313,6 +322,11 @@ impl Config {
             _ => None,
         };
 
+        let no_cache = match nonempty(vars::IIS_NO_CACHE)? {
+            None => Vec::new(),
+            Some(v) => parse_url_paths(vars::IIS_NO_CACHE, &v)?,
+        };
+
         let mut credential_vars = vec![
             vars::PASSWORD.to_owned(),
             vars::USERNAME.to_owned(),
@@ -343,6 +357,7 @@ impl Config {
             app_uses_task_role,
             credential_vars,
             iis_log_dir,
+            no_cache,
         })
     }
 
@@ -532,6 +547,23 @@ fn parse_vdirs(
 /// Values end up inside single-quoted PowerShell strings and appcmd arguments. Quotes are
 /// escaped there, but control characters and double quotes have no business in a path or a
 /// name, and refusing them keeps the generated commands readable and safe.
+/// `;`-separated URL paths of the site (`/content/fargate-smb-health.txt`).
+fn parse_url_paths(var: &str, text: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let path = entry.trim_end_matches('/');
+        if !path.starts_with('/') || path.len() < 2 || path.contains(['\\', ' ']) {
+            return Err(ConfigError::BadUrlPath {
+                var: var.into(),
+                entry: entry.into(),
+            });
+        }
+        plain_text(var, path)?;
+        out.push(path.to_owned());
+    }
+    Ok(out)
+}
+
 fn plain_text(var: &str, value: &str) -> Result<(), ConfigError> {
     let reason = if value.chars().any(char::is_control) {
         Some("a control character")
@@ -867,5 +899,27 @@ mod tests {
             dup,
             ConfigError::DuplicateDrive { drive: 'G', .. }
         ));
+    }
+    #[test]
+    fn no_cache_paths_are_url_paths_of_the_site() {
+        let with = |v: &'static str| {
+            let mut env: Vec<(&str, &str)> = BASE.to_vec();
+            env.push(("SMB_IIS_NO_CACHE", v));
+            config(&env)
+        };
+        assert_eq!(config(BASE).unwrap().no_cache, Vec::<String>::new());
+        assert_eq!(
+            with(" /content/fargate-smb-health.txt ; /x/ ")
+                .unwrap()
+                .no_cache,
+            ["/content/fargate-smb-health.txt", "/x"]
+        );
+        for bad in ["content/x.txt", "/", r"/a\b", "/a b", "/a\"b"] {
+            let e = with(bad).unwrap_err();
+            assert!(
+                e.to_string().starts_with("SMB_IIS_NO_CACHE: "),
+                "{bad}: {e}"
+            );
+        }
     }
 }

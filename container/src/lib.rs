@@ -312,6 +312,10 @@ async fn prepare(taken: own_env::Taken) -> Result<Prepared, i32> {
         tracing::error!(code = "virtual_directory", error = %e, "the task stops");
         return Err(exit::MOUNT);
     }
+    if let Err(e) = mount::uncached(&config, &credential.password, &env).await {
+        tracing::error!(code = "no_cache", error = %e, "the task stops");
+        return Err(exit::MOUNT);
+    }
     let iis_log_dir = config.iis_log_dir.clone();
     // The last copies of the password: wiped here, before the main process exists.
     drop(credential);

@@ -32,6 +32,14 @@ pub enum MountError {
         code: Option<i32>,
         detail: String,
     },
+    #[error(
+        "appcmd could not turn caching off for {path} (exit {code:?}): {detail}. The entrypoint stops rather than let IIS answer the health check from a cache"
+    )]
+    NoCache {
+        path: String,
+        code: Option<i32>,
+        detail: String,
+    },
     #[error("appcmd could not {action} the virtual directory {id} (exit {code:?}): {detail}")]
     Vdir {
         action: &'static str,
@@ -230,6 +238,33 @@ pub async fn virtual_directories(
         decisions.push(decision);
     }
     Ok(decisions)
+}
+
+/// Turn caching off for each of `SMB_IIS_NO_CACHE`'s URL paths ([`actions::no_cache_set`]).
+/// After [`virtual_directories`]: the paths are under them (the health probe under /content).
+pub async fn uncached(
+    config: &Config,
+    password: &Secret,
+    env: &[(OsString, OsString)],
+) -> Result<(), MountError> {
+    for path in &config.no_cache {
+        let out = supervise::run(
+            &actions::no_cache_set(config, path),
+            env,
+            password,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+        if !out.success() {
+            return Err(MountError::NoCache {
+                path: format!("{}{path}", config.site),
+                code: out.code,
+                detail: out.tail(),
+            });
+        }
+        tracing::info!(path = %path, "no cache");
+    }
+    Ok(())
 }
 
 /// Make the site's request filtering hide [`actions::HIDDEN_SEGMENTS`], idempotently.
