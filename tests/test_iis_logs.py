@@ -11,18 +11,14 @@ The start itself is real (the share's preflight against Samba); PowerShell and a
 `fake_tool`, as in test_entrypoint.py, whose helpers this reuses."""
 
 import json
-import os
 import queue
-import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from lambda_harness import domain_user
-from test_entrypoint import Build, json_lines, share_env, win_path
+from test_entrypoint import Build, Entrypoint, json_lines, share_env, win_path
 
 HEADER = ["#Software: Microsoft Internet Information Services 10.0", "#Version: 1.0",
           "#Date: 2025-01-02 03:04:05", "#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port c-ip sc-status"]
@@ -87,28 +83,8 @@ def main_process(build: Build, site1: Path, site2_dir: Path, go: Path) -> list[s
     return ["cmd", "/c", native(build, script)]
 
 
-class Running:
-    """The entrypoint, its stdout read line by line as it comes."""
-
-    def __init__(self, build: Build, args: list[str], env: dict):
-        full = {**build.base_env, "SMB_POWERSHELL": build.fake_tool, "SMB_APPCMD": build.fake_tool,
-                "FAKE_TOOL_LOG": build.log_arg, **env}
-        # A session of its own, so that the cleanup ends exactly what this test started.
-        self.proc = subprocess.Popen([*build.argv, *args], env=full, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.lines: "queue.Queue[str | None]" = queue.Queue()
-        self.seen: list[str] = []
-        self.stderr = ""
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def _read_stderr(self):
-        self.stderr = self.proc.stderr.read()
+class Running(Entrypoint):
+    """The entrypoint (test_entrypoint's harness), with its IIS lines."""
 
     def iis(self) -> list[dict]:
         return [e for e in json_lines("".join(self.seen)) if e.get("message") == "iis"]
@@ -125,18 +101,6 @@ class Running:
             assert line is not None, f"the entrypoint ended early:\n{''.join(self.seen)}{self.stderr}"
             self.seen.append(line)
 
-    def finish(self, timeout: float = 90) -> int:
-        code = self.proc.wait(timeout=timeout)
-        while (line := self.lines.get(timeout=timeout)) is not None:
-            self.seen.append(line)
-        return code
-
-    def close(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
 
 
 def test_iis_lines_reach_stdout_once_each_in_order_until_the_main_process_exits(build, user):
@@ -153,7 +117,7 @@ def test_iis_lines_reach_stdout_once_each_in_order_until_the_main_process_exits(
         entry.wait_for_iis_lines(len(WHILE_RUNNING))
         assert entry.proc.poll() is None
         go.write_text("go")
-        code = entry.finish()
+        code, _ = entry.finish(timeout=90)
     finally:
         go.write_text("go")
         entry.close()
