@@ -278,10 +278,12 @@ def test_generated_names_fit_the_service_limit_as_cloudformation_makes_them():
 
 
 def test_a_stack_name_of_cloudformations_full_128_characters_deploys_and_deletes(moto_url, tmp_path):
-    # No name in the template is derived from the stack name with a cap below 128 characters: the
-    # functions have no FunctionName (Lambda's limit is 64), and the rest fits (tests/test_template.py).
+    # With FunctionNaming generated no name in the template is derived from the stack name with a
+    # cap below 128 characters: the functions get no FunctionName (Lambda's limit is 64), and the
+    # rest fits (tests/test_template.py).
     built()
     settings = json.loads((ROOT / "scripts" / "demo-parameters.json").read_text())
+    settings["Parameters"]["FunctionNaming"] = "generated"
     settings["StackName"] = "fargate-smb-demo-".ljust(128 - len("-abc123"), "x") + "-{run}"  # {run}: 6 hex digits
     assert len(settings["StackName"].replace("{run}", "abc123")) == 128
     parameters = tmp_path / "parameters.json"

@@ -39,7 +39,6 @@ REQUIRED = {
     "FileServerSecurityGroupId": "sg-0123456789abcdef0",
     "AdminSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:admin-AbCdEf",
     "ContainerImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/fargate-smb-web:1",
-    "ContainerRepositoryArn": "arn:aws:ecr:eu-west-1:123456789012:repository/fargate-smb-web",
 }
 # Parameter sets that switch the conditional parts on and off.
 SCENARIOS = {
@@ -638,7 +637,6 @@ def test_an_image_outside_ecr_gets_no_ecr_permission(template):
 
 
 @pytest.mark.parametrize("repository", [
-    "",
     "arn:aws:ecr:eu-west-1:123456789012:repository/*",
     "arn:aws:ecr:eu-west-1:123456789012:repository/fargate-smb-*",
     "arn:aws:ecr:eu-west-1:123456789012:repository/Fargate-Smb",  # ECR names are lower case
@@ -651,9 +649,31 @@ def test_a_repository_that_is_not_one_ecr_repository_is_rejected(template, repos
         Stack(template, ContainerRepositoryArn=repository)
 
 
-def test_the_repository_has_no_default(template):
-    # An operator must name the repository (or say none): a default would pull from the wrong one.
-    assert "Default" not in template["Parameters"]["ContainerRepositoryArn"]
+@pytest.mark.parametrize("image, repository", [
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/fargate-smb-web:1",
+     "arn:aws:ecr:eu-west-1:123456789012:repository/fargate-smb-web"),
+    ("210987654321.dkr.ecr.us-east-2.amazonaws.com/team/windows/web:1.2.3",  # nested, dotted tag
+     "arn:aws:ecr:us-east-2:210987654321:repository/team/windows/web"),
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/web@sha256:0123abcd",  # by digest
+     "arn:aws:ecr:eu-west-1:123456789012:repository/web"),
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/web", "arn:aws:ecr:eu-west-1:123456789012:repository/web"),
+    ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com/web:1", None),  # not taken apart: give the ARN
+    ("mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2022", None),
+    ("public.ecr.aws/abc123/web:1", None),
+    ("web", None),
+])
+def test_an_empty_repository_is_derived_from_an_ecr_image(template, image, repository):
+    """Empty (the default, so an upgraded stack needs no new value): the pull is scoped to the
+    repository the ECR image URI names, exactly; an image outside private ECR gets no ECR
+    permission, and no image makes the template fail (Fn::Select stays in range)."""
+    assert template["Parameters"]["ContainerRepositoryArn"]["Default"] == ""
+    stack = Stack(template, ContainerImage=image)
+    ecr = [st for st in role_statements(stack, "TaskExecutionRole") if any(a.startswith("ecr:") for a in as_list(st["Action"]))]
+    if repository is None:
+        assert ecr == [], ecr
+        return
+    pull = [st for st in ecr if set(as_list(st["Action"])) & ECR_PULL]
+    assert len(pull) == 1 and as_list(pull[0]["Resource"]) == [repository], pull
 
 
 # ── names derived from the stack name ─────────────────────────────────────────────────────────
@@ -672,21 +692,22 @@ NAME_KEYS = ("Name", "Family", "Description")
 
 def test_no_name_caps_the_stack_name_below_cloudformations_128_characters(template):
     long_name = "s" * 128
-    stack = Stack(template, stack_name=long_name)
+    stack = Stack(template, stack_name=long_name, FunctionNaming="generated")
     checked = []
     for lid, r in template["Resources"].items():
         if not stack.included(lid):
             continue
         props = r.get("Properties", {})
-        # CloudFormation names a function itself (cut to Lambda's 64): a FunctionName from the
-        # stack name would cap it. Only FunctionNamePrefix (empty by default) sets one.
+        # With generated names CloudFormation names a function itself (cut to Lambda's 64): a
+        # FunctionName from the stack name would cap it.
         if r["Type"] != "AWS::Lambda::EventInvokeConfig" and "FunctionName" in props:
-            assert stack.resolve({"x": props["FunctionName"]}) == {}, f"{lid} sets FunctionName by default"
-            assert "AWS::StackName" not in str(props["FunctionName"]), f"{lid}: FunctionName from the stack name"
+            assert stack.resolve({"x": props["FunctionName"]}) == {}, f"{lid} sets FunctionName with generated names"
         for key, raw in props.items():
             if not key.endswith(NAME_KEYS) or "AWS::StackName" not in str(raw):
                 continue
             value = stack.resolve(raw)
+            if value is NO_VALUE or value == {}:
+                continue  # not set with these parameters (FunctionName with generated names)
             limit = NAME_LIMITS.get((r["Type"], key))
             assert limit is not None, f"{lid}.{key} is derived from the stack name: add its limit to NAME_LIMITS"
             assert len(value) <= limit, f"{lid}.{key} is {len(value)} characters with a 128-character stack name (limit {limit})"
@@ -696,25 +717,21 @@ def test_no_name_caps_the_stack_name_below_cloudformations_128_characters(templa
             "RotatePasswordLogGroup.LogGroupName"} <= set(checked)
 
 
-def test_function_name_prefix_keeps_old_names_within_lambdas_limit(template):
-    """A stack created when functions were named <stack>-<suffix> keeps those names (its custom
-    resources' ServiceTokens cannot change) with FunctionNamePrefix; the longest prefix the
-    parameter accepts still gives names Lambda takes, and one character more is refused before
-    anything is created."""
-    prefix = "p" * 45
-    stack = Stack(template, FunctionNamePrefix=prefix)
+def test_functions_keep_the_names_earlier_versions_gave_by_default(template):
+    """FunctionNaming stack-name (the default): exactly the names fcb61e9 and earlier gave, so an
+    upgrade keeps every custom resource's ServiceToken (CloudFormation refuses to change one).
+    The longest stack name that fits Lambda's 64 characters is 45, as the parameter says."""
+    stack = Stack(template, stack_name="s" * 45)
     named = {}
     for lid, r in template["Resources"].items():
         if r["Type"] == "AWS::Serverless::Function":
             name = stack.resolve(r["Properties"].get("FunctionName"))
-            assert isinstance(name, str) and name.startswith(prefix + "-"), f"{lid}: {name!r}"
+            assert isinstance(name, str) and name.startswith("s" * 45 + "-"), f"{lid}: {name!r}"
             assert len(name) <= 64, f"{lid}: {name} has {len(name)} characters"
-            named[lid] = name[len(prefix) + 1:]
-    # The names earlier versions gave, exactly (<stack>-<suffix>).
+            named[lid] = name[46:]
     assert named == {
         "SsmParametersFunction": "ssm-parameters", "AdServiceAccountFunction": "ad-service-account",
         "ShareAclFunction": "share-acl", "WebContentFunction": "web-content",
         "RotatePasswordFunction": "rotate-password", "SyncContentFunction": "sync-content",
     }
-    with pytest.raises(Rejected, match="FunctionNamePrefix"):
-        Stack(template, FunctionNamePrefix="p" * 46)
+    assert "45 characters" in template["Parameters"]["FunctionNaming"]["Description"]

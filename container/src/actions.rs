@@ -149,6 +149,8 @@ try {{
   }}
   $message = (\"$($failure.Exception.Message)\" -replace '\\s+', ' ').Trim()
   $stderr = [System.IO.StreamWriter]::new([Console]::OpenStandardError(), [System.Text.UTF8Encoding]::new($false))
+  # A newline first: the host may have written CLIXML records (progress) without one.
+  $stderr.WriteLine()
   $stderr.WriteLine(\"{marker} step=$step win32=$win32 hresult=$hresult category=$category\")
   $stderr.WriteLine($message)
   $stderr.Flush()
@@ -177,11 +179,11 @@ impl ScriptError {
     /// The report the script's `catch` writes (see [`ERROR_MARKER`]), wherever it is in stderr;
     /// `None` when there is none.
     pub fn parse(stderr: &str) -> Option<Self> {
-        let mut lines = stderr.lines();
-        let header = lines
-            .by_ref()
-            .map(|l| l.trim().trim_start_matches('\u{feff}'))
-            .find_map(|l| l.strip_prefix(ERROR_MARKER))?;
+        // The marker is looked for anywhere, not only at a line's start: the host writes its CLIXML
+        // records without newlines, so a report after one could share its line.
+        let at = stderr.find(ERROR_MARKER)?;
+        let mut lines = stderr[at..].lines();
+        let header = lines.next()?.strip_prefix(ERROR_MARKER)?;
         let mut error = Self::default();
         for (key, value) in header
             .split_whitespace()
@@ -200,7 +202,7 @@ impl ScriptError {
         // lines (it has no reason to), it is not part of the message.
         let message: Vec<&str> = lines
             .map(str::trim)
-            .take_while(|l| !l.starts_with(CLIXML_MARKER) && !l.starts_with("<Objs"))
+            .take_while(|l| !l.starts_with(CLIXML_MARKER) && !l.starts_with('<'))
             .filter(|l| !l.is_empty())
             .collect();
         error.message = message.join(" ");
@@ -928,6 +930,16 @@ mod tests {
 
         assert_eq!(ScriptError::parse("created\n"), None);
         assert_eq!(ScriptError::parse(CLIXML_1312), None);
+    }
+
+    #[test]
+    fn a_report_after_a_clixml_record_on_the_same_line_is_found() {
+        // The host writes its records without newlines; a report right after a progress record
+        // (and before the closing </Objs>) is still the report, and the XML is not its message.
+        let progress = "#< CLIXML\r\n<Objs Version=\"1.1.0.1\" xmlns=\"http://schemas.microsoft.com/powershell/2004/04\"><Obj S=\"progress\" RefId=\"0\"><MS><PR N=\"Record\"><AV>Preparing modules for first use.</AV></PR></MS></Obj>";
+        let e = ScriptError::parse(&format!("{progress}{WRAPPED_1219}</Objs>")).unwrap();
+        assert_eq!(e.win32, Some(1219));
+        assert!(e.message.ends_with("try again."), "{}", e.message);
     }
 
     #[test]

@@ -115,6 +115,9 @@ impl Tracked {
 pub struct Tailer {
     root: PathBuf,
     files: BTreeMap<PathBuf, Tracked>,
+    /// Finished files let go of at [`MAX_FILES`]: never followed again (they would be read
+    /// again from their start).
+    forgotten: std::collections::BTreeSet<PathBuf>,
     /// What was warned about and has not worked since (a path with a reason).
     warned: HashSet<(PathBuf, &'static str)>,
     /// No scan has run yet: files found by the first are history.
@@ -127,6 +130,7 @@ impl Tailer {
         Self {
             root: root.into(),
             files: BTreeMap::new(),
+            forgotten: std::collections::BTreeSet::new(),
             warned: HashSet::new(),
             first_scan: true,
             buf: vec![0; CHUNK],
@@ -149,12 +153,15 @@ impl Tailer {
         let root = self.root.clone();
         self.scan(&root, 0, &mut found, sink);
         for (path, size) in found {
+            if self.forgotten.contains(&path) {
+                continue;
+            }
             if let Some(tracked) = self.files.get_mut(&path) {
                 tracked.seen = true;
                 tracked.size = size;
                 continue;
             }
-            if self.files.len() >= MAX_FILES {
+            if self.files.len() >= MAX_FILES && !self.forget_a_finished_file() {
                 self.warn_once(
                     sink,
                     &root,
@@ -468,6 +475,31 @@ impl Follower {
     }
 }
 
+impl Tailer {
+    /// Make room for a new file (today's log) at [`MAX_FILES`]: forget the oldest file that is
+    /// read to its end and is not the newest of its folder. IIS names its files by date
+    /// (`u_exYYMMDD.log`) and writes only the newest, so such a file is finished and will not
+    /// grow again (a file that did would be read again from its start). False: none qualifies.
+    fn forget_a_finished_file(&mut self) -> bool {
+        let finished = self
+            .files
+            .iter()
+            .zip(self.files.keys().skip(1))
+            .find(|((path, t), next)| {
+                t.offset >= t.size && t.pending.is_empty() && path.parent() == next.parent()
+            })
+            .map(|((path, _), _)| path.clone());
+        match finished {
+            Some(path) => {
+                self.files.remove(&path);
+                self.forgotten.insert(path);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 fn run(mut tailer: Tailer, stopped: &mpsc::Receiver<()>) {
     let mut sink = Logger;
     loop {
@@ -480,8 +512,17 @@ fn run(mut tailer: Tailer, stopped: &mpsc::Receiver<()>) {
     flush_http_sys();
     // Until a poll finds nothing new (a file may hold more than one poll's budget), within a
     // bound: the task is stopping.
+    // HTTP.sys may still be writing what the flush asked for when a poll first finds nothing: a
+    // second look after a moment before the end.
     let until = Instant::now() + FINAL_DRAIN;
-    while tailer.poll(&mut sink) > 0 && Instant::now() < until {}
+    while Instant::now() < until {
+        if tailer.poll(&mut sink) == 0 {
+            std::thread::sleep(Duration::from_millis(500));
+            if tailer.poll(&mut sink) == 0 {
+                break;
+            }
+        }
+    }
     tailer.finish(&mut sink);
 }
 
@@ -662,6 +703,34 @@ mod tests {
         tailer.poll(&mut out);
         assert_eq!(out.take(), ["2025-01-02 03:04:08 10.0.0.1 GET /c 200"]);
         assert!(out.warnings.is_empty());
+    }
+
+    #[test]
+    fn at_the_file_cap_a_finished_file_makes_room_for_todays() {
+        let dir = TempDir::new();
+        let site = dir.site("W3SVC1");
+        for day in 0..MAX_FILES {
+            append(
+                &site.join(format!("u_ex{day:06}.log")),
+                "2025-01-02 old 200\r\n",
+            );
+        }
+        let mut tailer = Tailer::new(&dir.0);
+        let mut out = Collected::default();
+        tailer.poll(&mut out);
+        assert!(out.take().is_empty(), "history is not shipped");
+        // Today's file, at the cap: the oldest finished one is forgotten, the new one followed.
+        let today = site.join(format!("u_ex{MAX_FILES:06}.log"));
+        append(&today, "2025-01-03 new 200\r\n");
+        tailer.poll(&mut out);
+        assert_eq!(out.take(), ["2025-01-03 new 200"]);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert_eq!(tailer.files.len(), MAX_FILES);
+        assert!(!tailer.files.contains_key(&site.join("u_ex000000.log")));
+        // The newest file of a folder is never the one forgotten: still followed.
+        append(&today, "2025-01-03 again 200\r\n");
+        tailer.poll(&mut out);
+        assert_eq!(out.take(), ["2025-01-03 again 200"]);
     }
 
     #[test]
@@ -913,12 +982,12 @@ mod tests {
     #[test]
     fn the_number_of_files_followed_is_capped() {
         let dir = TempDir::new();
-        let site = dir.site("W3SVC1");
         let mut tailer = Tailer::new(&dir.0);
         let mut out = Collected::default();
         tailer.poll(&mut out);
+        // One file per site folder: each is the newest of its folder, so none can be let go of.
         for i in 0..MAX_FILES + 5 {
-            append(&site.join(format!("u_ex{i:06}.log")), "");
+            append(&dir.site(&format!("W3SVC{i}")).join("u_ex250102.log"), "");
         }
         tailer.poll(&mut out);
         tailer.poll(&mut out);

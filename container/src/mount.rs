@@ -82,6 +82,18 @@ impl MappingFailure {
     /// last lines it printed. Everything is redacted once more after decoding: CLIXML escapes
     /// `<`, `&` and control characters, so a password holding one is not in the raw stream as
     /// itself, and the redaction `supervise::run` applied to the raw text cannot have found it.
+    /// Windows' 1312 ("a specified logon session does not exist") means a user name without its
+    /// domain only when the name has none; a user name from SSM is not checked at start (one from
+    /// the environment is), so the code depends on the name actually used. With a qualified
+    /// name 1312 has other causes (csi-driver-smb#161): the generic code, with what to look at.
+    pub fn for_username(mut self, username: &str) -> Self {
+        if self.code == preflight::USERNAME_NOT_QUALIFIED && username.contains(['\\', '@']) {
+            self.code = preflight::MAPPING_FAILED;
+            self.fix = "Windows found no logon session for the credential although the user name names its domain: compare the password in SSM with AD, and check that the file server and the domain accept an NTLM logon from a computer outside the domain";
+        }
+        self
+    }
+
     pub fn from_output(out: &Output, password: &Secret) -> Self {
         let parsed =
             ScriptError::parse(&out.stderr).or_else(|| ScriptError::from_clixml(&out.stderr));
@@ -158,7 +170,7 @@ pub async fn map_all(
         let invocation = actions::map_share(config, mapping, username);
         let out = supervise::run(&invocation, env, password, COMMAND_TIMEOUT).await?;
         if !out.success() {
-            let failure = MappingFailure::from_output(&out, password);
+            let failure = MappingFailure::from_output(&out, password).for_username(username);
             let (code, fix, win32, step) = (
                 failure.code,
                 failure.fix,
@@ -322,6 +334,25 @@ mod tests {
 
     fn secret(s: &str) -> Secret {
         Secret::from(s.to_owned())
+    }
+
+    #[test]
+    fn error_1312_means_a_bare_user_name_only_for_a_bare_user_name() {
+        let out = failed(
+            "fargate-smb-error: step=map win32=1312 hresult=0x80070520 category=NotSpecified\r\nA specified logon session does not exist. It may already have been terminated.\r\n",
+        );
+        let bare = MappingFailure::from_output(&out, &secret("Pw-1")).for_username("svc-web");
+        assert_eq!(bare.code, "username_not_qualified");
+        assert!(bare.fix.contains(r"DOMAIN\user"), "{}", bare.fix);
+        for name in [r"EXAMPLE\svc-web", "svc-web@example.com"] {
+            let f = MappingFailure::from_output(&out, &secret("Pw-1")).for_username(name);
+            assert_eq!(f.code, "mapping_failed", "{name}");
+            assert!(f.fix.contains("names its domain"), "{}", f.fix);
+        }
+        // Other codes do not depend on the name.
+        let other = failed("fargate-smb-error: step=map win32=1326 hresult=- category=-\r\nx\r\n");
+        let f = MappingFailure::from_output(&other, &secret("Pw-1")).for_username("svc-web");
+        assert_eq!(f.code, "logon_failure");
     }
 
     #[test]

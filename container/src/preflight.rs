@@ -66,6 +66,9 @@ pub struct WindowsFailure {
     pub fix: &'static str,
 }
 
+/// Windows' 1312 for a user name without its domain (see `MappingFailure::for_username`).
+pub const USERNAME_NOT_QUALIFIED: &str = "username_not_qualified";
+
 /// The code for a mapping failure that none of [`windows_failure`]'s errors explains.
 pub const MAPPING_FAILED: &str = "mapping_failed";
 
@@ -79,7 +82,7 @@ pub fn windows_failure(win32: u32) -> Option<WindowsFailure> {
         // ERROR_ACCESS_DENIED
         5 => (
             "access_denied",
-            "the account may not use the share: the share's permissions and the folder's NTFS ACL (Custom::ShareAcl) must grant it",
+            "Windows' SMB client was refused although the preflight's logon and tree connect passed: the share's permissions and the folder's NTFS ACL (Custom::ShareAcl), then what differs on the Windows side - SMB encryption (RequirePrivacy) and policies that restrict NTLM",
         ),
         // ERROR_BAD_NETPATH: the preflight reached the server, Windows' client did not.
         53 => (
@@ -113,7 +116,7 @@ pub fn windows_failure(win32: u32) -> Option<WindowsFailure> {
         ),
         // ERROR_NO_SUCH_LOGON_SESSION: what Windows says for a user name without a domain.
         1312 => (
-            "username_not_qualified",
+            USERNAME_NOT_QUALIFIED,
             "the user name must name its domain: DOMAIN\\user or user@domain.fqdn, not a bare name (SMB_USERNAME or its SSM parameter)",
         ),
         // ERROR_ACCOUNT_RESTRICTION, ERROR_INVALID_LOGON_HOURS, ERROR_INVALID_WORKSTATION
@@ -121,10 +124,15 @@ pub fn windows_failure(win32: u32) -> Option<WindowsFailure> {
             "account_restricted",
             "the account's restrictions forbid this logon (logon hours, logon workstations, or an empty password): lift them for the service account in AD",
         ),
-        // ERROR_PASSWORD_EXPIRED, ERROR_PASSWORD_MUST_CHANGE, NERR_PasswordExpired
-        1330 | 1907 | 2242 => (
+        // ERROR_PASSWORD_EXPIRED, NERR_PasswordExpired
+        1330 | 2242 => (
             "password_expired",
             "reset it (a rotation does) and set it not to expire",
+        ),
+        // ERROR_PASSWORD_MUST_CHANGE
+        1907 => (
+            "password_expired",
+            "the account must change its password at next logon: clear \"User must change password at next logon\" for the service account (a rotation's reset does not)",
         ),
         // ERROR_ACCOUNT_DISABLED
         1331 => (

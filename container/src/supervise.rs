@@ -223,6 +223,25 @@ pub async fn run(
 
 /// Start the main process with `env` as its whole environment. Install [`StopSignals`] first:
 /// a stop that arrives while the process is being created must not be lost.
+/// The Windows service the main process runs, when it is IIS's ServiceMonitor
+/// (`ServiceMonitor.exe w3svc`): the close/shutdown handler stops it itself. ServiceMonitor's own
+/// handler only signals its main thread and returns TRUE, and Windows ends a process as soon as
+/// its handler returns from a close or shutdown event, so ServiceMonitor's stop of the service
+/// never runs (microsoft/IIS.ServiceMonitor, Main.cpp; HandlerRoutine's documentation).
+static MAIN_SERVICE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `argv`'s service when its program is ServiceMonitor (any path, any case, with or without
+/// `.exe`) and names one.
+pub fn service_of_main(argv: &[String]) -> Option<String> {
+    let (program, args) = argv.split_first()?;
+    let file = program.rsplit(['\\', '/']).next().unwrap_or(program);
+    let file = file.to_ascii_lowercase();
+    let is_monitor = file == "servicemonitor.exe" || file == "servicemonitor";
+    args.first()
+        .filter(|service| is_monitor && !service.trim().is_empty())
+        .cloned()
+}
+
 pub fn spawn_main(
     argv: &[String],
     env: &[(OsString, OsString)],
@@ -231,6 +250,9 @@ pub fn spawn_main(
         program: String::new(),
         source: std::io::Error::other("no main process was given after --"),
     })?;
+    if let Some(service) = service_of_main(argv) {
+        let _ = MAIN_SERVICE.set(service);
+    }
     std::process::Command::new(program)
         .args(args)
         .env_clear()
@@ -416,10 +438,16 @@ mod windows {
     use std::sync::atomic::{AtomicIsize, AtomicU32, Ordering};
     use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
+    use windows_sys::Win32::Foundation::WAIT_OBJECT_0;
     use windows_sys::Win32::Foundation::{FALSE, TRUE};
     use windows_sys::Win32::System::Console::{
         CTRL_BREAK_EVENT, CTRL_C_EVENT, CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT,
         GenerateConsoleCtrlEvent, SetConsoleCtrlHandler,
+    };
+    use windows_sys::Win32::System::Services::{
+        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, QueryServiceStatus,
+        SC_MANAGER_CONNECT, SERVICE_CONTROL_STOP, SERVICE_QUERY_STATUS, SERVICE_STATUS,
+        SERVICE_STOP, SERVICE_STOPPED,
     };
     use windows_sys::Win32::System::Threading::{GetExitCodeProcess, WaitForSingleObject};
 
@@ -429,11 +457,12 @@ mod windows {
     static PENDING: AtomicU32 = AtomicU32::new(0);
     /// Wakes a close/shutdown handler that waits for the main process to exist.
     static STARTED: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
-    /// How long a close or shutdown waits for the main process. Windows ends the container's
-    /// processes `WaitToKillServiceTimeout` after the event: 110 s in the image
-    /// (container/Dockerfile), under the task's StopTimeout of 120 s. 90 s leaves the IIS log
-    /// follower its flush and drain (up to 15 s) and the last log line before that cut;
-    /// tests/test_dockerfile.py keeps the three in order.
+    /// How long a close or shutdown waits for the main process and then for its service
+    /// (W3SVC, see `MAIN_SERVICE`) to stop. Windows ends the container's processes
+    /// `WaitToKillServiceTimeout` after the event: 110 s in the image (container/Dockerfile),
+    /// under the task's StopTimeout of 120 s. 90 s leaves the IIS log follower its flush and
+    /// drain (up to 15 s) and the last log line before that cut; tests/test_dockerfile.py keeps
+    /// the three in order.
     const GRACE: Duration = Duration::from_secs(90);
 
     fn name(event: u32) -> &'static str {
@@ -501,18 +530,75 @@ mod windows {
                     // SAFETY: the handle belongs to the Child that `wait_main` keeps alive until
                     // the process exits; both calls only read it.
                     let have_code = unsafe {
-                        WaitForSingleObject(handle as _, left_ms);
-                        GetExitCodeProcess(handle as _, &mut code) != 0
+                        WaitForSingleObject(handle as _, left_ms) == WAIT_OBJECT_0
+                            && GetExitCodeProcess(handle as _, &mut code) != 0
                     };
-                    if have_code {
-                        // The process ends here, not in `start`: IIS's last log lines first.
-                        crate::iis_logs::stop();
-                        std::process::exit(code as i32);
+                    if !have_code {
+                        tracing::warn!(
+                            grace_s = GRACE.as_secs(),
+                            "the main process did not exit within the grace period"
+                        );
+                        code = 143;
                     }
+                    // ServiceMonitor is gone at once (see MAIN_SERVICE): W3SVC is stopped here,
+                    // so IIS finishes the requests it is serving, within what is left of GRACE.
+                    if let Some(service) = super::MAIN_SERVICE.get() {
+                        stop_service(service, until);
+                    }
+                    // The process ends here, not in `start`: IIS's last log lines first.
+                    crate::iis_logs::stop();
+                    std::process::exit(code as i32);
                 }
                 TRUE
             }
             _ => FALSE,
+        }
+    }
+
+    /// Ask the service to stop and wait until it has, or until `until`. Every failure is logged
+    /// and ends the wait: the stop goes on without it.
+    fn stop_service(name: &str, until: Instant) {
+        let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+        // SAFETY: the name is NUL-terminated and outlives the calls; the handles are checked
+        // and closed on every path; SERVICE_STATUS is plain data the calls fill in.
+        unsafe {
+            let manager = OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT);
+            if manager.is_null() {
+                tracing::warn!(service = name, error = %std::io::Error::last_os_error(), "could not open the service manager");
+                return;
+            }
+            let service = OpenServiceW(manager, wide.as_ptr(), SERVICE_STOP | SERVICE_QUERY_STATUS);
+            if service.is_null() {
+                tracing::warn!(service = name, error = %std::io::Error::last_os_error(), "could not open the service");
+                CloseServiceHandle(manager);
+                return;
+            }
+            let mut status: SERVICE_STATUS = std::mem::zeroed();
+            // Fails with ERROR_SERVICE_NOT_ACTIVE when it is already stopped: the query says so.
+            ControlService(service, SERVICE_CONTROL_STOP, &mut status);
+            let stopped = loop {
+                if QueryServiceStatus(service, &mut status) == 0 {
+                    break false;
+                }
+                if status.dwCurrentState == SERVICE_STOPPED {
+                    break true;
+                }
+                if Instant::now() >= until {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            };
+            if stopped {
+                tracing::info!(service = name, "service stopped");
+            } else {
+                tracing::warn!(
+                    service = name,
+                    state = status.dwCurrentState,
+                    "the service did not stop within the grace period"
+                );
+            }
+            CloseServiceHandle(service);
+            CloseServiceHandle(manager);
         }
     }
 
@@ -745,5 +831,25 @@ mod tests {
         };
         assert_eq!(out.tail(), "a\nb");
         assert!(!out.success());
+    }
+
+    #[test]
+    fn the_service_servicemonitor_runs_is_the_one_stopped_at_shutdown() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            service_of_main(&argv(&[r"C:\ServiceMonitor.exe", "w3svc"])).as_deref(),
+            Some("w3svc")
+        );
+        assert_eq!(
+            service_of_main(&argv(&["servicemonitor", "w3svc", "MyPool"])).as_deref(),
+            Some("w3svc")
+        );
+        assert_eq!(service_of_main(&argv(&[r"C:\ServiceMonitor.exe"])), None);
+        assert_eq!(service_of_main(&argv(&["cmd.exe", "/c", "x"])), None);
+        assert_eq!(
+            service_of_main(&argv(&[r"C:\NotServiceMonitor.exe", "w3svc"])),
+            None
+        );
+        assert_eq!(service_of_main(&[]), None);
     }
 }
