@@ -557,9 +557,16 @@ def test_health_timing_leaves_the_entrypoint_its_deadline_and_the_alb_its_checks
     assert check["StartPeriod"] > deadline, "the entrypoint may use its whole deadline before IIS serves anything"
     tg = stack.resolve(template["Resources"]["TargetGroup"]["Properties"])
     service = stack.resolve(template["Resources"]["WebService"]["Properties"])
-    to_healthy = tg["HealthyThresholdCount"] * tg["HealthCheckIntervalSeconds"]
-    assert service["HealthCheckGracePeriodSeconds"] >= check["StartPeriod"] + to_healthy, \
-        "a task ready at the end of its start period must still pass the load balancer's checks within the grace period"
+    # The load balancer checks from the moment the task registers, whatever the container's
+    # start period: the worst case is a task that maps its share at the entrypoint's deadline,
+    # then IIS's start (W3SVC, the app pool: allow 60 s), then up to one interval until the next
+    # check and the healthy threshold's passes.
+    iis_start = 60
+    to_healthy = (tg["HealthyThresholdCount"] + 1) * tg["HealthCheckIntervalSeconds"]
+    assert service["HealthCheckGracePeriodSeconds"] >= deadline + iis_start + to_healthy, \
+        "a task that maps at its deadline must still pass the load balancer's checks within the grace period"
+    # ...and the container's own check must not count failures before the entrypoint is done.
+    assert service["HealthCheckGracePeriodSeconds"] >= check["StartPeriod"]
     breaker = service["DeploymentConfiguration"]["DeploymentCircuitBreaker"]
     assert breaker == {"Enable": True, "Rollback": True}
 
