@@ -665,6 +665,9 @@ def test_a_repository_that_is_not_one_ecr_repository_is_rejected(template, repos
      "arn:aws:ecr:eu-west-1:123456789012:repository/web"),
     ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/web", "arn:aws:ecr:eu-west-1:123456789012:repository/web"),
     ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com/web:1", None),  # not taken apart: give the ARN
+    ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/web:1", None),  # China: give the ARN
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com:443/web:1", None),  # a port
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", None),  # no name
     ("mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2022", None),
     ("public.ecr.aws/abc123/web:1", None),
     ("web", None),

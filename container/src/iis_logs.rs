@@ -85,6 +85,8 @@ struct Tracked {
     skip_first: bool,
     /// Seen in the latest scan; a file gone from the folder is forgotten.
     seen: bool,
+    /// Scans in a row that found it the same size.
+    idle: u32,
 }
 
 impl Tracked {
@@ -98,6 +100,7 @@ impl Tracked {
             overflow: false,
             skip_first: false,
             seen: true,
+            idle: 0,
         }
     }
 
@@ -118,6 +121,8 @@ pub struct Tailer {
     /// Finished files let go of at [`MAX_FILES`]: never followed again (they would be read
     /// again from their start).
     forgotten: std::collections::BTreeSet<PathBuf>,
+    /// Scans a file must stay the same size before it may be forgotten (an hour of polls).
+    forget_after_idle: u32,
     /// What was warned about and has not worked since (a path with a reason).
     warned: HashSet<(PathBuf, &'static str)>,
     /// No scan has run yet: files found by the first are history.
@@ -131,6 +136,7 @@ impl Tailer {
             root: root.into(),
             files: BTreeMap::new(),
             forgotten: std::collections::BTreeSet::new(),
+            forget_after_idle: 3600,
             warned: HashSet::new(),
             first_scan: true,
             buf: vec![0; CHUNK],
@@ -152,12 +158,23 @@ impl Tailer {
         let mut found = Vec::new();
         let root = self.root.clone();
         self.scan(&root, 0, &mut found, sink);
+        // A forgotten file that is gone is forgotten for good: one made again at its path is new.
+        if !self.forgotten.is_empty() {
+            let present: std::collections::BTreeSet<&PathBuf> =
+                found.iter().map(|(p, _)| p).collect();
+            self.forgotten.retain(|p| present.contains(p));
+        }
         for (path, size) in found {
             if self.forgotten.contains(&path) {
                 continue;
             }
             if let Some(tracked) = self.files.get_mut(&path) {
                 tracked.seen = true;
+                tracked.idle = if size == tracked.size {
+                    tracked.idle.saturating_add(1)
+                } else {
+                    0
+                };
                 tracked.size = size;
                 continue;
             }
@@ -477,16 +494,21 @@ impl Follower {
 
 impl Tailer {
     /// Make room for a new file (today's log) at [`MAX_FILES`]: forget the oldest file that is
-    /// read to its end and is not the newest of its folder. IIS names its files by date
-    /// (`u_exYYMMDD.log`) and writes only the newest, so such a file is finished and will not
-    /// grow again (a file that did would be read again from its start). False: none qualifies.
+    /// read to its end, has not grown for [`Tailer::forget_after_idle`] scans (an hour) and is not
+    /// the newest of its folder. IIS names its files by date (`u_exYYMMDD.log`) and writes only
+    /// the newest, so such a file is finished (what it might still get would not be followed).
+    /// False: none qualifies.
     fn forget_a_finished_file(&mut self) -> bool {
+        let idle = self.forget_after_idle;
         let finished = self
             .files
             .iter()
             .zip(self.files.keys().skip(1))
             .find(|((path, t), next)| {
-                t.offset >= t.size && t.pending.is_empty() && path.parent() == next.parent()
+                t.offset >= t.size
+                    && t.pending.is_empty()
+                    && t.idle >= idle
+                    && path.parent() == next.parent()
             })
             .map(|((path, _), _)| path.clone());
         match finished {
@@ -716,9 +738,12 @@ mod tests {
             );
         }
         let mut tailer = Tailer::new(&dir.0);
+        tailer.forget_after_idle = 1;
         let mut out = Collected::default();
         tailer.poll(&mut out);
         assert!(out.take().is_empty(), "history is not shipped");
+        // A file that just grew is not let go of: one scan with nothing new first.
+        tailer.poll(&mut out);
         // Today's file, at the cap: the oldest finished one is forgotten, the new one followed.
         let today = site.join(format!("u_ex{MAX_FILES:06}.log"));
         append(&today, "2025-01-03 new 200\r\n");

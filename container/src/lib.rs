@@ -188,8 +188,9 @@ async fn start(main: &[String], taken: own_env::Taken, started: Instant) -> i32 
         "main process started"
     );
     let waited = supervise::wait_main(child, stops).await;
-    // IIS's last lines (those written as it stopped) before the entrypoint's own last line.
-    iis_logs::stop();
+    // After a console stop, W3SVC's stop (Windows), then IIS's last lines (those written as it
+    // stopped), before the entrypoint's own last line; once, shared with the stop handler.
+    supervise::finish();
     match waited {
         Ok(code) => {
             tracing::info!(exit_code = code, "main process exited");

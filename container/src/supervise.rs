@@ -221,8 +221,6 @@ pub async fn run(
     })
 }
 
-/// Start the main process with `env` as its whole environment. Install [`StopSignals`] first:
-/// a stop that arrives while the process is being created must not be lost.
 /// The Windows service the main process runs, when it is IIS's ServiceMonitor
 /// (`ServiceMonitor.exe w3svc`): the close/shutdown handler stops it itself. ServiceMonitor's own
 /// handler only signals its main thread and returns TRUE, and Windows ends a process as soon as
@@ -242,6 +240,8 @@ pub fn service_of_main(argv: &[String]) -> Option<String> {
         .cloned()
 }
 
+/// Start the main process with `env` as its whole environment. Install [`StopSignals`] first:
+/// a stop that arrives while the process is being created must not be lost.
 pub fn spawn_main(
     argv: &[String],
     env: &[(OsString, OsString)],
@@ -271,6 +271,23 @@ pub struct Stop {
     pub name: &'static str,
     /// What the entrypoint exits with: 128 + the signal, as a shell reports a process it ended.
     pub exit_code: i32,
+}
+
+/// What ends a run once the main process has exited, done once whichever thread gets here first
+/// (the main thread after [`wait_main`], or on Windows the close/shutdown handler): on Windows,
+/// after a close or shutdown event, stop the main process's service and wait for it (see
+/// `MAIN_SERVICE`); then IIS's last log lines. A second caller waits until the first is done,
+/// so neither exits the process in the middle of the other's work.
+pub fn finish() {
+    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    #[cfg(windows)]
+    windows::stop_main_service();
+    crate::iis_logs::stop();
+    *done = true;
 }
 
 #[cfg(unix)]
@@ -434,7 +451,7 @@ mod windows {
     //! installed when a run begins so that such an event is remembered (not lost, and not the
     //! end of the entrypoint half-way through a mapping) and re-sent to the console once the
     //! main process is attached to it.
-    use std::os::windows::io::AsRawHandle;
+    use std::os::windows::io::{AsHandle, AsRawHandle, IntoRawHandle};
     use std::sync::atomic::{AtomicIsize, AtomicU32, Ordering};
     use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
@@ -453,6 +470,10 @@ mod windows {
 
     /// The main process's handle, 0 until it exists.
     static CHILD: AtomicIsize = AtomicIsize::new(0);
+    /// When a close, logoff or shutdown event arrived, the end of its grace, as milliseconds
+    /// after [`EPOCH`] plus one (0: no such event): the service is stopped only then.
+    static SHUTDOWN_UNTIL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     /// The first event that arrived while CHILD was 0, plus one (0: none).
     static PENDING: AtomicU32 = AtomicU32::new(0);
     /// Wakes a close/shutdown handler that waits for the main process to exist.
@@ -522,6 +543,15 @@ mod windows {
             CTRL_C_EVENT | CTRL_BREAK_EVENT => TRUE,
             CTRL_CLOSE_EVENT | CTRL_LOGOFF_EVENT | CTRL_SHUTDOWN_EVENT => {
                 let until = Instant::now() + GRACE;
+                let epoch = *EPOCH.get_or_init(Instant::now);
+                let ms = u64::try_from(until.saturating_duration_since(epoch).as_millis())
+                    .unwrap_or(u64::MAX - 1);
+                let _ = SHUTDOWN_UNTIL_MS.compare_exchange(
+                    0,
+                    ms + 1,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
                 let handle = wait_for_child(until);
                 if handle != 0 {
                     let mut code = 1u32;
@@ -540,19 +570,37 @@ mod windows {
                         );
                         code = 143;
                     }
-                    // ServiceMonitor is gone at once (see MAIN_SERVICE): W3SVC is stopped here,
-                    // so IIS finishes the requests it is serving, within what is left of GRACE.
-                    if let Some(service) = super::MAIN_SERVICE.get() {
-                        stop_service(service, until);
-                    }
-                    // The process ends here, not in `start`: IIS's last log lines first.
-                    crate::iis_logs::stop();
+                    // ServiceMonitor is gone at once (see MAIN_SERVICE): W3SVC is stopped in
+                    // `finish`, so IIS finishes the requests it serves, within what is left of
+                    // GRACE; then IIS's last log lines. The main thread, back from `wait_main`,
+                    // waits for the same `finish` before it exits.
+                    super::finish();
                     std::process::exit(code as i32);
                 }
                 TRUE
             }
             _ => FALSE,
         }
+    }
+
+    /// After a close, logoff or shutdown event: stop the main process's service (W3SVC) and wait
+    /// for it, within the event's grace. Nothing otherwise (the main process ended on its own).
+    pub(super) fn stop_main_service() {
+        let until_ms = SHUTDOWN_UNTIL_MS.load(Ordering::SeqCst);
+        let (Some(service), Some(epoch)) = (super::MAIN_SERVICE.get(), EPOCH.get()) else {
+            return;
+        };
+        if until_ms == 0 {
+            return;
+        }
+        let until = *epoch + Duration::from_millis(until_ms - 1);
+        // A stop request may block while the service manager handles another control: not
+        // when the grace is (nearly) over, the log flush still has to fit before Windows' cut.
+        if until.saturating_duration_since(Instant::now()) < Duration::from_secs(5) {
+            tracing::warn!(service = %service, "no time left to stop the service");
+            return;
+        }
+        stop_service(service, until);
     }
 
     /// Ask the service to stop and wait until it has, or until `until`. Every failure is logged
@@ -574,28 +622,44 @@ mod windows {
                 return;
             }
             let mut status: SERVICE_STATUS = std::mem::zeroed();
-            // Fails with ERROR_SERVICE_NOT_ACTIVE when it is already stopped: the query says so.
-            ControlService(service, SERVICE_CONTROL_STOP, &mut status);
+            let mut asked = false;
             let stopped = loop {
+                if !asked {
+                    if ControlService(service, SERVICE_CONTROL_STOP, &mut status) != 0 {
+                        asked = true;
+                    } else {
+                        match std::io::Error::last_os_error().raw_os_error() {
+                            // ERROR_SERVICE_NOT_ACTIVE: already stopped (the query says so).
+                            Some(1062) => asked = true,
+                            // ERROR_SERVICE_CANNOT_ACCEPT_CTRL: still starting or already
+                            // stopping: asked again on the next round until it takes it.
+                            Some(1061) => {}
+                            _ => {
+                                tracing::warn!(service = name, error = %std::io::Error::last_os_error(), "could not ask the service to stop");
+                                asked = true;
+                            }
+                        }
+                    }
+                }
                 if QueryServiceStatus(service, &mut status) == 0 {
+                    tracing::warn!(service = name, error = %std::io::Error::last_os_error(), "could not query the service");
                     break false;
                 }
                 if status.dwCurrentState == SERVICE_STOPPED {
                     break true;
                 }
                 if Instant::now() >= until {
+                    tracing::warn!(
+                        service = name,
+                        state = status.dwCurrentState,
+                        "the service did not stop within the grace period"
+                    );
                     break false;
                 }
                 std::thread::sleep(Duration::from_millis(250));
             };
             if stopped {
                 tracing::info!(service = name, "service stopped");
-            } else {
-                tracing::warn!(
-                    service = name,
-                    state = status.dwCurrentState,
-                    "the service did not stop within the grace period"
-                );
             }
             CloseServiceHandle(service);
             CloseServiceHandle(manager);
@@ -661,7 +725,15 @@ mod windows {
     ) -> std::io::Result<i32> {
         let pending = {
             let _guard = STARTED.0.lock().unwrap_or_else(|e| e.into_inner());
-            CHILD.store(child.as_raw_handle() as isize, Ordering::SeqCst);
+            // A handle of our own, never closed: the Child's is closed once `wait` returns, and
+            // the handler may wait on the process after that (a closed handle's value can be
+            // reused by the next one the process opens).
+            let handle = child
+                .as_handle()
+                .try_clone_to_owned()
+                .map(|h| h.into_raw_handle() as isize)
+                .unwrap_or_else(|_| child.as_raw_handle() as isize);
+            CHILD.store(handle, Ordering::SeqCst);
             STARTED.1.notify_all();
             PENDING.swap(0, Ordering::SeqCst)
         };
