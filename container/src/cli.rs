@@ -21,9 +21,13 @@ configuration (environment):
   SMB_MAPPINGS         several mappings instead: G:=\\fs\share;H:=\\fs\other
   SMB_USERNAME         DOMAIN\name or name@domain, or SMB_USERNAME_PARAMETER (SSM name)
   SMB_PASSWORD         the password, or SMB_PASSWORD_PARAMETER (SSM SecureString read with the task role)
+  SMB_CREDENTIAL_SECRET
+                       instead of the four above: a Secrets Manager secret (ARN or name), read with
+                       the task role, whose JSON has the keys username (DOMAIN\name) and password
   SMB_APP_USES_TASK_ROLE
-                       true: with the credential read from SSM, the main process keeps the task role
-                       (AWS_CONTAINER_*), and with it the means to read the password (default false)
+                       true: with the credential read from SSM or Secrets Manager, the main process
+                       keeps the task role (AWS_CONTAINER_*), and with it the means to read the
+                       password (default false)
   SMB_IIS_VDIRS        /content=G:\content;... virtual directories of SMB_IIS_SITE (default Default Web Site)
   SMB_DEADLINE_SECONDS how long the preflight may retry (default 120)
   SMB_CONNECT_TIMEOUT_SECONDS, SMB_WRITE_TEST (true: write and delete a file), SMB_PORT (default 445)

@@ -18,6 +18,9 @@ pub mod vars {
     pub const PASSWORD: &str = "SMB_PASSWORD";
     pub const USERNAME_PARAMETER: &str = "SMB_USERNAME_PARAMETER";
     pub const PASSWORD_PARAMETER: &str = "SMB_PASSWORD_PARAMETER";
+    /// A Secrets Manager secret (ARN or name) whose current value is JSON holding both the
+    /// user name and the password, read with the task role.
+    pub const CREDENTIAL_SECRET: &str = "SMB_CREDENTIAL_SECRET";
     pub const IIS_SITE: &str = "SMB_IIS_SITE";
     pub const IIS_VDIRS: &str = "SMB_IIS_VDIRS";
     pub const DEADLINE: &str = "SMB_DEADLINE_SECONDS";
@@ -26,7 +29,8 @@ pub mod vars {
     pub const PORT: &str = "SMB_PORT";
     pub const POWERSHELL: &str = "SMB_POWERSHELL";
     pub const APPCMD: &str = "SMB_APPCMD";
-    /// `true`: with the credential read from SSM, the main process keeps the task role too.
+    /// `true`: with the credential read from SSM or Secrets Manager, the main process keeps the
+    /// task role too.
     pub const APP_USES_TASK_ROLE: &str = "SMB_APP_USES_TASK_ROLE";
     /// The folder of IIS's W3C log files, followed onto stdout while the main process runs.
     pub const IIS_LOG_DIR: &str = "SMB_IIS_LOG_DIR";
@@ -80,13 +84,17 @@ pub enum ConfigError {
     #[error("{var}: entry {entry:?} is not DRIVE=UNC: write it as G:=\\\\fs.example.com\\share")]
     BadMapping { var: String, entry: String },
     #[error(
-        "no user name: set SMB_USERNAME (DOMAIN\\name or name@domain), or SMB_USERNAME_PARAMETER to an SSM parameter holding it"
+        "no user name: set SMB_USERNAME (DOMAIN\\name or name@domain), or SMB_USERNAME_PARAMETER to an SSM parameter holding it, or SMB_CREDENTIAL_SECRET to a Secrets Manager secret holding the whole credential"
     )]
     NoUsername,
     #[error(
-        "no password: set SMB_PASSWORD (from the task definition's secrets), or SMB_PASSWORD_PARAMETER to the SSM SecureString the task role may read"
+        "no password: set SMB_PASSWORD (from the task definition's secrets), or SMB_PASSWORD_PARAMETER to the SSM SecureString the task role may read, or SMB_CREDENTIAL_SECRET to the Secrets Manager secret the task role may read"
     )]
     NoPassword,
+    #[error(
+        "set SMB_CREDENTIAL_SECRET or {other}, not both: the secret holds the user name and the password; remove {other}, or remove SMB_CREDENTIAL_SECRET to take the credential from {other}"
+    )]
+    SecretAndOther { other: &'static str },
     #[error("{var} is empty: give it a value or remove it")]
     Empty { var: String },
     #[error("{var}: {value:?} is not a user name: write DOMAIN\\name or name@domain.example{hint}")]
@@ -151,12 +159,21 @@ impl Mapping {
     }
 }
 
-/// Where a value comes from: the environment (ECS `secrets`) or an SSM parameter read with the
-/// task role, which keeps the secret out of the container's environment altogether.
+/// Where a value comes from: the environment (ECS `secrets`), or an SSM parameter or a key of a
+/// Secrets Manager secret's JSON, read with the task role, which keeps the secret out of the
+/// container's environment altogether.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source<T> {
-    Env { var: String, value: T },
+    Env {
+        var: String,
+        value: T,
+    },
     Parameter(String),
+    /// `id`: the secret's ARN or name (`SMB_CREDENTIAL_SECRET`); `key`: `username` or `password`.
+    Secret {
+        id: String,
+        key: &'static str,
+    },
 }
 
 impl<T> Source<T> {
@@ -164,7 +181,13 @@ impl<T> Source<T> {
         match self {
             Source::Env { var, .. } => format!("environment variable {var}"),
             Source::Parameter(name) => format!("SSM parameter {name}"),
+            Source::Secret { id, key } => format!("Secrets Manager secret {id}, key {key:?}"),
         }
+    }
+
+    /// Read from a store (SSM, Secrets Manager) with the task role, not given in the environment.
+    pub fn is_stored(&self) -> bool {
+        !matches!(self, Source::Env { .. })
     }
 }
 
@@ -222,57 +245,85 @@ impl Config {
 
         let mappings = read_mappings(&nonempty)?;
 
-        // The password decides whether the compatibility names are in use: `username` alone
-        // is the Windows built-in and means nothing here. Each password value is read once and
-        // goes straight into a `Secret`, so no copy of it is freed without being wiped.
-        let smb_password = get(vars::PASSWORD).map(Secret::new);
-        let compat_password = if smb_password.is_none() && get(vars::PASSWORD_PARAMETER).is_none() {
-            get(vars::COMPAT_PASSWORD).map(Secret::new)
+        let (username, password) = if let Some(id) = nonempty(vars::CREDENTIAL_SECRET)? {
+            // One place for the credential: a second source beside the secret would leave it
+            // to precedence rules which one a task uses, and a stale copy would go unnoticed.
+            // A value is looked at only to see that it is there, inside a `Secret` that wipes it.
+            for other in [
+                vars::USERNAME,
+                vars::PASSWORD,
+                vars::USERNAME_PARAMETER,
+                vars::PASSWORD_PARAMETER,
+            ] {
+                if get(other).map(Secret::new).is_some() {
+                    return Err(ConfigError::SecretAndOther { other });
+                }
+            }
+            (
+                Source::Secret {
+                    id: id.clone(),
+                    key: "username",
+                },
+                Source::Secret {
+                    id,
+                    key: "password",
+                },
+            )
         } else {
-            None
-        };
-        let compat = compat_password.is_some();
-        let password = if let Some(value) = smb_password {
-            // A password may have leading or trailing spaces; take it as given.
-            if value.is_empty() {
-                return Err(ConfigError::Empty {
+            // The password decides whether the compatibility names are in use: `username` alone
+            // is the Windows built-in and means nothing here. Each password value is read once and
+            // goes straight into a `Secret`, so no copy of it is freed without being wiped.
+            let smb_password = get(vars::PASSWORD).map(Secret::new);
+            let compat_password =
+                if smb_password.is_none() && get(vars::PASSWORD_PARAMETER).is_none() {
+                    get(vars::COMPAT_PASSWORD).map(Secret::new)
+                } else {
+                    None
+                };
+            let compat = compat_password.is_some();
+            let password = if let Some(value) = smb_password {
+                // A password may have leading or trailing spaces; take it as given.
+                if value.is_empty() {
+                    return Err(ConfigError::Empty {
+                        var: vars::PASSWORD.into(),
+                    });
+                }
+                Source::Env {
                     var: vars::PASSWORD.into(),
-                });
-            }
-            Source::Env {
-                var: vars::PASSWORD.into(),
-                value,
-            }
-        } else if let Some(name) = nonempty(vars::PASSWORD_PARAMETER)? {
-            Source::Parameter(name)
-        } else if let Some(value) = compat_password {
-            if value.is_empty() {
-                return Err(ConfigError::Empty {
+                    value,
+                }
+            } else if let Some(name) = nonempty(vars::PASSWORD_PARAMETER)? {
+                Source::Parameter(name)
+            } else if let Some(value) = compat_password {
+                if value.is_empty() {
+                    return Err(ConfigError::Empty {
+                        var: vars::COMPAT_PASSWORD.into(),
+                    });
+                }
+                Source::Env {
                     var: vars::COMPAT_PASSWORD.into(),
-                });
-            }
-            Source::Env {
-                var: vars::COMPAT_PASSWORD.into(),
-                value,
-            }
-        } else {
-            return Err(ConfigError::NoPassword);
-        };
+                    value,
+                }
+            } else {
+                return Err(ConfigError::NoPassword);
+            };
 
-        let username = if let Some(v) = nonempty(vars::USERNAME)? {
-            Source::Env {
-                var: vars::USERNAME.into(),
-                value: check_username(vars::USERNAME, v)?,
-            }
-        } else if let Some(name) = nonempty(vars::USERNAME_PARAMETER)? {
-            Source::Parameter(name)
-        } else if compat && let Some(v) = nonempty(vars::COMPAT_USERNAME)? {
-            Source::Env {
-                var: vars::COMPAT_USERNAME.into(),
-                value: check_username(vars::COMPAT_USERNAME, v)?,
-            }
-        } else {
-            return Err(ConfigError::NoUsername);
+            let username = if let Some(v) = nonempty(vars::USERNAME)? {
+                Source::Env {
+                    var: vars::USERNAME.into(),
+                    value: check_username(vars::USERNAME, v)?,
+                }
+            } else if let Some(name) = nonempty(vars::USERNAME_PARAMETER)? {
+                Source::Parameter(name)
+            } else if compat && let Some(v) = nonempty(vars::COMPAT_USERNAME)? {
+                Source::Env {
+                    var: vars::COMPAT_USERNAME.into(),
+                    value: check_username(vars::COMPAT_USERNAME, v)?,
+                }
+            } else {
+                return Err(ConfigError::NoUsername);
+            };
+            (username, password)
         };
 
         let site = nonempty(vars::IIS_SITE)?.unwrap_or_else(|| DEFAULT_SITE.to_owned());
@@ -339,7 +390,7 @@ impl Config {
             credential_vars.push(vars::COMPAT_USERNAME.to_owned());
         }
         // The same decision as `withholds_task_role`, which explains it.
-        if reads_ssm(&username, &password) && !app_uses_task_role {
+        if reads_with_task_role(&username, &password) && !app_uses_task_role {
             credential_vars.extend(vars::TASK_ROLE.map(str::to_owned));
         }
 
@@ -370,15 +421,16 @@ impl Config {
         })
     }
 
-    /// Whether the entrypoint reads the credential from SSM itself, with the task role
-    /// (`CredentialDelivery=task-role`).
+    /// Whether the entrypoint reads the credential itself, with the task role, from SSM or from
+    /// Secrets Manager (`CredentialDelivery=task-role`). The name predates Secrets Manager.
     pub fn reads_ssm(&self) -> bool {
-        reads_ssm(&self.username, &self.password)
+        reads_with_task_role(&self.username, &self.password)
     }
 
     /// Whether the task role's variables ([`vars::TASK_ROLE`]) are kept from every child.
     ///
-    /// In task-role mode the task role may read the SSM parameters, the password's included.
+    /// In task-role mode the task role may read the SSM parameters or the secret, the password
+    /// included.
     /// IIS's ServiceMonitor copies its environment into the application pools, so a main
     /// process that kept `AWS_CONTAINER_CREDENTIALS_*` would let any code in w3wp fetch the
     /// role's credentials from the ECS endpoint and read the password with them: two HTTP
@@ -391,8 +443,8 @@ impl Config {
     }
 }
 
-fn reads_ssm(username: &Source<String>, password: &Source<Secret>) -> bool {
-    matches!(username, Source::Parameter(_)) || matches!(password, Source::Parameter(_))
+fn reads_with_task_role(username: &Source<String>, password: &Source<Secret>) -> bool {
+    username.is_stored() || password.is_stored()
 }
 
 fn read_mappings(
@@ -487,16 +539,26 @@ fn check_username(var: &str, value: String) -> Result<String, ConfigError> {
             ""
         },
     };
-    let ok = match (value.split_once('\\'), value.split_once('@')) {
-        (Some((domain, name)), None) => !domain.is_empty() && !name.is_empty(),
-        (None, Some((name, domain))) => !domain.is_empty() && !name.is_empty(),
-        _ => false,
-    };
-    if !ok {
+    if !user_name_shape(&value) {
         return Err(bad());
     }
     plain_text(var, &value)?;
     Ok(value)
+}
+
+/// `DOMAIN\name` or `name@domain`, each part non-empty.
+fn user_name_shape(value: &str) -> bool {
+    match (value.split_once('\\'), value.split_once('@')) {
+        (Some((domain, name)), None) => !domain.is_empty() && !name.is_empty(),
+        (None, Some((name, domain))) => !domain.is_empty() && !name.is_empty(),
+        _ => false,
+    }
+}
+
+/// The checks [`check_username`] makes of a variable, for a user name that comes from a store
+/// (the secret's `username` key), whose errors name the store instead.
+pub fn is_user_name(value: &str) -> bool {
+    user_name_shape(value) && plain_text("", value).is_ok()
 }
 
 fn parse_vdirs(
@@ -782,6 +844,82 @@ mod tests {
                 value: "sometimes".into()
             }
         );
+    }
+
+    #[test]
+    fn a_secrets_manager_secret_holds_the_whole_credential() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/smb-AbCdEf";
+        let env = [("SMB_SHARE", r"\\fs\share"), ("SMB_CREDENTIAL_SECRET", arn)];
+        let c = config(&env).unwrap();
+        assert_eq!(
+            c.username,
+            Source::Secret {
+                id: arn.into(),
+                key: "username"
+            }
+        );
+        assert_eq!(
+            c.password,
+            Source::Secret {
+                id: arn.into(),
+                key: "password"
+            }
+        );
+        assert_eq!(
+            c.password.describe(),
+            format!("Secrets Manager secret {arn}, key \"password\"")
+        );
+        // Read with the task role, like the SSM parameters: the role is the entrypoint's alone.
+        assert!(c.reads_ssm() && c.withholds_task_role());
+        assert_eq!(withholds(&c), [true; 4]);
+        let mut shared = env.to_vec();
+        shared.push(("SMB_APP_USES_TASK_ROLE", "true"));
+        assert_eq!(withholds(&config(&shared).unwrap()), [false; 4]);
+        // The compatibility names do not compete with it: `username` is Windows' own.
+        let mut compat = env.to_vec();
+        compat.push(("username", "ContainerAdministrator"));
+        assert!(matches!(
+            config(&compat).unwrap().username,
+            Source::Secret { .. }
+        ));
+        let mut empty = env.to_vec();
+        empty[1].1 = " ";
+        assert_eq!(
+            config(&empty).unwrap_err(),
+            ConfigError::Empty {
+                var: "SMB_CREDENTIAL_SECRET".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_secret_and_another_credential_source_are_an_error_naming_both() {
+        for other in [
+            "SMB_USERNAME",
+            "SMB_PASSWORD",
+            "SMB_USERNAME_PARAMETER",
+            "SMB_PASSWORD_PARAMETER",
+        ] {
+            // Even empty: a task definition that sets it meant something by it.
+            for value in ["x", ""] {
+                let e = config(&[
+                    ("SMB_SHARE", r"\\fs\share"),
+                    ("SMB_CREDENTIAL_SECRET", "app/smb"),
+                    (other, value),
+                ])
+                .unwrap_err();
+                assert_eq!(
+                    e,
+                    ConfigError::SecretAndOther { other },
+                    "{other}={value:?}"
+                );
+                let text = e.to_string();
+                assert!(
+                    text.starts_with(&format!("set SMB_CREDENTIAL_SECRET or {other}, not both")),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,20 @@
-//! The service account's credential: from the environment (ECS `secrets`), or read from SSM
-//! with the task role so that it never enters the container's environment at all.
+//! The service account's credential: from the environment (ECS `secrets`), or read from SSM or
+//! Secrets Manager with the task role so that it never enters the container's environment at all.
+//!
+//! A Secrets Manager secret (`SMB_CREDENTIAL_SECRET`) holds the whole credential as JSON,
+//! `{"username": "DOMAIN\\name", "password": "…", "share": "\\\\server\\share"}`: the shape
+//! the template creates and its rotation writes. `username` and `password` are required strings;
+//! `share`, when present, must be a string too, and is not used here: the share to map is always
+//! `SMB_SHARE` / `SMB_MAPPINGS`, which the configuration already needs before any secret is read.
 
-use crate::config::{Config, Source};
+use crate::config::{self, Config, Source};
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use parameter_store::ParameterStore;
 use secrets::Secret;
+
+/// What the secret's JSON must look like, for the errors that say it is not so.
+const SECRET_SHAPE: &str =
+    r#"{"username": "DOMAIN\name", "password": "...", "share": "\\server\share"}"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -19,6 +30,32 @@ pub enum CredentialError {
     Read { name: String, detail: String },
     #[error("SSM parameter {name} is empty")]
     Empty { name: String },
+    #[error(
+        "Secrets Manager secret {id} (SMB_CREDENTIAL_SECRET) does not exist or has no AWSCURRENT version: check SMB_CREDENTIAL_SECRET against the stack's outputs"
+    )]
+    SecretMissing { id: String },
+    #[error(
+        "reading Secrets Manager secret {id} (SMB_CREDENTIAL_SECRET) was denied: the task role needs secretsmanager:GetSecretValue on it and kms:Decrypt on its key"
+    )]
+    SecretDenied { id: String },
+    #[error(
+        "reading Secrets Manager secret {id} (SMB_CREDENTIAL_SECRET) failed: {detail}: the task role needs secretsmanager:GetSecretValue on it and kms:Decrypt on its key"
+    )]
+    SecretRead { id: String, detail: String },
+    /// `what` says what the value is instead; never the value itself, nor serde's message, which
+    /// quotes it (a secret holding the bare password as a JSON string would be printed).
+    #[error(
+        "Secrets Manager secret {id} (SMB_CREDENTIAL_SECRET) {what}: its value must be a JSON object such as {SECRET_SHAPE}"
+    )]
+    NotJson { id: String, what: &'static str },
+    #[error(
+        "Secrets Manager secret {id} (SMB_CREDENTIAL_SECRET): the key \"{key}\" {problem}: its value must be a JSON object such as {SECRET_SHAPE}"
+    )]
+    BadKey {
+        id: String,
+        key: &'static str,
+        problem: &'static str,
+    },
 }
 
 #[derive(Debug)]
@@ -29,6 +66,8 @@ pub struct Credential {
 
 pub async fn resolve(config: &Config) -> Result<Credential, CredentialError> {
     let mut store: Option<ParameterStore> = None;
+    // The configuration takes both halves from the same secret: it is read once.
+    let mut secret: Option<Credential> = None;
     let username = match &config.username {
         Source::Env { value, .. } => value.clone(),
         Source::Parameter(name) => read(&mut store, name, false)
@@ -36,11 +75,114 @@ pub async fn resolve(config: &Config) -> Result<Credential, CredentialError> {
             .expose()
             .trim()
             .to_owned(),
+        Source::Secret { id, .. } => read_secret(&mut secret, id).await?.username.clone(),
     };
     let password = match &config.password {
         Source::Env { value, .. } => value.clone(),
         Source::Parameter(name) => read(&mut store, name, true).await?,
+        Source::Secret { id, .. } => read_secret(&mut secret, id).await?.password.clone(),
     };
+    Ok(Credential { username, password })
+}
+
+async fn read_secret<'a>(
+    cache: &'a mut Option<Credential>,
+    id: &str,
+) -> Result<&'a Credential, CredentialError> {
+    if cache.is_none() {
+        let sdk = aws_env::load().await.map_err(|e| CredentialError::Sdk {
+            name: id.into(),
+            detail: e.to_string(),
+        })?;
+        let client = aws_sdk_secretsmanager::Client::new(&sdk);
+        let out = client
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| match e.code() {
+                // Also what a secret without an AWSCURRENT version answers.
+                Some("ResourceNotFoundException") => {
+                    CredentialError::SecretMissing { id: id.into() }
+                }
+                Some("AccessDeniedException") => CredentialError::SecretDenied { id: id.into() },
+                code => CredentialError::SecretRead {
+                    id: id.into(),
+                    detail: match (code, e.message()) {
+                        (Some(code), Some(message)) => format!("{code}: {message}"),
+                        (Some(code), None) => code.to_owned(),
+                        // No service error: the SDK's own (a timeout, no connection).
+                        (None, _) => {
+                            aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string()
+                        }
+                    },
+                },
+            })?;
+        let value = match (out.secret_string, out.secret_binary) {
+            (Some(text), _) => Secret::new(text),
+            (None, Some(_)) => {
+                return Err(CredentialError::NotJson {
+                    id: id.into(),
+                    what: "holds a binary value, not JSON text",
+                });
+            }
+            (None, None) => {
+                return Err(CredentialError::NotJson {
+                    id: id.into(),
+                    what: "has an empty value",
+                });
+            }
+        };
+        *cache = Some(parse_secret(id, &value)?);
+    }
+    cache.as_ref().ok_or_else(|| CredentialError::Sdk {
+        name: id.into(),
+        detail: "no secret value".into(),
+    })
+}
+
+/// The credential in a secret's JSON (see the module's documentation for its shape).
+fn parse_secret(id: &str, value: &Secret) -> Result<Credential, CredentialError> {
+    let not_json = |what| CredentialError::NotJson {
+        id: id.into(),
+        what,
+    };
+    let bad = |key, problem| CredentialError::BadKey {
+        id: id.into(),
+        key,
+        problem,
+    };
+    let mut map = match serde_json::from_str::<serde_json::Value>(value.expose()) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) => return Err(not_json("is JSON but not an object")),
+        Err(_) => return Err(not_json("is not JSON")),
+    };
+    // Moved out of the map, not copied: the string becomes the `Secret` that wipes it.
+    let password = match map.remove("password") {
+        None => return Err(bad("password", "is missing")),
+        Some(serde_json::Value::String(p)) if p.is_empty() => {
+            return Err(bad("password", "is empty"));
+        }
+        Some(serde_json::Value::String(p)) => Secret::new(p),
+        Some(_) => return Err(bad("password", "is not a string")),
+    };
+    let username = match map.get("username") {
+        None => return Err(bad("username", "is missing")),
+        Some(serde_json::Value::String(u)) if u.trim().is_empty() => {
+            return Err(bad("username", "is empty"));
+        }
+        Some(serde_json::Value::String(u)) if !config::is_user_name(u.trim()) => {
+            return Err(bad(
+                "username",
+                "is not a user name (write DOMAIN\\name or name@domain.example)",
+            ));
+        }
+        Some(serde_json::Value::String(u)) => u.trim().to_owned(),
+        Some(_) => return Err(bad("username", "is not a string")),
+    };
+    if map.get("share").is_some_and(|share| !share.is_string()) {
+        return Err(bad("share", "is not a string"));
+    }
     Ok(Credential { username, password })
 }
 
@@ -68,5 +210,86 @@ async fn read(
             name: name.into(),
             detail: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app/smb-AbCdEf";
+
+    fn parse(text: &str) -> Result<Credential, CredentialError> {
+        parse_secret(ID, &Secret::new(text))
+    }
+
+    #[test]
+    fn the_template_s_shape() {
+        let c = parse(
+            r#"{"username":" EXAMPLE\\svc-web ","password":" Pw-1 ","share":"\\\\fs\\share"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.username, r"EXAMPLE\svc-web");
+        // A password is taken as given, spaces and all.
+        assert_eq!(c.password.expose(), " Pw-1 ");
+        // `share` is optional, and other keys (a rotation's bookkeeping) are let be.
+        let c = parse(r#"{"username":"svc@example.test","password":"Pw-2","rotated":1}"#).unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.expose()),
+            ("svc@example.test", "Pw-2")
+        );
+    }
+
+    #[test]
+    fn each_error_names_the_secret_and_the_key_and_shows_no_value() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"username":"EXAMPLE\\svc"}"#,
+                r#"the key "password" is missing"#,
+            ),
+            (
+                r#"{"username":"EXAMPLE\\svc","password":""}"#,
+                r#"the key "password" is empty"#,
+            ),
+            (
+                r#"{"username":"EXAMPLE\\svc","password":7}"#,
+                r#"the key "password" is not a string"#,
+            ),
+            (
+                r#"{"password":"Hidden-1"}"#,
+                r#"the key "username" is missing"#,
+            ),
+            (
+                r#"{"username":["EXAMPLE\\svc"],"password":"Hidden-1"}"#,
+                r#"the key "username" is not a string"#,
+            ),
+            (
+                r#"{"username":" ","password":"Hidden-1"}"#,
+                r#"the key "username" is empty"#,
+            ),
+            (
+                r#"{"username":"svc","password":"Hidden-1"}"#,
+                r#"the key "username" is not a user name"#,
+            ),
+            (
+                r#"{"username":"EXAMPLE\\s\"vc","password":"Hidden-1"}"#,
+                r#"the key "username" is not a user name"#,
+            ),
+            (
+                r#"{"username":"EXAMPLE\\svc","password":"Hidden-1","share":{}}"#,
+                r#"the key "share" is not a string"#,
+            ),
+            ("Hidden-1", "is not JSON"),
+            // serde's own message would quote the string: the password, stored bare.
+            (r#""Hidden-1""#, "is JSON but not an object"),
+            (r#"["Hidden-1"]"#, "is JSON but not an object"),
+        ];
+        for (text, expected) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+            assert!(e.contains(ID) && e.contains("SMB_CREDENTIAL_SECRET"), "{e}");
+            assert!(e.contains(r#""password": "...""#), "says the shape: {e}");
+            assert!(!e.contains("Hidden-1"), "{e}");
+        }
     }
 }

@@ -1,17 +1,28 @@
 //! `doctor`: the preflight alone, as a report a person reads (over ECS Exec, say).
 
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::preflight::{self, Attempt, Credential};
 use std::fmt::Write as _;
 
 pub fn report(config: &Config, results: &[(String, Attempt)]) -> (String, bool) {
     let mut out = String::new();
+    let from = match (&config.username, &config.password) {
+        // One secret holds both: said once.
+        (Source::Secret { id, .. }, Source::Secret { id: same, .. }) if id == same => {
+            format!(
+                "credential from Secrets Manager secret {id} (keys \"username\" and \"password\")"
+            )
+        }
+        (username, password) => format!(
+            "user name from {}, password from {}",
+            username.describe(),
+            password.describe()
+        ),
+    };
     let _ = writeln!(
         out,
-        "fargate-smb doctor: {} mapping(s); user name from {}, password from {}",
+        "fargate-smb doctor: {} mapping(s); {from}",
         config.mappings.len(),
-        config.username.describe(),
-        config.password.describe()
     );
     let mut all_ok = true;
     for (title, attempt) in results {

@@ -82,10 +82,10 @@ fn plan(json: bool, main: &[String], taken: &own_env::Taken) -> i32 {
             return exit::USAGE_OR_CONFIG;
         }
     };
-    // The plan never reads SSM: it names where the user name would come from instead.
+    // The plan never reads SSM or Secrets Manager: it names where the user name would come from instead.
     let username = match &config.username {
         config::Source::Env { value, .. } => value.clone(),
-        config::Source::Parameter(name) => format!("<from SSM parameter {name}>"),
+        other => format!("<from {}>", other.describe()),
     };
     let plan = actions::plan(&config, &username, main);
     if json {
@@ -257,7 +257,7 @@ async fn prepare(taken: own_env::Taken) -> Result<Prepared, i32> {
     );
     if config.reads_ssm() && config.app_uses_task_role {
         tracing::warn!(
-            "SMB_APP_USES_TASK_ROLE=true: the main process keeps the task role, which may read the password's SSM parameter; the application can read the password"
+            "SMB_APP_USES_TASK_ROLE=true: the main process keeps the task role, which may read the password's SSM parameter or secret; the application can read the password"
         );
     }
     let credential = match credentials::resolve(&config).await {
