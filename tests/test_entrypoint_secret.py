@@ -68,7 +68,7 @@ def test_the_credential_comes_from_the_secret_and_reaches_only_powershell(
     # Only the mapping's PowerShell had the password; no other tool, nor the main process.
     assert sum(password in json.dumps(c["env"]) for c in build.tool_calls()) == 1
     main = main_env(out.stdout)
-    assert main.get("SMB_CREDENTIAL_SECRET") == arn
+    assert "SMB_CREDENTIAL_SECRET" not in main, "no child needs the secret's id"
     assert not set(TASK_ROLE_VARS) & set(main), sorted(set(TASK_ROLE_VARS) & set(main))
     for names in tool_env_names(build):
         assert not set(TASK_ROLE_VARS) & names
@@ -174,7 +174,8 @@ def test_access_denied_says_what_the_task_role_needs(build, moto_url, denying_en
     assert "secretsmanager:GetSecretValue" in out.stdout and "kms:Decrypt" in out.stdout
 
 
-@pytest.mark.parametrize("other", ["SMB_USERNAME", "SMB_PASSWORD", "SMB_USERNAME_PARAMETER", "SMB_PASSWORD_PARAMETER"])
+@pytest.mark.parametrize("other", ["SMB_USERNAME", "SMB_PASSWORD", "SMB_USERNAME_PARAMETER", "SMB_PASSWORD_PARAMETER",
+                                   "password"])
 def test_the_secret_and_another_credential_source_are_a_configuration_error(build, user, aws, moto_url, other):
     env = {**secret_env(moto_url, "fargate-smb-test/any"), **STATIC_KEYS, other: "EXAMPLE\\x"}
     doctor = build.run(["doctor"], env)
@@ -184,3 +185,16 @@ def test_the_secret_and_another_credential_source_are_a_configuration_error(buil
     assert out.returncode == 2, out.stdout + out.stderr
     error = next(e for e in json_lines(out.stdout) if e.get("code") == "config")
     assert f"set SMB_CREDENTIAL_SECRET or {other}, not both" in error["error"], error
+
+
+def test_the_secrets_value_given_instead_of_its_id_is_refused_and_never_shown(build, user, moto_url):
+    """The variable set from the task definition's `secrets` (the secret's value) instead of its
+    `environment` (the ARN): a configuration error that repeats nothing of the value."""
+    name, password = user
+    value = credential_json(user)
+    for args in (["doctor"], ["--", *build.main_exit(0)]):
+        out = build.run(args, {**secret_env(moto_url, value), **STATIC_KEYS})
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "not a Secrets Manager secret ARN" in out.stdout, out.stdout
+        assert_no_secret(password, out.stdout, out.stderr)
+        assert '"password"' not in out.stdout

@@ -95,6 +95,12 @@ pub enum ConfigError {
         "set SMB_CREDENTIAL_SECRET or {other}, not both: the secret holds the user name and the password; remove {other}, or remove SMB_CREDENTIAL_SECRET to take the credential from {other}"
     )]
     SecretAndOther { other: &'static str },
+    /// The value is never repeated: what is not a secret id may be the secret itself (the
+    /// variable set from the task definition's `secrets` instead of its `environment`).
+    #[error(
+        "SMB_CREDENTIAL_SECRET is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>) or name (letters, digits and /_+=.@-, at most 512): give the secret's ARN in the task definition's environment, not its secrets (which would put the secret's value here)"
+    )]
+    BadSecretId,
     #[error("{var} is empty: give it a value or remove it")]
     Empty { var: String },
     #[error("{var}: {value:?} is not a user name: write DOMAIN\\name or name@domain.example{hint}")]
@@ -246,14 +252,21 @@ impl Config {
         let mappings = read_mappings(&nonempty)?;
 
         let (username, password) = if let Some(id) = nonempty(vars::CREDENTIAL_SECRET)? {
+            if !is_secret_id(&id) {
+                // Wiped: it may be the credential itself.
+                drop(Secret::new(id));
+                return Err(ConfigError::BadSecretId);
+            }
             // One place for the credential: a second source beside the secret would leave it
             // to precedence rules which one a task uses, and a stale copy would go unnoticed.
             // A value is looked at only to see that it is there, inside a `Secret` that wipes it.
+            // `password` (the old script's name) too; `username` alone is Windows' built-in.
             for other in [
                 vars::USERNAME,
                 vars::PASSWORD,
                 vars::USERNAME_PARAMETER,
                 vars::PASSWORD_PARAMETER,
+                vars::COMPAT_PASSWORD,
             ] {
                 if get(other).map(Secret::new).is_some() {
                     return Err(ConfigError::SecretAndOther { other });
@@ -384,6 +397,8 @@ impl Config {
             vars::COMPAT_PASSWORD.to_owned(),
             vars::CHILD_PASSWORD.to_owned(),
             vars::CHILD_USERNAME.to_owned(),
+            // An id, not the secret; but no child has a use for it.
+            vars::CREDENTIAL_SECRET.to_owned(),
         ];
         // Removing `username` otherwise would remove the Windows built-in USERNAME.
         if matches!(&username, Source::Env { var, .. } if var == vars::COMPAT_USERNAME) {
@@ -609,6 +624,28 @@ fn parse_vdirs(
 /// Values end up inside single-quoted PowerShell strings and appcmd arguments. Quotes are
 /// escaped there, but control characters and double quotes have no business in a path or a
 /// name, and refusing them keeps the generated commands readable and safe.
+/// A Secrets Manager secret's ARN (`arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`)
+/// or name (1–512 of letters, digits and `/_+=.@-`), as GetSecretValue's `SecretId` takes it.
+fn is_secret_id(id: &str) -> bool {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 512
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+    };
+    if let Some(rest) = id.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(6, ':').collect();
+        return matches!(parts.as_slice(), [partition, "secretsmanager", region, account, "secret", name]
+            if partition.starts_with("aws")
+                && !region.is_empty()
+                && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && account.len() == 12
+                && account.chars().all(|c| c.is_ascii_digit())
+                && name_ok(name));
+    }
+    name_ok(id)
+}
+
 /// `;`-separated URL paths of the site (`/content/fargate-smb-health.txt`).
 fn parse_url_paths(var: &str, text: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
@@ -1058,6 +1095,34 @@ mod tests {
                 e.to_string().starts_with("SMB_IIS_NO_CACHE: "),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn the_secret_is_named_by_an_id_and_its_value_is_never_repeated() {
+        for ok in [
+            "app/smb-credential",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:app/smb-AbCdEf",
+            "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:x",
+        ] {
+            assert!(is_secret_id(ok), "{ok}");
+        }
+        for bad in [
+            r#"{"username":"EXAMPLE\\svc","password":"Hidden-1"}"#,
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/x",
+            "arn:aws:secretsmanager:eu-west-1:1234:secret:x",
+            "a b",
+        ] {
+            assert!(!is_secret_id(bad), "{bad}");
+            let mut env: Vec<(&str, &str)> = BASE
+                .iter()
+                .copied()
+                .filter(|(k, _)| !k.contains("USERNAME") && !k.contains("PASSWORD"))
+                .collect();
+            env.push(("SMB_CREDENTIAL_SECRET", bad));
+            let e = config(&env).unwrap_err();
+            assert!(matches!(e, ConfigError::BadSecretId), "{bad}: {e}");
+            assert!(!e.to_string().contains("Hidden-1"));
         }
     }
 }
