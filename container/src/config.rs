@@ -570,12 +570,6 @@ fn user_name_shape(value: &str) -> bool {
     }
 }
 
-/// The checks [`check_username`] makes of a variable, for a user name that comes from a store
-/// (the secret's `username` key), whose errors name the store instead.
-pub fn is_user_name(value: &str) -> bool {
-    user_name_shape(value) && plain_text("", value).is_ok()
-}
-
 fn parse_vdirs(
     var: &str,
     text: &str,

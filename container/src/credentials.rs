@@ -7,14 +7,11 @@
 //! `share`, when present, must be a string too, and is not used here: the share to map is always
 //! `SMB_SHARE` / `SMB_MAPPINGS`, which the configuration already needs before any secret is read.
 
-use crate::config::{self, Config, Source};
+use crate::config::{Config, Source};
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use parameter_store::ParameterStore;
 use secrets::Secret;
-
-/// What the secret's JSON must look like, for the errors that say it is not so.
-const SECRET_SHAPE: &str =
-    r#"{"username": "DOMAIN\name", "password": "...", "share": "\\server\share"}"#;
+use service_credential::{SHAPE as SECRET_SHAPE, ShapeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -98,6 +95,9 @@ async fn read_secret<'a>(
         let out = client
             .get_secret_value()
             .secret_id(id)
+            // AWSCURRENT is the default; named, so that no stand-in's default can differ (moto's
+            // does after a rotation: ../shared/LOCAL-STACK.md).
+            .version_stage("AWSCURRENT")
             .send()
             .await
             .map_err(|e| match e.code() {
@@ -141,49 +141,23 @@ async fn read_secret<'a>(
     })
 }
 
-/// The credential in a secret's JSON (see the module's documentation for its shape).
+/// The credential in a secret's JSON (crates/service-credential has its shape and checks).
 fn parse_secret(id: &str, value: &Secret) -> Result<Credential, CredentialError> {
-    let not_json = |what| CredentialError::NotJson {
-        id: id.into(),
-        what,
-    };
-    let bad = |key, problem| CredentialError::BadKey {
-        id: id.into(),
-        key,
-        problem,
-    };
-    let mut map = match serde_json::from_str::<serde_json::Value>(value.expose()) {
-        Ok(serde_json::Value::Object(map)) => map,
-        Ok(_) => return Err(not_json("is JSON but not an object")),
-        Err(_) => return Err(not_json("is not JSON")),
-    };
-    // Moved out of the map, not copied: the string becomes the `Secret` that wipes it.
-    let password = match map.remove("password") {
-        None => return Err(bad("password", "is missing")),
-        Some(serde_json::Value::String(p)) if p.is_empty() => {
-            return Err(bad("password", "is empty"));
-        }
-        Some(serde_json::Value::String(p)) => Secret::new(p),
-        Some(_) => return Err(bad("password", "is not a string")),
-    };
-    let username = match map.get("username") {
-        None => return Err(bad("username", "is missing")),
-        Some(serde_json::Value::String(u)) if u.trim().is_empty() => {
-            return Err(bad("username", "is empty"));
-        }
-        Some(serde_json::Value::String(u)) if !config::is_user_name(u.trim()) => {
-            return Err(bad(
-                "username",
-                "is not a user name (write DOMAIN\\name or name@domain.example)",
-            ));
-        }
-        Some(serde_json::Value::String(u)) => u.trim().to_owned(),
-        Some(_) => return Err(bad("username", "is not a string")),
-    };
-    if map.get("share").is_some_and(|share| !share.is_string()) {
-        return Err(bad("share", "is not a string"));
-    }
-    Ok(Credential { username, password })
+    let c = service_credential::parse(value).map_err(|e| match e {
+        ShapeError::NotAnObject(what) => CredentialError::NotJson {
+            id: id.into(),
+            what,
+        },
+        ShapeError::Key { key, problem } => CredentialError::BadKey {
+            id: id.into(),
+            key,
+            problem,
+        },
+    })?;
+    Ok(Credential {
+        username: c.username,
+        password: c.password,
+    })
 }
 
 async fn read(
