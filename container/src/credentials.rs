@@ -111,10 +111,9 @@ async fn read_secret<'a>(
                     detail: match (code, e.message()) {
                         (Some(code), Some(message)) => format!("{code}: {message}"),
                         (Some(code), None) => code.to_owned(),
-                        // No service error: the SDK's own (a timeout, no connection).
-                        (None, _) => {
-                            aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string()
-                        }
+                        // No service error: a timeout, no connection, an unreadable answer
+                        // (never the SDK's DisplayErrorContext: it would print the answer).
+                        (None, _) => aws_env::sdk_error_text(&e),
                     },
                 },
             })?;

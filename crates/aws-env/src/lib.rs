@@ -82,9 +82,79 @@ fn loader(timeouts: Timeouts) -> ConfigLoader {
         .timeout_config(timeouts.to_timeout_config())
 }
 
+/// An SDK error as text for a message, without what the SDK's own `DisplayErrorContext` adds:
+/// the error's `Debug`, which for an answer that could not be parsed holds the raw HTTP response,
+/// body and all (a `GetSecretValue` or a decrypted `GetParameter` would print the secret). A
+/// service error gives its code and message; an unreadable answer says only that; anything else
+/// (a timeout, no connection) its chain of causes.
+pub fn sdk_error_text<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+    match err {
+        SdkError::ServiceError(_) => match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            (None, Some(message)) => message.to_owned(),
+            (None, None) => "the service answered with an error that has no code".into(),
+        },
+        SdkError::ResponseError(_) => "the service's answer could not be read".into(),
+        _ => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A test service error, for `SdkError`'s type parameter.
+    #[derive(Debug)]
+    struct Failed(aws_smithy_types::error::ErrorMetadata);
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("failed")
+        }
+    }
+    impl std::error::Error for Failed {}
+    impl aws_smithy_types::error::metadata::ProvideErrorMetadata for Failed {
+        fn meta(&self) -> &aws_smithy_types::error::ErrorMetadata {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn an_unreadable_answer_is_not_printed() {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        let raw = r#"{"SecretString": "Hidden-1"}"#.to_owned();
+        let e = SdkError::<Failed, String>::response_error("expected a number", raw);
+        let text = sdk_error_text(&e);
+        assert_eq!(text, "the service's answer could not be read");
+        // What the SDK's own helper would have printed.
+        let theirs = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
+        assert!(theirs.contains("Hidden-1"), "{theirs}");
+    }
+
+    #[test]
+    fn a_service_error_gives_its_code_and_message() {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        let meta = aws_smithy_types::error::ErrorMetadata::builder()
+            .code("AccessDeniedException")
+            .message("not allowed")
+            .build();
+        let e = SdkError::<Failed, String>::service_error(Failed(meta), String::new());
+        assert_eq!(sdk_error_text(&e), "AccessDeniedException: not allowed");
+    }
     use aws_config::Region;
     use std::time::Duration;
 

@@ -4,7 +4,7 @@
 use aws_config::SdkConfig;
 use aws_sdk_ssm::{
     Client,
-    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    error::{ProvideErrorMetadata, SdkError},
     types::{ParameterStringFilter, ParameterType, ResourceTypeForTagging, Tag},
 };
 use secrets::Secret;
@@ -45,7 +45,7 @@ impl StoreError {
         let message = err
             .message()
             .map(str::to_owned)
-            .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+            .unwrap_or_else(|| aws_env::sdk_error_text(&err));
         match err.code() {
             Some("ParameterAlreadyExists") => Self::AlreadyExists { name },
             Some("AccessDeniedException") => Self::AccessDenied {
