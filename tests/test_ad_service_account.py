@@ -617,3 +617,153 @@ def test_a_rule_added_to_create_since_does_not_stop_the_delete(fn, samba, admin_
     deleted = cfn.delete(created["PhysicalResourceId"], dict(p, Description="d" * 300, TimeoutSeconds="900"))
     assert deleted["Status"] == "SUCCESS", deleted
     assert samba.user(name) is None
+
+
+# --- Secrets Manager as the credential store (issue 17) -------------------------------------------
+
+SHARE = "\\\\127.0.0.1\\share"
+
+
+def service_secret(aws, username: str, password: str, generation: str = "1") -> str:
+    """The secret as the template's GenerateSecretString leaves it: {"username", "password",
+    "share", "generation"}; returns its ARN."""
+    value = {"username": username, "password": password, "share": SHARE, "generation": generation}
+    return aws.secretsmanager.create_secret(Name=f"fargate-smb-test/service-{uuid.uuid4().hex[:8]}",
+                                            SecretString=json.dumps(value))["ARN"]
+
+
+def rotate_to(aws, arn: str, username: str, password: str) -> None:
+    """What a finished rotation leaves: a new version put as AWSPENDING, then AWSCURRENT moved to
+    it. moto still answers the OLD value to a GetSecretValue without VersionStage (a gap AWS does
+    not have), so this also proves the resource asks for AWSCURRENT explicitly."""
+    token = str(uuid.uuid4())
+    value = {"username": username, "password": password, "share": SHARE, "generation": "1"}
+    aws.secretsmanager.put_secret_value(SecretId=arn, ClientRequestToken=token, SecretString=json.dumps(value),
+                                        VersionStages=["AWSPENDING"])
+    stages = aws.secretsmanager.describe_secret(SecretId=arn)["VersionIdsToStages"]
+    current = next(v for v, s in stages.items() if "AWSCURRENT" in s)
+    aws.secretsmanager.update_secret_version_stage(SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=token,
+                                                   RemoveFromVersionId=current)
+
+
+def secret_props(samba, admin_parameter, secret_arn, name, **extra) -> dict:
+    p = props(samba, admin_parameter, "unused", name, PasswordSecretId=secret_arn, **extra)
+    del p["PasswordParameter"]
+    return p
+
+
+def test_secrets_manager_create_new_version_rotation_and_delete(fn, aws, samba, admin_parameter):
+    bootstrap, cfn = fn
+    name = account()[:8]
+    a, b = f"{name}-a", f"{name}-b"
+    first, second, rotated = strong_password(), strong_password(), strong_password()
+    arn = service_secret(aws, f"EXAMPLE\\{a}", first)
+    p = secret_props(samba, admin_parameter, arn, name, Alternating="true", PasswordSecretVersion="1")
+
+    created = cfn.create(p)
+    assert created["Status"] == "SUCCESS", created
+    assert created["Data"]["SamAccountName"] == a and created["Data"]["Username"] == f"EXAMPLE\\{a}"
+    assert samba.smb_logon(a, first).returncode == 0
+    assert samba.smb_logon(b, first).returncode != 0, "the inactive account must not know the password"
+
+    # CloudFormation writes a new AWSCURRENT value (PasswordVersion bumped): the new
+    # PasswordSecretVersion resets the password.
+    aws.secretsmanager.put_secret_value(SecretId=arn, SecretString=json.dumps(
+        {"username": f"EXAMPLE\\{a}", "password": second, "share": SHARE, "generation": "2"}))
+    p2 = dict(p, PasswordSecretVersion="2")
+    updated = cfn.update(created["PhysicalResourceId"], p2, p)
+    assert updated["Status"] == "SUCCESS", updated
+    assert samba.smb_logon(a, second).returncode == 0
+    refused = samba.smb_logon(a, first)
+    assert refused.returncode != 0 and "LOGON_FAILURE" in refused.stdout + refused.stderr
+
+    # A rotation made -b active. -b's password is left unknown in AD here, so a logon with the
+    # secret's password proves the Update set it from the secret; -a must not be touched.
+    rotate_to(aws, arn, f"EXAMPLE\\{b}", rotated)
+    a_before = samba.user(a)["pwdLastSet"]
+    after_rotation = cfn.update(created["PhysicalResourceId"], p2, p2)
+    assert after_rotation["Status"] == "SUCCESS", after_rotation
+    assert after_rotation["Data"]["SamAccountName"] == b, after_rotation["Data"]
+    assert after_rotation["Data"]["Username"] == f"EXAMPLE\\{b}"
+    assert after_rotation["Data"]["Sid"] == sid_text(samba.user(b)["objectSid"][0])
+    assert samba.smb_logon(b, rotated).returncode == 0
+    assert samba.user(a)["pwdLastSet"] == a_before and samba.smb_logon(a, second).returncode == 0
+
+    # Delete never reads the secret: it works with the secret gone.
+    aws.secretsmanager.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    deleted = cfn.delete(created["PhysicalResourceId"], p2)
+    assert deleted["Status"] == "SUCCESS", deleted
+    assert samba.user(a) is None and samba.user(b) is None
+
+    answers = json.dumps([created, updated, after_rotation, deleted])
+    for secret in (first, second, rotated, samba.admin_password):
+        assert secret not in bootstrap.output() and secret not in answers
+    assert not any("password" in k.lower() for k in after_rotation["Data"]), after_rotation["Data"]
+
+
+def test_an_update_from_ssm_parameters_to_secrets_manager(fn, aws, samba, admin_parameter, service_password):
+    """A stack moving from CredentialStore ssm-parameters to secrets-manager: the new secret
+    (CloudFormation generates it: username back to -a, a new password) decides the active
+    account, even though SSM said -b."""
+    bootstrap, cfn = fn
+    param, ssm_password = service_password
+    name = account()[:8]
+    a, b = f"{name}-a", f"{name}-b"
+    username_parameter = f"/fargate-smb-test/{uuid.uuid4().hex[:8]}/username"
+    aws.ssm.put_parameter(Name=username_parameter, Value=f"EXAMPLE\\{b}", Type="String")
+    old = props(samba, admin_parameter, param, name, Alternating="true", UsernameParameter=username_parameter,
+                PasswordParameterVersion="1")
+    created = cfn.create(old)
+    assert created["Status"] == "SUCCESS", created
+    assert created["Data"]["SamAccountName"] == b and samba.smb_logon(b, ssm_password).returncode == 0
+
+    new_password = strong_password()
+    arn = service_secret(aws, f"EXAMPLE\\{a}", new_password)
+    new = secret_props(samba, admin_parameter, arn, name, Alternating="true", PasswordSecretVersion="1")
+    switched = cfn.update(created["PhysicalResourceId"], new, old)
+    assert switched["Status"] == "SUCCESS", switched
+    assert switched["Data"]["SamAccountName"] == a and switched["Data"]["Username"] == f"EXAMPLE\\{a}"
+    assert samba.smb_logon(a, new_password).returncode == 0
+    assert samba.smb_logon(b, new_password).returncode != 0
+    assert cfn.delete(created["PhysicalResourceId"], new)["Status"] == "SUCCESS"
+    assert samba.user(a) is None and samba.user(b) is None
+    assert new_password not in bootstrap.output() and new_password not in json.dumps(switched)
+
+
+def test_secrets_manager_errors_name_the_field_and_show_no_value(fn, aws, samba, admin_parameter, service_password):
+    bootstrap, cfn = fn
+    param, _ = service_password
+    hidden = strong_password()
+    name = account()[:8]
+    good = service_secret(aws, f"EXAMPLE\\{name}-a", hidden)
+    no_password = aws.secretsmanager.create_secret(
+        Name=f"fargate-smb-test/bad-{uuid.uuid4().hex[:8]}",
+        SecretString=json.dumps({"username": f"EXAMPLE\\{name}-a", "pasword": hidden}))["ARN"]
+    binary = aws.secretsmanager.create_secret(Name=f"fargate-smb-test/bin-{uuid.uuid4().hex[:8]}",
+                                              SecretBinary=hidden.encode())["ARN"]
+    foreign = service_secret(aws, "EXAMPLE\\someone-else", hidden)
+    other_domain = service_secret(aws, f"OTHER\\{name}-a", hidden)
+    missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:fargate-smb-test/none-AbCdEf"
+    base = secret_props(samba, admin_parameter, good, name, Alternating="true")
+    cases = [
+        (dict(base, PasswordSecretId=missing),
+         [missing, "(PasswordSecretId) could not be read: it does not exist"]),
+        (dict(base, PasswordSecretId=no_password),
+         [no_password, "(PasswordSecretId)", 'the key "password" is missing', '"password": "..."']),
+        (dict(base, PasswordSecretId=binary), [binary, "(PasswordSecretId) is binary"]),
+        (dict(base, PasswordSecretId=foreign),
+         [foreign, "(PasswordSecretId) names \"EXAMPLE\\\\someone-else\"", "none of this resource's accounts",
+          f"{name}-a, {name}-b"]),
+        (dict(base, PasswordSecretId=other_domain), [other_domain, "not in this resource's domain", "EXAMPLE\\<account>"]),
+        (dict(base, PasswordParameter=param), ["PasswordParameter and PasswordSecretId are both set"]),
+        (dict(base, UsernameParameter="/fargate-smb-test/username"), ["UsernameParameter is set with PasswordSecretId"]),
+        (dict(base, PasswordParameterVersion="2"), ["PasswordParameterVersion is set with PasswordSecretId"]),
+    ]
+    for p, expected in cases:
+        answer = cfn.create(p)
+        assert answer["Status"] == "FAILED", (expected, answer)
+        for text in expected:
+            assert text in answer["Reason"], (text, answer["Reason"])
+        assert hidden not in json.dumps(answer)
+        assert samba.user(f"{name}-a") is None and samba.user(f"{name}-b") is None
+    assert hidden not in bootstrap.output()

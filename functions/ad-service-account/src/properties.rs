@@ -23,6 +23,23 @@ pub enum Backend {
 /// ARN, the logical id, the owning ids) need the rest.
 pub const MAX_DESCRIPTION: usize = 256;
 
+/// A text property's trimmed value, `None` when absent or blank.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Where the active account's password comes from ([`Properties::password_source`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSource<'a> {
+    /// An SSM SecureString; the active account from the UsernameParameter, if any.
+    Parameter {
+        name: &'a str,
+        username_parameter: Option<&'a str>,
+    },
+    /// A Secrets Manager secret holding `{"username", "password", ...}`.
+    Secret { id: &'a str },
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum OnDelete {
     #[default]
@@ -58,14 +75,23 @@ pub struct Properties {
     pub create_group: Option<bool>,
     #[serde(default)]
     pub group_organizational_unit: Option<String>,
-    /// SSM SecureString holding the active account's password (from Custom::SsmParameters).
-    pub password_parameter: String,
+    /// SSM SecureString holding the active account's password (from Custom::SsmParameters)...
+    #[serde(default)]
+    pub password_parameter: Option<String>,
     /// SSM String holding the active `DOMAIN\name` (set by rotation); default: the first account.
     #[serde(default)]
     pub username_parameter: Option<String>,
     /// Pass Custom::SsmParameters' PasswordParameterVersion: a change resets the password.
     #[serde(default, deserialize_with = "cfn::opt_text")]
     pub password_parameter_version: Option<String>,
+    /// ...or a Secrets Manager secret (ARN or name) whose AWSCURRENT value is the JSON of
+    /// `service_credential`: its `password`, and its `username` naming the active account.
+    #[serde(default)]
+    pub password_secret_id: Option<String>,
+    /// Opaque; a change between an Update's old and new properties resets the password (the
+    /// template passes what makes CloudFormation write a new value into the secret).
+    #[serde(default, deserialize_with = "cfn::opt_text")]
+    pub password_secret_version: Option<String>,
     #[serde(default, deserialize_with = "cfn::opt_bool")]
     pub password_never_expires: Option<bool>,
     #[serde(default)]
@@ -189,14 +215,7 @@ impl Properties {
                 ));
             }
         }
-        let param = self.password_parameter.trim();
-        if param.is_empty() || param.chars().any(char::is_whitespace) {
-            return Err(invalid(
-                "PasswordParameter",
-                format!("{param:?} is not an SSM parameter name"),
-                "pass !GetAtt <SsmParameters>.PasswordParameterName",
-            ));
-        }
+        self.password_source()?;
         if let Some(t) = self.timeout_seconds
             && !(1..=120).contains(&t)
         {
@@ -207,6 +226,83 @@ impl Properties {
             ));
         }
         self.validate_connection()
+    }
+
+    /// Where the active account's password (and which account is active) comes from: exactly
+    /// one of PasswordParameter and PasswordSecretId, each with only its own companions. A
+    /// blank value counts as not given (a template's `!If` may pass "").
+    pub fn password_source(&self) -> Result<PasswordSource<'_>, Invalid> {
+        match (
+            given(&self.password_parameter),
+            given(&self.password_secret_id),
+        ) {
+            (Some(_), Some(_)) => Err(invalid(
+                "PasswordParameter",
+                "and PasswordSecretId are both set",
+                "give one: PasswordSecretId (a Secrets Manager secret) or PasswordParameter (an SSM parameter)",
+            )),
+            (None, None) => Err(invalid(
+                "PasswordParameter",
+                "or PasswordSecretId is required",
+                "pass !Ref <the Secrets Manager secret> as PasswordSecretId, or \
+                 !GetAtt <SsmParameters>.PasswordParameterName as PasswordParameter",
+            )),
+            (Some(name), None) => {
+                if name.chars().any(char::is_whitespace) {
+                    return Err(invalid(
+                        "PasswordParameter",
+                        format!("{name:?} is not an SSM parameter name"),
+                        "pass !GetAtt <SsmParameters>.PasswordParameterName",
+                    ));
+                }
+                if given(&self.password_secret_version).is_some() {
+                    return Err(invalid(
+                        "PasswordSecretVersion",
+                        "is set with PasswordParameter",
+                        "remove it (it belongs with PasswordSecretId), or pass PasswordParameterVersion",
+                    ));
+                }
+                Ok(PasswordSource::Parameter {
+                    name,
+                    username_parameter: given(&self.username_parameter),
+                })
+            }
+            (None, Some(id)) => {
+                if id.chars().any(char::is_whitespace) {
+                    return Err(invalid(
+                        "PasswordSecretId",
+                        format!("{id:?} is not a secret ARN or name"),
+                        "pass !Ref <the AWS::SecretsManager::Secret> (its ARN)",
+                    ));
+                }
+                // The secret names the active account itself; a second source for it (or a
+                // version that would never be compared) would be silently ignored.
+                if given(&self.username_parameter).is_some() {
+                    return Err(invalid(
+                        "UsernameParameter",
+                        "is set with PasswordSecretId",
+                        "remove UsernameParameter: with PasswordSecretId the secret's \"username\" names the active account",
+                    ));
+                }
+                if given(&self.password_parameter_version).is_some() {
+                    return Err(invalid(
+                        "PasswordParameterVersion",
+                        "is set with PasswordSecretId",
+                        "remove PasswordParameterVersion: with PasswordSecretId pass PasswordSecretVersion",
+                    ));
+                }
+                Ok(PasswordSource::Secret { id })
+            }
+        }
+    }
+
+    /// Whether an Update from `old` must reset the active password even where the backend
+    /// cannot check it: a new version, or another secret (from SSM to Secrets Manager too).
+    pub fn password_changed_from(&self, old: &Properties) -> bool {
+        let trimmed = |v: &Option<String>| v.as_deref().map(str::trim).map(str::to_owned);
+        self.password_parameter_version != old.password_parameter_version
+            || self.password_secret_version != old.password_secret_version
+            || trimmed(&self.password_secret_id) != trimmed(&old.password_secret_id)
     }
 
     /// The domain and the backend's connection (server, TLS, admin credential, directory):
@@ -447,6 +543,127 @@ mod tests {
         assert_eq!(e.property, "Server");
     }
 
+    fn without(mut v: serde_json::Value, key: &str) -> serde_json::Value {
+        if let Some(m) = v.as_object_mut() {
+            m.remove(key);
+        }
+        v
+    }
+
+    /// The Secrets Manager form: PasswordSecretId instead of PasswordParameter.
+    fn secret_mode() -> serde_json::Value {
+        let mut v = without(ldaps(), "PasswordParameter");
+        v["PasswordSecretId"] =
+            json!("arn:aws:secretsmanager:us-east-1:123456789012:secret:web-AbCdEf");
+        v["PasswordSecretVersion"] = json!(1);
+        v
+    }
+
+    #[test]
+    fn the_password_comes_from_a_parameter_or_a_secret() {
+        let p: Properties = serde_json::from_value(secret_mode()).unwrap();
+        p.validate().unwrap();
+        assert_eq!(
+            p.password_source().unwrap(),
+            PasswordSource::Secret {
+                id: "arn:aws:secretsmanager:us-east-1:123456789012:secret:web-AbCdEf"
+            }
+        );
+        assert_eq!(p.password_secret_version.as_deref(), Some("1"));
+        // A blank PasswordParameter (a template's !If) is no second source.
+        with(secret_mode(), "PasswordParameter", json!(" "))
+            .validate()
+            .unwrap();
+        let p = with(
+            ldaps(),
+            "UsernameParameter",
+            json!("/fargate-smb/web/username"),
+        );
+        assert_eq!(
+            p.password_source().unwrap(),
+            PasswordSource::Parameter {
+                name: "/fargate-smb/web/password",
+                username_parameter: Some("/fargate-smb/web/username")
+            }
+        );
+    }
+
+    #[test]
+    fn exactly_one_password_source_with_its_own_companions() {
+        let neither: Properties =
+            serde_json::from_value(without(ldaps(), "PasswordParameter")).unwrap();
+        let cases = [
+            (
+                with(secret_mode(), "PasswordParameter", json!("/p")),
+                "PasswordParameter",
+                "PasswordSecretId",
+            ),
+            (neither, "PasswordParameter", "PasswordSecretId"),
+            (
+                with(secret_mode(), "UsernameParameter", json!("/u")),
+                "UsernameParameter",
+                "PasswordSecretId",
+            ),
+            (
+                with(secret_mode(), "PasswordParameterVersion", json!("2")),
+                "PasswordParameterVersion",
+                "PasswordSecretId",
+            ),
+            (
+                with(ldaps(), "PasswordSecretVersion", json!("2")),
+                "PasswordSecretVersion",
+                "PasswordParameter",
+            ),
+            (
+                with(secret_mode(), "PasswordSecretId", json!("my secret")),
+                "PasswordSecretId",
+                "ARN",
+            ),
+            (
+                with(ldaps(), "PasswordParameter", json!("/a b")),
+                "PasswordParameter",
+                "SSM parameter name",
+            ),
+        ];
+        for (p, property, also) in cases {
+            let e = p.validate().unwrap_err();
+            assert_eq!(e.property, property, "{e}");
+            assert!(e.to_string().contains(also), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_delete_needs_no_password_source() {
+        let p: Properties = serde_json::from_value(without(ldaps(), "PasswordParameter")).unwrap();
+        p.validate_connection().unwrap();
+    }
+
+    #[test]
+    fn what_resets_the_password_on_update() {
+        let ssm = |version: &str| with(ldaps(), "PasswordParameterVersion", json!(version));
+        let sm = |version: &str| with(secret_mode(), "PasswordSecretVersion", json!(version));
+        assert!(!ssm("1").password_changed_from(&ssm("1")));
+        assert!(ssm("2").password_changed_from(&ssm("1")));
+        assert!(!sm("1").password_changed_from(&sm("1")));
+        assert!(sm("2").password_changed_from(&sm("1")));
+        // From SSM to Secrets Manager, and from one secret to another.
+        assert!(sm("1").password_changed_from(&ssm("1")));
+        let other = with(
+            sm("1").to_secret_value(),
+            "PasswordSecretId",
+            json!("other"),
+        );
+        assert!(other.password_changed_from(&sm("1")));
+        // Only the parameter's name changing keeps today's behaviour (checked, not forced).
+        assert!(
+            !with(ldaps(), "PasswordParameter", json!("/other")).password_changed_from(&with(
+                ldaps(),
+                "PasswordParameter",
+                json!("/p")
+            ))
+        );
+    }
+
     trait ToValue {
         fn to_value(&self) -> serde_json::Value;
     }
@@ -455,6 +672,14 @@ mod tests {
         fn to_value(&self) -> serde_json::Value {
             let mut v = ldaps();
             v["Alternating"] = json!(self.alternating);
+            v
+        }
+    }
+
+    impl Properties {
+        fn to_secret_value(&self) -> serde_json::Value {
+            let mut v = secret_mode();
+            v["PasswordSecretVersion"] = json!(self.password_secret_version);
             v
         }
     }

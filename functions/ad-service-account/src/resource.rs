@@ -1,8 +1,10 @@
 //! Create, update and delete of the service account(s) and their group.
 
-use crate::properties::{Backend, OnDelete, Properties};
+use crate::properties::{Backend, OnDelete, PasswordSource, Properties};
 use admin_credential::{AdminCredentials, CredentialError};
 use aws_config::SdkConfig;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use custom_resource::{CustomResource, Invalid, Outcome, Request, Secret, Unreadable};
 use directory::{
     Directory, DirectoryError, Group, NewUser, User,
@@ -13,6 +15,7 @@ use ownership::{Before, Ownership, Release};
 use parameter_store::{ParameterStore, StoreError};
 use secrets::PasswordRules;
 use serde_json::{Map, Value};
+use service_credential::ShapeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,6 +51,32 @@ pub enum Error {
     },
     #[error("could not generate a password: {0}")]
     Password(#[from] secrets::PasswordError),
+    #[error("the secret {id} (PasswordSecretId) could not be read: {detail}")]
+    SecretUnreadable { id: String, detail: String },
+    #[error(
+        "the AWSCURRENT value of the secret {id} (PasswordSecretId) {problem}: it must be a SecretString holding JSON {shape}",
+        shape = service_credential::SHAPE
+    )]
+    SecretShape { id: String, problem: String },
+    #[error(
+        "the secret {id} (PasswordSecretId) names {username:?} as the active account, which is none of this \
+         resource's accounts ({names}): fix the secret's \"username\", or run the rotation again"
+    )]
+    SecretActiveUnknown {
+        id: String,
+        username: String,
+        names: String,
+    },
+    #[error(
+        "the secret {id} (PasswordSecretId) names {username:?}, which is not in this resource's domain: \
+         write its \"username\" as {netbios}\\<account> or <account>@{domain} (NetbiosName, Domain)"
+    )]
+    SecretOtherDomain {
+        id: String,
+        username: String,
+        netbios: String,
+        domain: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +96,7 @@ pub fn marker(owner: &str) -> String {
 pub struct AdServiceAccount {
     store: ParameterStore,
     admin: AdminCredentials,
+    secrets: aws_sdk_secretsmanager::Client,
     ds_data: aws_sdk_directoryservicedata::Client,
     ds: aws_sdk_directory::Client,
 }
@@ -81,6 +111,7 @@ impl AdServiceAccount {
         Self {
             store: ParameterStore::new(sdk),
             admin: AdminCredentials::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
             ds_data: aws_sdk_directoryservicedata::Client::new(sdk),
             ds: aws_sdk_directory::Client::new(sdk),
         }
@@ -100,6 +131,41 @@ impl AdServiceAccount {
                 property,
                 name: name.to_owned(),
             })
+    }
+
+    /// The service credential in the secret `id`: its AWSCURRENT version, asked for by stage
+    /// (never the default) so the request reads exactly what ECS and the rotation read.
+    async fn service_secret(
+        &self,
+        id: &str,
+    ) -> Result<service_credential::ServiceCredential, Error> {
+        let out = self
+            .secrets
+            .get_secret_value()
+            .secret_id(id)
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+            .map_err(|e| Error::SecretUnreadable {
+                id: id.to_owned(),
+                detail: read_failure(&e),
+            })?;
+        let shape = |problem: &str| Error::SecretShape {
+            id: id.to_owned(),
+            problem: problem.to_owned(),
+        };
+        // Only the string is taken into a `Secret`; the rest of the output holds no value.
+        let value = match (out.secret_string, out.secret_binary.is_some()) {
+            (Some(text), _) if !text.is_empty() => Secret::new(text),
+            (_, true) => return Err(shape("is binary (SecretBinary)")),
+            _ => return Err(shape("is empty")),
+        };
+        service_credential::parse(&value).map_err(|e| {
+            shape(&match e {
+                ShapeError::NotAnObject(what) => what.to_owned(),
+                key => format!("is wrong: {key}"),
+            })
+        })
     }
 
     /// The admin's user name and password, from SSM or Secrets Manager.
@@ -152,26 +218,37 @@ impl AdServiceAccount {
         let id = self.physical_id(request);
         let p = &request.properties;
         let names = p.account_names();
-        let password = self
-            .parameter("PasswordParameter", p.password_parameter.trim(), true)
-            .await?;
-        let mut active = names[0].clone();
-        if let Some(param) = &p.username_parameter
-            && let Some(stored) = self.store.get(param, false).await?
-        {
-            let value = stored.value.expose().to_owned();
-            let name = ad_names::split_qualified(&value)
-                .map(|(_, n)| n.to_owned())
-                .unwrap_or(value.clone());
-            if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
-                return Err(Error::ActiveUnknown {
-                    parameter: param.clone(),
-                    value,
-                    names: names.join(", "),
-                });
+        let (active, password, source) = match p.password_source()? {
+            PasswordSource::Parameter {
+                name,
+                username_parameter,
+            } => {
+                let password = self.parameter("PasswordParameter", name, true).await?;
+                let mut active = names[0].clone();
+                if let Some(param) = username_parameter
+                    && let Some(stored) = self.store.get(param, false).await?
+                {
+                    let value = stored.value.expose().to_owned();
+                    let name = ad_names::split_qualified(&value)
+                        .map(|(_, n)| n.to_owned())
+                        .unwrap_or(value.clone());
+                    if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                        return Err(Error::ActiveUnknown {
+                            parameter: param.to_owned(),
+                            value,
+                            names: names.join(", "),
+                        });
+                    }
+                    active = name;
+                }
+                (active, password, "the SSM parameter")
             }
-            active = name;
-        }
+            PasswordSource::Secret { id } => {
+                let credential = self.service_secret(id).await?;
+                let active = active_in_secret(p, &names, id, &credential.username)?;
+                (active, credential.password, "the secret")
+            }
+        };
         Ok(Context {
             props: p.clone(),
             marker: marker(&request.owner()),
@@ -182,9 +259,86 @@ impl AdServiceAccount {
             names,
             active,
             password,
+            source,
             reset_without_check,
         })
     }
+}
+
+/// What a failed GetSecretValue means for the operator. AWS's message names the secret and
+/// the denied action, never a value; the error chain covers what has no code (no network, a
+/// timeout). Never the SDK's Debug form (`DisplayErrorContext` appends it): it holds the raw
+/// response, which for an answer that could not be parsed is the secret's value.
+fn read_failure(e: &SdkError<GetSecretValueError>) -> String {
+    let code = match e.as_service_error() {
+        Some(GetSecretValueError::ResourceNotFoundException(_)) => {
+            Some("ResourceNotFoundException")
+        }
+        Some(GetSecretValueError::DecryptionFailure(_)) => Some("DecryptionFailure"),
+        _ => e.code(),
+    };
+    match code {
+        Some("ResourceNotFoundException") => {
+            "it does not exist (or has no AWSCURRENT version): create it first, or fix PasswordSecretId".into()
+        }
+        Some("AccessDeniedException") => "access denied: grant the function's role secretsmanager:GetSecretValue \
+             on the secret, and kms:Decrypt on its KMS key (via secretsmanager.<region>.amazonaws.com)"
+            .into(),
+        Some("DecryptionFailure") => "Secrets Manager could not decrypt it: grant the function's role \
+             kms:Decrypt on the secret's KMS key (via secretsmanager.<region>.amazonaws.com)"
+            .into(),
+        Some(code) => format!("{code}: {}", e.message().unwrap_or_default()),
+        None if matches!(e, SdkError::ResponseError(_)) => {
+            "Secrets Manager's answer could not be read".into()
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// The account the secret's `username` names as active: one of `names`, in this resource's
+/// domain (`NETBIOS\name` or `name@<domain>`, compared case-insensitively as AD does).
+fn active_in_secret(
+    p: &Properties,
+    names: &[String],
+    id: &str,
+    username: &str,
+) -> Result<String, Error> {
+    let other_domain = || Error::SecretOtherDomain {
+        id: id.to_owned(),
+        username: username.to_owned(),
+        netbios: p.netbios(),
+        domain: p.domain(),
+    };
+    // `service_credential::parse` checked the shape; this also checks the account name.
+    let (domain, name) = ad_names::split_qualified(username).map_err(|why| Error::SecretShape {
+        id: id.to_owned(),
+        problem: format!("is wrong: its \"username\" names no account ({why})"),
+    })?;
+    let expected = if username.contains('\\') {
+        p.netbios()
+    } else {
+        p.domain()
+    };
+    if !domain.eq_ignore_ascii_case(&expected) {
+        return Err(other_domain());
+    }
+    names
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(name))
+        .cloned()
+        .ok_or_else(|| Error::SecretActiveUnknown {
+            id: id.to_owned(),
+            username: username.to_owned(),
+            names: names.join(", "),
+        })
 }
 
 /// The backend chosen by the properties.
@@ -218,8 +372,10 @@ struct Context {
     names: Vec<String>,
     active: String,
     password: Secret,
+    /// Where the password came from, for the log.
+    source: &'static str,
     /// Reset the active password even where the backend cannot check it (Create; a new
-    /// PasswordParameterVersion).
+    /// PasswordParameterVersion or PasswordSecretVersion, another secret).
     reset_without_check: bool,
 }
 
@@ -401,7 +557,7 @@ async fn ensure_user<D: Directory>(
                 };
                 if reset || !user.enabled {
                     d.set_password(&user, &ctx.password).await?;
-                    tracing::info!(account = name, "password set from the SSM parameter");
+                    tracing::info!(account = name, source = ctx.source, "password set");
                 }
             }
             let wanted = ctx.description(name, user.description.as_deref());
@@ -689,9 +845,8 @@ impl CustomResource for AdServiceAccount {
         old: &Properties,
     ) -> Result<Outcome, Error> {
         request.properties.validate()?;
-        let version_changed =
-            request.properties.password_parameter_version != old.password_parameter_version;
-        let ctx = self.context(request, version_changed).await?;
+        let changed = request.properties.password_changed_from(old);
+        let ctx = self.context(request, changed).await?;
         let dir = self.connect(&request.properties).await?;
         with_dir!(&dir, d => create_or_update(d, &ctx, Some(old)).await)
     }
@@ -722,7 +877,7 @@ impl CustomResource for AdServiceAccount {
     }
 
     /// The id is `<domain>/<account>[+<account>]`: enough to find the accounts. The password
-    /// parameter is not read by Delete.
+    /// source (PasswordParameter or PasswordSecretId) is not needed: Delete never reads it.
     fn recover_properties(&self, physical_id: &str, properties: &mut Map<String, Value>) {
         let Some((domain, names)) = physical_id.split_once('/') else {
             return;
@@ -743,8 +898,224 @@ impl CustomResource for AdServiceAccount {
                 _ => {}
             }
         }
-        properties
-            .entry("PasswordParameter")
-            .or_insert_with(|| text("/not-read-by-delete"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The secret's read against `aws-smithy-mocks` for what moto cannot show (an access
+    //! denied, a KMS failure, the stage asked for); the whole path runs against moto and Samba
+    //! in tests/test_ad_service_account.py.
+
+    use super::*;
+    use aws_sdk_secretsmanager::error::ErrorMetadata;
+    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
+    use aws_sdk_secretsmanager::primitives::Blob;
+    use aws_sdk_secretsmanager::types::error::{DecryptionFailure, ResourceNotFoundException};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    const ID: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:web-AbCdEf";
+
+    fn resource(secrets: aws_sdk_secretsmanager::Client) -> AdServiceAccount {
+        let sdk = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        AdServiceAccount {
+            secrets,
+            ..AdServiceAccount::new(&sdk)
+        }
+    }
+
+    fn properties(extra: serde_json::Value) -> Properties {
+        let mut v = serde_json::json!({
+            "Domain": "Example.Test", "AccountName": "svc-web", "Alternating": true,
+            "PasswordSecretId": ID, "Server": "ldaps://127.0.0.1",
+            "OrganizationalUnit": "OU=fargate-smb,DC=example,DC=test", "AdminSecretId": "admin"
+        });
+        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+            v.extend(extra);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_secret_is_read_at_awscurrent_by_name() {
+        let get = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+            .match_requests(|r| r.secret_id() == Some(ID) && r.version_stage() == Some("AWSCURRENT"))
+            .then_output(|| {
+                GetSecretValueOutput::builder()
+                    .secret_string(r#"{"username":"EXAMPLE\\svc-web-b","password":"Pw-1","share":"\\\\fs\\share"}"#)
+                    .build()
+            });
+        let r = resource(mock_client!(aws_sdk_secretsmanager, [&get]));
+        let c = r.service_secret(ID).await.unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.expose()),
+            (r"EXAMPLE\svc-web-b", "Pw-1")
+        );
+        assert_eq!(get.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn each_read_failure_names_the_secret_the_property_and_the_fix() {
+        let denied = || {
+            GetSecretValueError::generic(
+                ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message("User: arn:aws:sts::123456789012:assumed-role/fn is not authorized")
+                    .build(),
+            )
+        };
+        let cases: Vec<(aws_smithy_mocks::Rule, &[&str])> = vec![
+            (
+                mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_error(|| {
+                    GetSecretValueError::ResourceNotFoundException(
+                        ResourceNotFoundException::builder()
+                            .message("Secrets Manager can't find the specified secret.")
+                            .build(),
+                    )
+                }),
+                &["does not exist", "fix PasswordSecretId"],
+            ),
+            (
+                mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_error(denied),
+                &[
+                    "access denied",
+                    "secretsmanager:GetSecretValue",
+                    "kms:Decrypt",
+                ],
+            ),
+            (
+                mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_error(|| {
+                    GetSecretValueError::DecryptionFailure(
+                        DecryptionFailure::builder().message("KMS said no").build(),
+                    )
+                }),
+                &["could not decrypt", "kms:Decrypt"],
+            ),
+            (
+                mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_output(|| {
+                    GetSecretValueOutput::builder()
+                        .secret_binary(Blob::new(b"Hidden-1".to_vec()))
+                        .build()
+                }),
+                &["is binary (SecretBinary)", service_credential::SHAPE],
+            ),
+            (
+                mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+                    .then_output(|| GetSecretValueOutput::builder().secret_string("").build()),
+                &["is empty", service_credential::SHAPE],
+            ),
+            (
+                mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_output(|| {
+                    GetSecretValueOutput::builder()
+                        .secret_string(r#"{"username":"EXAMPLE\\svc-web-a","pass":"Hidden-1"}"#)
+                        .build()
+                }),
+                &["the key \"password\" is missing", service_credential::SHAPE],
+            ),
+            (
+                mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_output(|| {
+                    GetSecretValueOutput::builder()
+                        .secret_string("Hidden-1")
+                        .build()
+                }),
+                &["is not JSON"],
+            ),
+        ];
+        for (rule, expected) in cases {
+            let r = resource(mock_client!(
+                aws_sdk_secretsmanager,
+                RuleMode::MatchAny,
+                [&rule]
+            ));
+            let e = r.service_secret(ID).await.unwrap_err().to_string();
+            assert!(e.contains(ID) && e.contains("(PasswordSecretId)"), "{e}");
+            for x in expected {
+                assert!(e.contains(x), "{x:?} not in {e}");
+            }
+            assert!(!e.contains("Hidden-1"), "{e}");
+        }
+    }
+
+    /// An answer the SDK cannot parse: its Debug form (which `DisplayErrorContext` appends)
+    /// carries the raw body, here the secret's value.
+    #[tokio::test]
+    async fn an_unreadable_answer_shows_no_value() {
+        let garbled =
+            mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_http_response(|| {
+                aws_sdk_secretsmanager::config::http::HttpResponse::new(
+                    aws_smithy_runtime_api::http::StatusCode::try_from(200).unwrap(),
+                    aws_smithy_types::body::SdkBody::from(
+                        r#"{"SecretString": "{\"password\": \"Hidden-1\"}", "VersionStages": 7}"#,
+                    ),
+                )
+            });
+        let r = resource(mock_client!(aws_sdk_secretsmanager, [&garbled]));
+        let e = r.service_secret(ID).await.unwrap_err().to_string();
+        assert!(e.contains(ID) && e.contains("failed to parse"), "{e}");
+        assert!(!e.contains("Hidden-1"), "{e}");
+    }
+
+    #[test]
+    fn the_active_account_is_the_secret_s_username() {
+        let p = properties(serde_json::json!({}));
+        let names = p.account_names();
+        for (username, active) in [
+            (r"EXAMPLE\svc-web-a", "svc-web-a"),
+            (r"example\SVC-WEB-B", "svc-web-b"),
+            ("svc-web-b@EXAMPLE.test", "svc-web-b"),
+        ] {
+            assert_eq!(
+                active_in_secret(&p, &names, ID, username).unwrap(),
+                active,
+                "{username}"
+            );
+        }
+        let p = properties(serde_json::json!({"NetbiosName": "CORP"}));
+        assert_eq!(
+            active_in_secret(&p, &names, ID, r"corp\svc-web-a").unwrap(),
+            "svc-web-a"
+        );
+        for username in [
+            r"EXAMPLE\svc-web-a",
+            r"example.test\svc-web-a",
+            "svc-web-a@corp",
+            "svc-web-a@other.test",
+        ] {
+            let e = active_in_secret(&p, &names, ID, username).unwrap_err();
+            assert!(
+                matches!(e, Error::SecretOtherDomain { .. }),
+                "{username}: {e}"
+            );
+            let e = e.to_string();
+            assert!(
+                e.contains(ID)
+                    && e.contains(r"CORP\<account>")
+                    && e.contains("<account>@example.test"),
+                "{e}"
+            );
+        }
+        let e = active_in_secret(&p, &names, ID, r"CORP\svc*web-a").unwrap_err();
+        assert!(matches!(e, Error::SecretShape { .. }), "{e}");
+        assert!(
+            e.to_string().contains(r#"its "username" names no account"#),
+            "{e}"
+        );
+        for username in [r"CORP\svc-web", r"CORP\svc-api-a", r"CORP\svc-web-c"] {
+            let e = active_in_secret(&p, &names, ID, username).unwrap_err();
+            assert!(
+                matches!(e, Error::SecretActiveUnknown { .. }),
+                "{username}: {e}"
+            );
+            let e = e.to_string();
+            assert!(
+                e.contains(ID)
+                    && e.contains("PasswordSecretId")
+                    && e.contains("svc-web-a, svc-web-b"),
+                "{e}"
+            );
+        }
     }
 }
