@@ -53,7 +53,15 @@ STAND_INS = {
     "AWS::ECS::TaskDefinition": ["Family"],
     "AWS::ECS::Service": ["ServiceName", "Cluster", "TaskDefinition"],
     "AWS::Logs::LogGroup": ["LogGroupName"],
+    # CredentialStore secrets-manager: the secret as GenerateSecretString makes it; the rotation
+    # schedule and the Lambda permission are recorded with their resolved properties (the demo
+    # plays Secrets Manager's rotation from them).
+    "AWS::SecretsManager::Secret": ["Name", "Description", "KmsKeyId", "GenerateSecretString", "SecretString", "Tags"],
+    "AWS::SecretsManager::RotationSchedule": ["SecretId", "RotationLambdaARN", "RotationRules", "RotateImmediatelyOnUpdate"],
+    "AWS::Lambda::Permission": ["FunctionName", "Action", "Principal", "SourceArn", "SourceAccount"],
 }
+# Secrets Manager's rotation protocol, in the order the service invokes the steps.
+ROTATION_STEPS = ["createSecret", "setSecret", "testSecret", "finishSecret"]
 FUNCTION_PARTS = ["FunctionName", "Environment", "LoggingConfig", "Timeout", "MemorySize", "Events"]
 # Security groups and their rules: stand-ins that open and close the loopback forwarders
 # (scripts/local_network.py) the functions reach the share and the DC through.
@@ -232,7 +240,7 @@ class LocalCloudFormation:
         self.stack = cfn.Stack(self.template, settings["Parameters"], settings["StackName"], REGION, ACCOUNT,
                                settings.get("Imports"))
         creds = dict(endpoint_url=moto_url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
-        self.aws = {s: boto3.client(s, **creds) for s in ("ssm", "kms", "dynamodb", "sqs", "ecs")}
+        self.aws = {s: boto3.client(s, **creds) for s in ("ssm", "kms", "dynamodb", "sqs", "ecs", "secretsmanager")}
         self.aws["s3"] = boto3.client("s3", config=botocore.config.Config(s3={"addressing_style": "path"}), **creds)
         self.responses = ResponseUrl()
         self.network = network or net.Network()
@@ -241,6 +249,7 @@ class LocalCloudFormation:
         self.answers: dict[str, dict] = {}  # logical id -> last answer (SUCCESS, or a failed Create's)
         self.properties: dict[str, dict] = {}  # logical id -> the properties last applied
         self.stand_ins: dict[str, str] = {}  # logical id -> what it is in moto
+        self.stand_in_props: dict[str, dict] = {}  # logical id -> the properties it was made (or updated) with
         self.exists: list[str] = []          # what the stack holds now, in creation order
         self.suffix = uuid.uuid4().hex[:8]
 
@@ -375,12 +384,95 @@ class LocalCloudFormation:
             name = p.get("LogGroupName") or generated
             res = cfn.Resolved(name, {"Arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"})
             what = f"log group name {name} (the bootstraps' output is captured locally)"
+        elif t == "AWS::SecretsManager::Secret":
+            name = p.get("Name") or cfn.generated_name(self.stack.stack_name, logical_id, self.suffix, 512)
+            args = {"Name": name, "SecretString": self.secret_string(p), "Description": p.get("Description", "")}
+            if p.get("KmsKeyId"):
+                args["KmsKeyId"] = p["KmsKeyId"]
+            if p.get("Tags"):
+                args["Tags"] = p["Tags"]
+            arn = self.aws["secretsmanager"].create_secret(**args)["ARN"]
+            # Ref and Id: the secret's ARN, as CloudFormation answers.
+            res = cfn.Resolved(arn, {"Id": arn})
+            what = f"moto secret {name} ({'GenerateSecretString' if 'SecretString' not in p else 'SecretString'}; " \
+                   f"KMS key {str(p.get('KmsKeyId', 'aws/secretsmanager')).rsplit('/', 1)[-1][:8]}…)"
+        elif t == "AWS::SecretsManager::RotationSchedule":
+            fn = next((f for f in self.functions.values() if self.stack.resources[f.logical_id].attrs.get("Arn") == p.get("RotationLambdaARN")), None)
+            if fn is None:
+                raise cfn.Unresolved(f"{logical_id}: RotationLambdaARN {p.get('RotationLambdaARN')} is not a function the local stack runs")
+            res = cfn.Resolved(f"{p['SecretId']}", {})
+            what = (f"recorded: Secrets Manager rotates {str(p['SecretId']).rsplit(':', 1)[-1]} with {fn.name}, "
+                    f"{json.dumps(p.get('RotationRules'))}, RotateImmediatelyOnUpdate {p.get('RotateImmediatelyOnUpdate')} "
+                    f"(the demo's rotation phase invokes the steps as the service does)")
+        elif t == "AWS::Lambda::Permission":
+            res = cfn.Resolved(f"{self.stack.stack_name}-{logical_id}-{self.suffix}", {})
+            what = f"recorded: {p.get('Principal')} may {p.get('Action')} {str(p.get('FunctionName')).rsplit(':', 1)[-1]}" + \
+                   (f" for {str(p['SourceArn']).rsplit(':', 1)[-1]}" if p.get("SourceArn") else "")
         else:
             raise cfn.Unresolved(f"{logical_id}: no stand-in for {t}")
         res.kind = "stand-in"
         self.stack.resources[logical_id] = res
         self.stand_ins[logical_id] = what
+        self.stand_in_props[logical_id] = p
         return what
+
+    def secret_string(self, p: dict) -> str:
+        """What CloudFormation stores for an AWS::SecretsManager::Secret: SecretString, or
+        GenerateSecretString's SecretStringTemplate with a password from GetRandomPassword (moto's,
+        with the template's length, exclusions and classes) under GenerateStringKey."""
+        if "SecretString" in p:
+            return p["SecretString"]
+        g = p.get("GenerateSecretString") or {}
+        options = {"PasswordLength": int(g.get("PasswordLength", 32))}
+        for key in ("ExcludeCharacters",):
+            if g.get(key):
+                options[key] = g[key]
+        for key in ("ExcludeNumbers", "ExcludePunctuation", "ExcludeUppercase", "ExcludeLowercase", "IncludeSpace",
+                    "RequireEachIncludedType"):
+            if key in g:
+                options[key] = g[key] in (True, "true")
+        password = self.aws["secretsmanager"].get_random_password(**options)["RandomPassword"]
+        if "GenerateStringKey" not in g:
+            return password
+        value = json.loads(g.get("SecretStringTemplate") or "{}")
+        value[g["GenerateStringKey"]] = password
+        return json.dumps(value)
+
+    def write_current(self, arn: str, value: str) -> str:
+        """A new value that becomes AWSCURRENT, as Secrets Manager's PutSecretValue does on AWS: the
+        version that held AWSCURRENT gets AWSPREVIOUS, every other label stays where it is (an
+        AWSPENDING left on that version by a finished rotation too). moto's PutSecretValue moves the
+        label from its stale default version instead (LOCAL-STACK.md: its default read lags after
+        UpdateSecretVersionStage), leaving two AWSCURRENT versions: so the value is put under a
+        label of the demo's own, then AWSCURRENT is moved explicitly. Returns the new version id."""
+        sm = self.aws["secretsmanager"]
+        stages = sm.describe_secret(SecretId=arn).get("VersionIdsToStages", {})
+        current = next(v for v, s in stages.items() if "AWSCURRENT" in s)
+        version = str(uuid.uuid4())
+        sm.put_secret_value(SecretId=arn, SecretString=value, ClientRequestToken=version, VersionStages=["DEMOWRITE"])
+        sm.update_secret_version_stage(SecretId=arn, VersionStage="AWSCURRENT", MoveToVersionId=version, RemoveFromVersionId=current)
+        sm.update_secret_version_stage(SecretId=arn, VersionStage="DEMOWRITE", RemoveFromVersionId=version)
+        return version
+
+    def update_stand_in(self, logical_id: str) -> list[str]:
+        """A stack update of a stand-in whose properties changed (the secret only: the other
+        stand-ins' names and keys do not change in the demo). A changed GenerateSecretString makes
+        CloudFormation write a whole new value, which becomes AWSCURRENT. Returns the changes."""
+        if self.stack.resource(logical_id)["Type"] != "AWS::SecretsManager::Secret":
+            return []
+        old = self.stand_in_props.get(logical_id, {})
+        new = self.stack.resolve(self.used_part(logical_id), f"{logical_id}.Properties")
+        changes = leaf_diff(old, new)
+        if not changes:
+            return []
+        sm, arn = self.aws["secretsmanager"], self.stack.resources[logical_id].ref
+        if old.get("GenerateSecretString") != new.get("GenerateSecretString") or old.get("SecretString") != new.get("SecretString"):
+            self.write_current(arn, self.secret_string(new))
+        update = {k: new[k] for k in ("Description", "KmsKeyId") if k in new and new.get(k) != old.get(k)}
+        if update:
+            sm.update_secret(SecretId=arn, **update)
+        self.stand_in_props[logical_id] = new
+        return changes
 
     def create_network(self, logical_id: str) -> tuple[str, list]:
         """A security group or a rule: recorded with its resolved rules; the forwarders open for
@@ -510,6 +602,13 @@ class LocalCloudFormation:
             self.aws["ecs"].deregister_task_definition(taskDefinition=res.ref)
         elif t == "AWS::KMS::Key":
             self.aws["kms"].schedule_key_deletion(KeyId=res.ref, PendingWindowInDays=7)
+        elif t == "AWS::SecretsManager::Secret":
+            # Gone at once, every version with it (moto would otherwise keep it in its recovery
+            # window, and a run's secrets would pile up).
+            self.aws["secretsmanager"].delete_secret(SecretId=res.ref, ForceDeleteWithoutRecovery=True)
+            return "deleted from moto (ForceDeleteWithoutRecovery)"
+        elif t in ("AWS::SecretsManager::RotationSchedule", "AWS::Lambda::Permission"):
+            return "removed (recorded only)"
         return "removed from moto"
 
     def remove_stand_ins(self) -> list[str]:
@@ -573,6 +672,40 @@ class Witness:
                              f"KMS {key.rsplit('/', 1)[-1][:8]}… (value never printed)")
             else:
                 lines.append(f"{prefix}/{leaf:<8} = {p['Value']}   (String v{p['Version']})")
+        return lines
+
+    def secret(self, arn: str, stage: str | None = "AWSCURRENT", version_id: str | None = None) -> dict:
+        """One version of the credential secret, its JSON value. The stage is always named: moto
+        answers a GetSecretValue without one with the old version after AWSCURRENT moved
+        (LOCAL-STACK.md), where AWS answers the new one."""
+        args = {"SecretId": arn}
+        if version_id:
+            args["VersionId"] = version_id
+        if stage:
+            args["VersionStage"] = stage
+        value = json.loads(self.lcf.aws["secretsmanager"].get_secret_value(**args)["SecretString"])
+        if value.get("password"):
+            self.passwords.add(value["password"])
+        return value
+
+    def versions(self, arn: str) -> dict[str, list[str]]:
+        """DescribeSecret's VersionIdsToStages."""
+        return self.lcf.aws["secretsmanager"].describe_secret(SecretId=arn).get("VersionIdsToStages", {})
+
+    def harvest(self, arn: str) -> int:
+        """Every version the secret holds, read by id: their passwords join the leak check."""
+        sm = self.lcf.aws["secretsmanager"]
+        ids = [v["VersionId"] for v in sm.list_secret_version_ids(SecretId=arn, IncludeDeprecated=True)["Versions"]]
+        for version_id in ids:
+            self.secret(arn, stage=None, version_id=version_id)
+        return len(ids)
+
+    def show_secret(self, arn: str) -> list[str]:
+        lines = []
+        for version_id, stages in sorted(self.versions(arn).items(), key=lambda kv: "AWSCURRENT" not in kv[1]):
+            v = self.secret(arn, stage=None, version_id=version_id)
+            lines.append(f"version {version_id[:8]}… {','.join(stages):<24} username {v.get('username')}  share {v.get('share')}  "
+                         f"password {len(v.get('password', ''))} chars, {fingerprint(v.get('password', ''))} (value never printed)")
         return lines
 
     def smbclient(self, user: str, password: str, command: str, directory: str | None = None) -> subprocess.CompletedProcess:
@@ -858,6 +991,9 @@ class Demo:
                 what = lcf.create_stand_in(lid)
                 if t != "AWS::Logs::LogGroup":  # shown with its function
                     r.info(f"stand-in  {lid:<26} {what}")
+                if t == "AWS::SecretsManager::Secret":
+                    r.step("  witness (boto3): the secret as GenerateSecretString makes it (template keys, password.rs's alphabet, "
+                           "every class, the stack's key)", lambda: self.secret_ok(lid))
                 if t == "AWS::S3::Bucket":
                     self.upload_site(lcf.stack.resources[lid].ref, lcf.stack.parameters.get("ContentPrefix", "site"))
             elif kind == "function":
@@ -960,7 +1096,11 @@ class Demo:
             ou = props.get("OrganizationalUnit") or self.samba["FARGATE_SMB_OU"]
             r.step(f"  witness (ldapsearch): {', '.join(names)} exist in {ou.split(',')[0]}",
                    lambda: check(w.ldap(ou, names) == sorted(names), "found", "missing", [f"found: {w.ldap(ou, names)}"]))
-            r.step("  witness (smbclient): the active account logs on with the password from SSM", lambda: self.logon_ok(props))
+            arn = self.credential_secret()
+            if arn:
+                for line in w.show_secret(arn):
+                    r.info(line)
+            r.step(f"  witness (smbclient): the active account logs on with the password from {self.store()}", lambda: self.logon_ok(props))
         elif t == "Custom::ShareAcl":
             r.info(f"GetAtt Folder {data.get('Folder')}  AceCount {data.get('AceCount')}  (Rights {props['Grants'][0].get('Rights')})")
             self.acl_witness(props)
@@ -978,8 +1118,53 @@ class Demo:
         ok = meta["Type"] == "SecureString" and (meta.get("KeyId") == want or (key and meta.get("KeyId") in (key.ref, key.attrs.get("Arn"))))
         return check(bool(ok), "ok", "wrong key", [] if ok else [f"KeyId {meta.get('KeyId')} != {want}"])
 
+    def credential_secret(self, lcf: LocalCloudFormation | None = None) -> str | None:
+        """The ARN of the stack's credential secret (CredentialStore secrets-manager), else None."""
+        lcf = lcf or self.lcf
+        for lid, res in lcf.stack.resources.items():
+            if res.kind == "stand-in" and lcf.stack.resource(lid)["Type"] == "AWS::SecretsManager::Secret":
+                return res.ref
+        return None
+
+    def store(self) -> str:
+        return "the secret's AWSCURRENT value" if self.credential_secret() else "SSM"
+
     def active(self) -> tuple[str, str]:
+        arn = self.credential_secret()
+        if arn:
+            value = self.witness.secret(arn)
+            return value["username"].split("\\")[-1], value["password"]
         return self.witness.service_credential(self.lcf.stack.parameters["ParameterPrefix"])
+
+    def secret_ok(self, lid: str) -> Result:
+        """The secret stand-in as GenerateSecretString made it: the template string's keys, a
+        password of the template's length from its alphabet with every class, the stack's key."""
+        lcf, w = self.lcf, self.witness
+        arn = lcf.stack.resources[lid].ref
+        props = lcf.stand_in_props[lid]
+        g = props.get("GenerateSecretString") or {}
+        value = w.secret(arn)
+        password = value.get(g.get("GenerateStringKey", "password"), "")
+        expected = set(json.loads(g.get("SecretStringTemplate") or "{}")) | {g.get("GenerateStringKey", "password")}
+        excluded = set(g.get("ExcludeCharacters", ""))
+        classes = [str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum()]
+        meta = lcf.aws["secretsmanager"].describe_secret(SecretId=arn)
+        problems = []
+        if set(value) != expected:
+            problems.append(f"keys {sorted(value)} != {sorted(expected)}")
+        if len(password) != int(g.get("PasswordLength", 32)):
+            problems.append(f"password has {len(password)} characters")
+        if set(password) & excluded:
+            problems.append(f"{len(set(password) & excluded)} excluded character(s) in the password")
+        if g.get("RequireEachIncludedType") and not all(any(f(c) for c in password) for f in classes):
+            problems.append("a character class is missing")
+        key = lcf.stack.resources.get("SecretsKey")
+        if props.get("KmsKeyId") and meta.get("KmsKeyId") != props["KmsKeyId"]:
+            problems.append(f"KmsKeyId {meta.get('KmsKeyId')} != {props['KmsKeyId']}")
+        return check(not problems, "generated", "wrong", [
+            f"keys {', '.join(sorted(value))}; username {value.get('username')}; share {value.get('share')}; "
+            f"password {len(password)} chars, {fingerprint(password)}; KMS {str(meta.get('KmsKeyId', '')).rsplit('/', 1)[-1][:8]}…"
+            + (" (SecretsKey)" if key and meta.get("KmsKeyId") == key.attrs.get("Arn") else "")] + problems)
 
     def logon_ok(self, props: dict | None = None) -> Result:
         user, password = self.active()
@@ -1030,9 +1215,10 @@ class Demo:
         r, w, lcf = self.report, self.witness, self.lcf
         r.phase("The container's preflight (what a Fargate task would do first)", """The task definition's container Environment and Secrets,
             resolved from the template, are given to target/debug/fargate-smb-mount (the Linux build of the entrypoint):
-            first as ECS gives them (the Secrets' SSM values injected as SMB_USERNAME/SMB_PASSWORD), then as the template
-            gives them with CredentialDelivery=task-role (SMB_*_PARAMETER: the entrypoint reads SSM itself, the password
-            never enters the container's environment); `doctor` runs the preflight, `--plan` prints the Windows
+            first as ECS gives them (the Secrets' values injected as SMB_USERNAME/SMB_PASSWORD: the SSM parameters, or
+            the secret's username and password JSON keys read from moto as ECS reads them), then as the template gives
+            them with CredentialDelivery=task-role (SMB_*_PARAMETER or SMB_CREDENTIAL_SECRET: the entrypoint reads the
+            store itself, the password never enters the container's environment); `doctor` runs the preflight, `--plan` prints the Windows
             commands a start would run (New-SmbGlobalMapping, the IIS virtual directory).""")
         container = {}
 
@@ -1051,6 +1237,26 @@ class Demo:
         def ssm_name(value_from: str) -> str:
             return "/" + value_from.split(":parameter/", 1)[1] if ":parameter/" in value_from else value_from
 
+        def secret_parts(value_from: str) -> tuple[str, str, str, str] | None:
+            """ECS's Secrets Manager valueFrom: <secret ARN>:<json-key>:<version-stage>:<version-id>
+            (the ARN has 7 colon-separated fields; empty parts: the whole value, AWSCURRENT)."""
+            if ":secretsmanager:" not in value_from:
+                return None
+            fields = value_from.split(":")
+            arn, rest = ":".join(fields[:7]), fields[7:] + ["", "", ""]
+            return arn, rest[0], rest[1], rest[2]
+
+        def ecs_value(value_from: str) -> str:
+            """What the ECS agent puts in the container's environment for one secret."""
+            parts = secret_parts(value_from)
+            if parts is None:
+                return w.parameter(ssm_name(value_from))["Value"]
+            arn, key, stage, version_id = parts
+            value = w.secret(arn, stage=stage or (None if version_id else "AWSCURRENT"), version_id=version_id or None)
+            if key not in value:
+                raise KeyError(f"{value_from}: the secret has no JSON key {key!r} (ECS would fail the task: ResourceInitializationError)")
+            return value[key]
+
         def run(args, env) -> subprocess.CompletedProcess:
             out = subprocess.run([str(binary("fargate-smb-mount")), *args], env={"PATH": os.environ["PATH"], **env},
                                  capture_output=True, text=True, timeout=120)
@@ -1060,7 +1266,7 @@ class Demo:
         def ecs_secrets():
             env = dict(base)
             for s in container.get("Secrets", []):
-                env[s["Name"]] = w.parameter(ssm_name(s["ValueFrom"]))["Value"]  # what the ECS agent does
+                env[s["Name"]] = ecs_value(s["ValueFrom"])  # what the ECS agent does
             out = run(["doctor"], env)
             lines = [ln for ln in out.stdout.splitlines() if ln.strip()][-5:]
             return check(out.returncode == 0 and "every check passed" in out.stdout, "passed", f"exit {out.returncode}", lines)
@@ -1082,17 +1288,22 @@ class Demo:
             env = {e["Name"]: str(e["Value"]) for e in alt.get("Environment", [])}
             env.update(self.settings.get("ContainerEnvironment", {}))
             env.update(aws_env)
-            if "SMB_PASSWORD_PARAMETER" not in env:
-                return Result(False, "no SMB_PASSWORD_PARAMETER", sorted(env))
+            source = "SMB_CREDENTIAL_SECRET" if self.credential_secret() else "SMB_PASSWORD_PARAMETER"
+            if source not in env:
+                return Result(False, f"no {source}", sorted(env))
             out = run(["doctor"], env)
-            lines = [ln for ln in out.stdout.splitlines() if "SSM parameter" in ln or "passed" in ln][:3]
+            lines = [ln for ln in out.stdout.splitlines() if "SSM parameter" in ln or "ecret" in ln or "passed" in ln][:3]
             return check(out.returncode == 0 and "every check passed" in out.stdout, "passed", f"exit {out.returncode}",
                          lines or out.stdout.splitlines()[-5:])
 
         def plan():
             env = {**base, **aws_env}
             for s in container.get("Secrets", []):
-                env[f"{s['Name']}_PARAMETER"] = ssm_name(s["ValueFrom"])
+                parts = secret_parts(s["ValueFrom"])
+                if parts:
+                    env["SMB_CREDENTIAL_SECRET"] = parts[0]
+                else:
+                    env[f"{s['Name']}_PARAMETER"] = ssm_name(s["ValueFrom"])
             command = [c for c in container.get("Command", [])]
             out = run(["--plan", "--json", *command], env)
             if out.returncode != 0:
@@ -1104,8 +1315,14 @@ class Demo:
                          [f"New-SmbGlobalMapping {', '.join(maps)} (-RequirePrivacy, credential via the child's environment only)",
                           f"appcmd {'; '.join(vdirs)}", f"then runs {' '.join(p.get('main_process', []))}"])
 
-        r.step("doctor, credential as ECS injects the Secrets (SMB_USERNAME / SMB_PASSWORD)", ecs_secrets)
-        r.step("doctor, CredentialDelivery=task-role: the entrypoint reads SSM itself (the template's SMB_*_PARAMETER)", ssm_parameters)
+        if self.credential_secret():
+            r.step("doctor, credential as ECS injects the Secrets (SMB_USERNAME / SMB_PASSWORD from the secret's JSON keys, "
+                   "<arn>:username:: and <arn>:password::)", ecs_secrets)
+            r.step("doctor, CredentialDelivery=task-role: the entrypoint reads the secret itself (the template's SMB_CREDENTIAL_SECRET)",
+                   ssm_parameters)
+        else:
+            r.step("doctor, credential as ECS injects the Secrets (SMB_USERNAME / SMB_PASSWORD)", ecs_secrets)
+            r.step("doctor, CredentialDelivery=task-role: the entrypoint reads SSM itself (the template's SMB_*_PARAMETER)", ssm_parameters)
         r.step(f"--plan --json {' '.join(container.get('Command', []))}: the Windows commands a task start would run", plan)
 
     # ── content sync ──
@@ -1230,6 +1447,9 @@ class Demo:
 
     # ── rotation ──
     def rotate(self) -> None:
+        if self.credential_secret():
+            self.rotate_secret()
+            return
         r, lcf, w = self.report, self.lcf, self.witness
         r.phase("Password rotation (the EventBridge Scheduler schedule)", """The schedule's target (resolved from the template) is invoked
             with the schedule's Input: the function resets the inactive account of the pair, proves the new password with
@@ -1287,6 +1507,104 @@ class Demo:
             r.step(f"  witness (boto3): a new deployment of the ECS service stand-in {service} was forced",
                    lambda: check(deployment() != deployment_before, "forced", "no deployment"))
 
+    def deployment(self) -> str | None:
+        """The id of the ECS service stand-in's newest deployment (moto changes it on a forced one)."""
+        lcf = self.lcf
+        service = next((x for x in self.order if lcf.stack.resource(x)["Type"] == "AWS::ECS::Service"), None)
+        if not service:
+            return None
+        res = lcf.stack.resources[service]
+        svc = lcf.aws["ecs"].describe_services(cluster=res.ref.split("/")[-2], services=[res.ref])["services"][0]
+        return svc["deployments"][0]["id"] if svc.get("deployments") else None
+
+    def rotate_secret(self) -> None:
+        """CredentialStore secrets-manager: the demo plays Secrets Manager (moto cannot invoke a
+        local function): a new ClientRequestToken, the four steps invoked on the rotation function
+        named by the template's RotationSchedule, in order, through the function's Runtime API."""
+        r, lcf, w = self.report, self.lcf, self.witness
+        r.phase("Password rotation (Secrets Manager's rotation protocol: aws secretsmanager rotate-secret)", """The demo plays
+            Secrets Manager, as a scheduled rotation or `aws secretsmanager rotate-secret` would: one new ClientRequestToken,
+            and the rotation function that the template's AWS::SecretsManager::RotationSchedule names is invoked with each
+            step in turn - createSecret (AWSPENDING = the other account with a new password), setSecret (that account
+            reset in AD), testSecret (its SMB logon), finishSecret (AWSCURRENT moved, the ECS service redeployed).
+            smbclient witnesses that AWSCURRENT logs on after every step and AWSPENDING after setSecret; the stages are
+            read with an explicit VersionStage (moto's default read lags, LOCAL-STACK.md).""")
+        arn = self.credential_secret()
+        schedule = next((lid for lid in self.order if lcf.stack.resource(lid)["Type"] == "AWS::SecretsManager::RotationSchedule"
+                         and lid in lcf.exists and lcf.stand_in_props[lid].get("SecretId") == arn), None)
+        if schedule is None:
+            r.step("find the secret's AWS::SecretsManager::RotationSchedule", lambda: Result(False, "missing"))
+            return
+        props = lcf.stand_in_props[schedule]
+        fn = next((f for f in lcf.functions.values() if lcf.stack.resources[f.logical_id].attrs.get("Arn") == props["RotationLambdaARN"]), None)
+        permits = [lid for lid in lcf.exists if lcf.stack.resource(lid)["Type"] == "AWS::Lambda::Permission"
+                   and lcf.stand_in_props[lid].get("Principal") == "secretsmanager.amazonaws.com"
+                   and lcf.stand_in_props[lid].get("FunctionName") == props["RotationLambdaARN"]
+                   and lcf.stand_in_props[lid].get("Action") == "lambda:InvokeFunction"
+                   and lcf.stand_in_props[lid].get("SourceArn") == arn and lcf.stand_in_props[lid].get("SourceAccount") == ACCOUNT]
+        r.step(f"{schedule}: RotationLambdaARN is {fn.name if fn else '?'}; a Lambda permission lets secretsmanager.amazonaws.com "
+               "invoke it for this secret only (SourceArn, SourceAccount)",
+               lambda: check(fn is not None and fn.binary_name == "rotate-password" and bool(permits), "wired", "not wired",
+                             [f"permission {', '.join(permits) or 'none'}; rules {json.dumps(props.get('RotationRules'))}"]))
+        if fn is None or not permits:
+            return
+        before_user, before_password = self.active()
+        before_version = next(v for v, stages in w.versions(arn).items() if "AWSCURRENT" in stages)
+        deployment_before = self.deployment()
+        token = str(uuid.uuid4())
+        r.info(f"ClientRequestToken {token}; AWSCURRENT is version {before_version[:8]}… ({before_user})")
+        pending: dict = {}
+
+        def logs_on(stage: str) -> Result:
+            value = w.secret(arn, stage=stage)
+            user = value["username"].split("\\")[-1]
+            out = w.smbclient(user, value["password"], "ls")
+            return check(w.smb_ok(out), user, "refused", [] if w.smb_ok(out) else [out.stdout.strip()[-200:]])
+
+        for step in ROTATION_STEPS:
+            def invoke(step=step) -> Result:
+                status, answer = fn.invoke({"Step": step, "SecretId": arn, "ClientRequestToken": token})
+                ok = status == "response"
+                text = json.dumps(answer) if not isinstance(answer, str) else answer
+                return check(ok, step, status, [f"answer {text[:240]}"])
+
+            if not r.step(f"Secrets Manager invokes {fn.name} with Step {step}", invoke).ok:
+                return
+            if step == "createSecret":
+                def created() -> Result:
+                    stages = w.versions(arn).get(token, [])
+                    value = w.secret(arn, stage="AWSPENDING", version_id=token)
+                    pending.update(value)
+                    other = value["username"].split("\\")[-1]
+                    ok = "AWSPENDING" in stages and other.lower() != before_user.lower() and value["password"] != before_password \
+                        and value.get("share") == w.secret(arn).get("share")
+                    return check(ok, other, "wrong", [f"version {token[:8]}… {','.join(stages)}: username {value['username']}, "
+                                                      f"password {len(value['password'])} chars, {fingerprint(value['password'])}"])
+
+                r.step("  witness (boto3): AWSPENDING is the token's version: the other account, a new password, the same share", created)
+            r.step(f"  witness (smbclient): AWSCURRENT logs on after {step}", lambda: logs_on("AWSCURRENT"))
+            if step == "setSecret":
+                r.step("  witness (smbclient): AWSPENDING logs on after setSecret (the other account was reset in AD)",
+                       lambda: logs_on("AWSPENDING"))
+        for line in w.show_secret(arn):
+            r.info(line)
+
+        def moved() -> Result:
+            stages = w.versions(arn)
+            ok = "AWSCURRENT" in stages.get(token, []) and "AWSPREVIOUS" in stages.get(before_version, []) \
+                and "AWSCURRENT" not in stages.get(before_version, [])
+            return check(ok, "moved", "not moved", [f"{v[:8]}…: {','.join(s)}" for v, s in stages.items()])
+
+        r.step("  witness (boto3): DescribeSecret's VersionIdsToStages: AWSCURRENT on the token's version, AWSPREVIOUS on the old one", moved)
+        r.step("  witness (smbclient): the newly active account logs on with AWSCURRENT",
+               lambda: check(self.active()[0] != before_user and self.logon_ok().ok, self.active()[0], "not switched"))
+        r.step(f"  witness (smbclient): {before_user} (AWSPREVIOUS) still logs on with its old password (until the next rotation)",
+               lambda: check(w.smb_ok(w.smbclient(before_user, before_password, "ls")), "ok", "refused"))
+        if deployment_before is not None:
+            r.step("  witness (boto3): finishSecret forced a new deployment of the ECS service stand-in",
+                   lambda: check(self.deployment() != deployment_before, "forced", "no deployment"))
+        w.harvest(arn)
+
     # ── update ──
     def update(self, key: str, title: str, explanation: str = "") -> list:
         """A stack update with the parameters file's `key` values; returns the replaced resources
@@ -1336,6 +1654,8 @@ class Demo:
                     r.info(f"function  {lid}: environment changed ({', '.join(f'{k}={f.env[k]}' for k in changed if k in f.env)}): restarted")
             elif kind == "custom":
                 replaced += self.update_custom(lid)
+            elif kind == "stand-in" and lcf.stack.resource(lid)["Type"] == "AWS::SecretsManager::Secret":
+                self.update_secret(lid)
         if replaced:
             r.info("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS: the replaced resources' old physical ids are deleted, in deletion waves")
         olds = {lid: (physical, props) for lid, physical, props in replaced}
@@ -1345,6 +1665,33 @@ class Demo:
                 r.step(f"cleanup: Delete the replaced {lid} {physical} (its old properties)",
                        lambda lid=lid, physical=physical, props=props: self.sent_ok(lid, "Delete", props, physical))
         return [(lid, physical, lcf.answers[lid]["PhysicalResourceId"]) for lid, physical, _ in replaced]
+
+    def update_secret(self, lid: str) -> None:
+        """The secret's properties changed: a changed GenerateSecretString makes CloudFormation write
+        a whole new value (AWSCURRENT), the template string's account (<name>-a) with a new password."""
+        lcf, r, w = self.lcf, self.report, self.witness
+        arn = lcf.stack.resources[lid].ref
+        before = next((v for v, s in w.versions(arn).items() if "AWSCURRENT" in s), None)
+        changes: list[str] = []
+
+        def go() -> Result:
+            changes.extend(lcf.update_stand_in(lid))
+            return Result(True, "UPDATE_COMPLETE" if changes else "unchanged", ["changed: " + "; ".join(changes)] if changes else [])
+
+        if not r.step(f"Update AWS::SecretsManager::Secret {lid} (a stand-in in moto)", go).ok or not changes:
+            return
+        if any(c.startswith("GenerateSecretString") for c in changes):
+            r.step("  witness (boto3): CloudFormation wrote a new value: AWSCURRENT on a new version, from the template string",
+                   lambda: (lambda now: check(now is not None and now != before and self.secret_ok(lid).ok, "new value", "unchanged",
+                                              self.secret_ok(lid).details))(
+                       next((v for v, s in w.versions(arn).items() if "AWSCURRENT" in s), None)))
+            stages = w.versions(arn)
+            stray = [v for v, s in stages.items() if "AWSPENDING" in s and "AWSCURRENT" not in s]
+            if stray:
+                # Secrets Manager's RotateSecret documents this state as a rotation in progress.
+                r.info(f"{YELLOW}note: AWSPENDING is left on version {stray[0][:8]}…, no longer AWSCURRENT: on AWS the next "
+                       f"RotateSecret answers that a previous rotation is still in progress (finishSecret left the label){RESET}")
+        w.harvest(arn)
 
     def sent_ok(self, lid: str, request: str, props: dict, physical: str) -> Result:
         answer = self.lcf.send(lid, request, props, physical)
@@ -1412,7 +1759,7 @@ class Demo:
             r.step(f"  witness (ldapsearch): {', '.join(names)} still exist after the old id's Delete",
                    lambda: check([n.lower() for n in w.ldap(ou, names)] == sorted(n.lower() for n in names), "found", "GONE",
                                  [f"found: {w.ldap(ou, names)}"]))
-            r.step("  witness (smbclient): the active account still logs on with the password from SSM", lambda: self.logon_ok())
+            r.step(f"  witness (smbclient): the active account still logs on with the password from {self.store()}", lambda: self.logon_ok())
         if acl:
             props, sid = lcf.properties[acl], lcf.properties[acl]["Grants"][0]["Principal"]
             r.step(f"  witness (smbcacls): the grant for {sid} is still on {props['Folder']}",
@@ -1489,12 +1836,18 @@ class Demo:
             lcf.exists.remove(lid)
             return True
         if kind != "custom":
+            secret = lcf.stack.resources[lid].ref if res["Type"] == "AWS::SecretsManager::Secret" else None
+            if secret:
+                self.witness.harvest(secret)  # every version's password, for the leak check
             try:
                 what, changed = lcf.delete_resource(lid)
             except Exception as e:  # noqa: BLE001
                 return r.step(f"Delete {res['Type']} {lid}", lambda: Result(False, "DELETE_FAILED", [f"{type(e).__name__}: {e}"])).ok
             if kind in ("stand-in", "network", "function"):
                 r.info(f"deleted   {lid:<26} {what}")
+            if secret:
+                r.step(f"  witness (boto3): the secret {lid} is gone (DescribeSecret: ResourceNotFound)",
+                       lambda: check(not self.secret_exists(secret), "gone", "STILL THERE"))
             self.paths_changed(changed)
             return True
         props, physical = lcf.properties[lid], lcf.answers[lid]["PhysicalResourceId"]
@@ -1504,6 +1857,14 @@ class Demo:
         lcf.exists.remove(lid)
         if not str(physical).startswith("create-failed:"):
             self.after_delete(lid)
+        return True
+
+    def secret_exists(self, arn: str) -> bool:
+        sm = self.lcf.aws["secretsmanager"]
+        try:
+            sm.describe_secret(SecretId=arn)
+        except sm.exceptions.ResourceNotFoundException:
+            return False
         return True
 
     def after_delete(self, lid: str) -> None:
@@ -1574,9 +1935,14 @@ class Demo:
         ou = params.get("OrganizationalUnit") or self.samba["FARGATE_SMB_OU"]
         r.step(f"  witness (ldapsearch): no account or group of ours ({', '.join(names)})",
                lambda: check(w.ldap(ou, names) == [], "none", "LEFT", [f"found: {w.ldap(ou, names)}"]))
-        lines = w.show_parameters(params["ParameterPrefix"])
-        r.step(f"  witness (boto3): no SSM parameter under {params['ParameterPrefix']}",
-               lambda: check(all("(absent)" in ln for ln in lines), "none", "LEFT", lines))
+        secrets = [lcf.stack.resources[lid].ref for lid in made if lcf.stack.resource(lid)["Type"] == "AWS::SecretsManager::Secret"]
+        if secrets:
+            r.step(f"  witness (boto3): no secret of ours ({', '.join(s.rsplit(':', 1)[-1] for s in secrets)})",
+                   lambda: check(not any(self.secret_exists(s) for s in secrets), "none", "LEFT"))
+        else:
+            lines = w.show_parameters(params["ParameterPrefix"])
+            r.step(f"  witness (boto3): no SSM parameter under {params['ParameterPrefix']}",
+                   lambda: check(all("(absent)" in ln for ln in lines), "none", "LEFT", lines))
         folder = params["ContentFolder"]
         sids = [p["Grants"][0]["Principal"] for lid, p in props.items() if lcf.stack.resource(lid)["Type"] == "Custom::ShareAcl"]
         sids += [d.get("PrincipalSid") for d in data.values() if d.get("PrincipalSid")]
@@ -1616,7 +1982,7 @@ class Demo:
 
     def leak_check(self) -> None:
         r, lcf, w = self.report, self.lcf, self.witness
-        r.phase("Leak check", """Every password seen in SSM (generated, rotated, regenerated) and the admin password are searched
+        r.phase("Leak check", """Every password seen in SSM or in the secret's versions (generated, rotated, regenerated) and the admin password are searched
             for in every line the bootstraps and the entrypoint wrote and in all CloudFormation traffic (requests and
             responses). Only fingerprints are ever printed.""")
 
@@ -1627,7 +1993,8 @@ class Demo:
             secrets = w.passwords | {w.admin_password, w.admin_password.strip()}
             leaked = [fingerprint(p) for p in secrets if p and p in text]
             return check(not leaked, "not found", "FOUND",
-                         [f"{len(w.passwords)} service-account passwords + the admin password; {len(text):,} characters searched "
+                         [f"{len(w.passwords)} service-account passwords (every SSM value and secret version seen) + the admin password; "
+                          f"{len(text):,} characters searched "
                           f"(bootstrap and entrypoint output, requests and responses, this report)"] +
                          ([f"leaked: {', '.join(leaked)}"] if leaked else []))
 

@@ -295,3 +295,61 @@ def test_a_stack_name_of_cloudformations_full_128_characters_deploys_and_deletes
     assert not bad, "\n".join(bad)
     assert ok_step(steps, "Create Custom::WebContent") and ok_step(steps, "stack status after the delete"), out.stdout
     assert "demo passed" in out.stdout
+
+
+SM_PARAMETERS = ROOT / "scripts" / "demo-parameters-secrets-manager.json"
+
+
+def test_plan_only_resolves_the_template_with_the_secret():
+    out = run_demo("--plan-only", "--parameters", str(SM_PARAMETERS), timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for resource in ("ServiceAccountSecret (stand-in)", "SecretRotationSchedule (stand-in)",
+                     "RotatePasswordSecretsManagerPermission (stand-in)", "ServiceAccount (custom)"):
+        assert resource in out.stdout, out.stdout
+    assert "ServiceAccountParameters (custom)" not in out.stdout and "left out by their Condition" in out.stdout
+    assert "demo passed" in out.stdout
+
+
+def test_the_whole_lifecycle_with_the_credential_in_secrets_manager(moto_url):
+    """CredentialStore secrets-manager: the secret as GenerateSecretString makes it, the account
+    reading it, ECS's JSON-key injection and the task-role read, Secrets Manager's four rotation
+    steps played against the real rotation function with smbclient as the witness of every stage,
+    the update that writes a new value, the delete and rollback that remove the secret, and the
+    leak check over every version the secret held."""
+    built()
+    out = run_demo(moto_url, "--parameters", str(SM_PARAMETERS))
+    assert out.returncode == 0, out.stdout + out.stderr
+    for phase in PHASES:
+        assert phase in out.stdout, f"phase {phase!r} missing:\n{out.stdout}"
+    steps = steps_of(out)
+    bad = [line for line in steps if not line.rstrip().endswith(" ok")]
+    assert not bad, "\n".join(bad)
+    assert not any("Custom::SsmParameters" in line for line in steps), "no SSM parameters in this store"
+    for text in ("witness (boto3): the secret as GenerateSecretString makes it", "Create Custom::AdServiceAccount",
+                 "the active account logs on with the password from the secret's AWSCURRENT value",
+                 "from the secret's JSON keys, <arn>:username:: and <arn>:password::",
+                 "the entrypoint reads the secret itself (the template's SMB_CREDENTIAL_SECRET)"):
+        assert ok_step(steps, text), f"{text} not ok:\n{out.stdout}"
+    # The rotation phase: the four steps in Secrets Manager's order, each followed by its witnesses.
+    rotation = out.stdout.split("── Password rotation")[1].split("── Stack update")[0]
+    assert "Secrets Manager's rotation protocol" in rotation.splitlines()[0]
+    rotation_steps = steps_of(subprocess.CompletedProcess([], 0, rotation, ""))
+    assert ok_step(rotation_steps, "a Lambda permission lets secretsmanager.amazonaws.com invoke it for this secret only")
+    invoked = [line for line in rotation_steps if "Secrets Manager invokes" in line]
+    assert [s for line in invoked for s in ("createSecret", "setSecret", "testSecret", "finishSecret") if f"with Step {s} " in line] == \
+        ["createSecret", "setSecret", "testSecret", "finishSecret"], rotation
+    for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        assert ok_step(rotation_steps, f"AWSCURRENT logs on after {step}"), rotation
+    for text in ("AWSPENDING is the token's version: the other account", "AWSPENDING logs on after setSecret",
+                 "VersionIdsToStages: AWSCURRENT on the token's version, AWSPREVIOUS on the old one",
+                 "the newly active account logs on with AWSCURRENT", "(AWSPREVIOUS) still logs on with its old password",
+                 "finishSecret forced a new deployment of the ECS service stand-in"):
+        assert ok_step(rotation_steps, text), f"{text} not ok:\n{rotation}"
+    # The update writes a new value (PasswordVersion), the account follows it; delete and rollback remove the secret.
+    for text in ("Update AWS::SecretsManager::Secret ServiceAccountSecret", "CloudFormation wrote a new value",
+                 "Update Custom::AdServiceAccount", "the secret ServiceAccountSecret is gone", "stack status after the delete",
+                 "stack status after the rollback", "no secret of ours", "no password in any log line or CloudFormation message"):
+        assert ok_step(steps, text), f"{text} not ok:\n{out.stdout}"
+    assert "DELETE_COMPLETE" in out.stdout and "ROLLBACK_COMPLETE" in out.stdout
+    assert "every SSM value and secret version seen" in out.stdout
+    assert "demo passed" in out.stdout

@@ -11,6 +11,7 @@ cfn-lint is in .venv (moto[server] requires it) and in .venv-template/sam.
 """
 
 import ipaddress
+import json
 import re
 from pathlib import Path
 
@@ -48,6 +49,12 @@ SCENARIOS = {
         "CertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
         "ReconcileScheduleExpression": "", "CredentialDelivery": "task-role",
         "EnableExecuteCommand": "true", "ContainerRepositoryArn": "none",
+    },
+    "secrets-manager (managed-ad, ecs-secrets)": {"CredentialStore": "secrets-manager"},
+    "secrets-manager, ldaps, HTTPS, task-role": {
+        "CredentialStore": "secrets-manager", "CredentialDelivery": "task-role",
+        "DirectoryBackend": "ldaps", "LdapsUrl": "ldaps://dc1.corp.example.com",
+        "CertificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
     },
 }
 SG_RULE_TYPES = ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
@@ -142,7 +149,11 @@ class Stack:
         if name == "If":
             return r(arg[1]) if self.condition(arg[0]) else r(arg[2])
         if name == "Equals":
-            return r(arg[0]) == r(arg[1])
+            # CloudFormation compares the strings: a Number parameter "1" equals a literal 1.
+            a, b = r(arg[0]), r(arg[1])
+            if not isinstance(a, (list, dict)) and not isinstance(b, (list, dict)):
+                return str(a) == str(b)
+            return a == b
         if name == "Not":
             return not r(arg[0])
         if name == "And":
@@ -301,8 +312,9 @@ def test_custom_resources_are_deleted_before_their_functions_and_in_reverse_orde
     resources = stack.template["Resources"]
     for lid in custom_resources(stack):
         assert networkx.has_path(deps, lid, service_token_function(resources[lid])), lid
-    # parameters -> account -> ACL -> content: each is deleted before what it was built on.
-    chain = ["WebContent", "WebFolderAcl", "ServiceAccount", "ServiceAccountParameters"]
+    # credential -> account -> ACL -> content: each is deleted before what it was built on.
+    credential = "ServiceAccountSecret" if stack.condition("UseSecretsManager") else "ServiceAccountParameters"
+    chain = ["WebContent", "WebFolderAcl", "ServiceAccount", credential]
     for later, earlier in zip(chain, chain[1:]):
         assert networkx.has_path(deps, later, earlier), f"{later} (wave {wave[later]}) must go before {earlier} (wave {wave[earlier]})"
 
@@ -594,10 +606,11 @@ def role_statements(stack: Stack, role: str) -> list[dict]:
     return [s for p in policies for s in allowed_statements(p["PolicyDocument"])]
 
 
+@pytest.mark.parametrize("store", ["ssm-parameters", "secrets-manager"])
 @pytest.mark.parametrize("delivery", ["ecs-secrets", "task-role"])
 @pytest.mark.parametrize("exec_on", ["false", "true"])
-def test_ecs_exec_adds_exactly_its_four_actions_to_the_task_role(template, delivery, exec_on):
-    stack = Stack(template, CredentialDelivery=delivery, EnableExecuteCommand=exec_on)
+def test_ecs_exec_adds_exactly_its_four_actions_to_the_task_role(template, store, delivery, exec_on):
+    stack = Stack(template, CredentialDelivery=delivery, EnableExecuteCommand=exec_on, CredentialStore=store)
     service = stack.resolve(template["Resources"]["WebService"]["Properties"])
     assert service["EnableExecuteCommand"] is (exec_on == "true")
     statements = role_statements(stack, "TaskRole")
@@ -608,7 +621,8 @@ def test_ecs_exec_adds_exactly_its_four_actions_to_the_task_role(template, deliv
     else:
         assert not exec_statements
     # The credential policy is there exactly with task-role delivery, whatever ECS Exec does.
-    reads = [s for s in statements if "ssm:GetParameter" in as_list(s["Action"])]
+    read = "secretsmanager:GetSecretValue" if store == "secrets-manager" else "ssm:GetParameter"
+    reads = [s for s in statements if read in as_list(s["Action"])]
     assert bool(reads) is (delivery == "task-role")
     assert len(statements) == (2 if delivery == "task-role" else 0) + (1 if exec_on == "true" else 0)
 
@@ -696,13 +710,15 @@ NAME_LIMITS = {
     ("AWS::KMS::Key", "Description"): 8192,
     ("AWS::EC2::SecurityGroupIngress", "Description"): 255,
     ("AWS::Scheduler::Schedule", "Description"): 512,
+    ("AWS::SecretsManager::Secret", "Description"): 2048,
 }
 NAME_KEYS = ("Name", "Family", "Description")
 
 
-def test_no_name_caps_the_stack_name_below_cloudformations_128_characters(template):
+@pytest.mark.parametrize("store", ["ssm-parameters", "secrets-manager"])
+def test_no_name_caps_the_stack_name_below_cloudformations_128_characters(template, store):
     long_name = "s" * 128
-    stack = Stack(template, stack_name=long_name, FunctionNaming="generated")
+    stack = Stack(template, stack_name=long_name, FunctionNaming="generated", CredentialStore=store)
     checked = []
     for lid, r in template["Resources"].items():
         if not stack.included(lid):
@@ -710,7 +726,8 @@ def test_no_name_caps_the_stack_name_below_cloudformations_128_characters(templa
         props = r.get("Properties", {})
         # With generated names CloudFormation names a function itself (cut to Lambda's 64): a
         # FunctionName from the stack name would cap it.
-        if r["Type"] != "AWS::Lambda::EventInvokeConfig" and "FunctionName" in props:
+        # (An invoke config's or a permission's FunctionName names the function, it gives no name.)
+        if r["Type"] not in ("AWS::Lambda::EventInvokeConfig", "AWS::Lambda::Permission") and "FunctionName" in props:
             assert stack.resolve({"x": props["FunctionName"]}) == {}, f"{lid} sets FunctionName with generated names"
         for key, raw in props.items():
             if not key.endswith(NAME_KEYS) or "AWS::StackName" not in str(raw):
@@ -745,3 +762,252 @@ def test_functions_keep_the_names_earlier_versions_gave_by_default(template):
         "RotatePasswordFunction": "rotate-password", "SyncContentFunction": "sync-content",
     }
     assert "45 characters" in template["Parameters"]["FunctionNaming"]["Description"]
+
+
+# ── the credential store: SSM parameters or one Secrets Manager secret ─────────────────────────
+PASSWORD_RS = ROOT / "crates" / "secrets" / "src" / "password.rs"
+STORES = ["ssm-parameters", "secrets-manager"]
+
+
+def password_rs_alphabet() -> set[str]:
+    """The characters crates/secrets generates from, read from password.rs itself."""
+    source = PASSWORD_RS.read_text()
+    alphabet = set()
+    for name in ("UPPER", "LOWER", "DIGITS", "SAFE_SYMBOLS"):
+        m = re.search(rf'const {name}: &str = "([^"]*)";', source)
+        assert m, f"password.rs has no const {name}: the test reads the alphabet from it"
+        alphabet |= set(m.group(1))
+    return alphabet
+
+
+def template_references(stack: Stack, value) -> set[str]:
+    """Logical ids that `value` refers to (Ref, GetAtt, Sub) in the branches the conditions take."""
+    found = set()
+    if isinstance(value, list):
+        for v in value:
+            found |= template_references(stack, v)
+    elif isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            cond, yes, no = value["Fn::If"]
+            return template_references(stack, yes if stack.condition(cond) else no)
+        if set(value) == {"Ref"}:
+            return {value["Ref"]} - set(stack.params) - {v for v in [value["Ref"]] if v.startswith("AWS::")}
+        if set(value) == {"Fn::GetAtt"}:
+            target = value["Fn::GetAtt"]
+            return {target.split(".")[0] if isinstance(target, str) else target[0]}
+        if set(value) == {"Fn::Sub"}:
+            arg = value["Fn::Sub"]
+            text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+            for name in re.findall(r"\$\{([^}!]+)\}", text):
+                head = name.split(".")[0]
+                if head not in variables and head not in stack.params and not head.startswith("AWS::"):
+                    found.add(head)
+            return found | template_references(stack, variables)
+        for v in value.values():
+            found |= template_references(stack, v)
+    return found
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("delivery", ["ecs-secrets", "task-role"])
+def test_nothing_refers_to_a_resource_the_store_leaves_out(template, store, delivery):
+    """CloudFormation rejects a template whose included resources or outputs refer to a resource
+    whose Condition is false (outside an Fn::If branch that is not taken)."""
+    stack = Stack(template, CredentialStore=store, CredentialDelivery=delivery)
+    resources = template["Resources"]
+    dangling = []
+    for lid, r in resources.items():
+        if not stack.included(lid):
+            continue
+        deps = r.get("DependsOn", [])
+        for target in ({deps} if isinstance(deps, str) else set(deps)) | template_references(stack, r.get("Properties", {})) | \
+                template_references(stack, r.get("Metadata", {})):
+            if target not in resources or not stack.included(target):
+                dangling.append(f"{lid} -> {target}")
+    for name, output in template.get("Outputs", {}).items():
+        if "Condition" in output and not stack.condition(output["Condition"]):
+            continue
+        for target in template_references(stack, output["Value"]):
+            if target not in resources or not stack.included(target):
+                dangling.append(f"Outputs.{name} -> {target}")
+    assert not dangling, f"with CredentialStore={store}, {delivery}: references to resources left out:\n  " + "\n  ".join(dangling)
+    # The derivation saw the switch, or it proves nothing.
+    assert stack.included("ServiceAccountSecret") is (store == "secrets-manager")
+    assert stack.included("ServiceAccountParameters") is (store == "ssm-parameters")
+
+
+def resolved(stack: Stack, lid: str) -> dict:
+    return stack.resolve(stack.template["Resources"][lid]["Properties"])
+
+
+@pytest.mark.parametrize("version", ["1", "2026-12-01", 'a "quoted" \\ value'])
+def test_the_secret_is_generated_as_json_with_the_alphabet_of_password_rs(template, version):
+    stack = Stack(template, CredentialStore="secrets-manager", PasswordVersion=version)
+    secret = resolved(stack, "ServiceAccountSecret")
+    generate = secret["GenerateSecretString"]
+    # The template string is JSON (backslashes escaped, PasswordVersion's quotes too), and holds
+    # what the contract says: the first account, qualified, and the share's UNC.
+    value = json.loads(generate["SecretStringTemplate"])
+    assert value == {"username": "CORP\\svc-web-a", "share": "\\\\amznfsxabc.corp.example.com\\share", "generation": version}
+    assert generate["GenerateStringKey"] == "password" and "password" not in value
+    # ExcludeCharacters is exactly every printable ASCII character outside password.rs's alphabet.
+    printable = {chr(c) for c in range(0x20, 0x7F)}
+    alphabet = password_rs_alphabet()
+    assert set(generate["ExcludeCharacters"]) == printable - alphabet, \
+        f"excluded too much: {sorted(set(generate['ExcludeCharacters']) & alphabet)}; too little: {sorted(printable - alphabet - set(generate['ExcludeCharacters']))}"
+    assert len(generate["ExcludeCharacters"]) == len(set(generate["ExcludeCharacters"]))
+    assert int(generate["PasswordLength"]) == 32
+    assert generate["RequireEachIncludedType"] is True and generate.get("IncludeSpace", False) is False
+    # Under the stack's key (a GetAtt of SecretsKey, resolved to its placeholder).
+    assert secret["KmsKeyId"] == "<SecretsKey.Arn>"
+
+
+def test_the_accounts_version_is_the_secrets_template_string(template):
+    """PasswordSecretVersion changes exactly when CloudFormation writes a new value: it is the same
+    text as GenerateSecretString's template (raw and resolved)."""
+    resources = template["Resources"]
+    raw_template = resources["ServiceAccountSecret"]["Properties"]["GenerateSecretString"]["SecretStringTemplate"]
+    raw_version = resources["ServiceAccount"]["Properties"]["PasswordSecretVersion"]
+    assert raw_version == {"Fn::If": ["UseSecretsManager", raw_template, {"Ref": "AWS::NoValue"}]}
+    for version in ("1", "7"):
+        stack = Stack(template, CredentialStore="secrets-manager", PasswordVersion=version)
+        assert resolved(stack, "ServiceAccount")["PasswordSecretVersion"] == \
+            resolved(stack, "ServiceAccountSecret")["GenerateSecretString"]["SecretStringTemplate"]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_the_account_reads_its_password_from_the_store(template, store):
+    stack = Stack(template, CredentialStore=store)
+    props = resolved(stack, "ServiceAccount")
+    ssm_props = {"PasswordParameter", "PasswordParameterVersion", "UsernameParameter"}
+    sm_props = {"PasswordSecretId", "PasswordSecretVersion"}
+    if store == "secrets-manager":
+        assert sm_props <= set(props) and not ssm_props & set(props)
+        assert props["PasswordSecretId"] == "<ServiceAccountSecret>"
+    else:
+        assert ssm_props <= set(props) and not sm_props & set(props)
+    statements = role_statements(stack, "AdServiceAccountRole")
+    reads = [s for s in statements if s.get("Sid") == "ReadThePasswordAndTheActiveUsername"]
+    decrypt = [s for s in statements if s.get("Sid") == "DecryptThePassword"]
+    assert len(reads) == 1 and len(decrypt) == 1
+    via = decrypt[0]["Condition"]["StringEquals"]["kms:ViaService"]
+    if store == "secrets-manager":
+        assert reads[0]["Action"] == "secretsmanager:GetSecretValue" and reads[0]["Resource"] == "<ServiceAccountSecret>"
+        assert via == "secretsmanager.eu-west-1.amazonaws.com"
+        assert not [s for s in statements if any(a.startswith("ssm:") for a in as_list(s["Action"]))]
+    else:
+        assert reads[0]["Action"] == "ssm:GetParameter" and via == "ssm.eu-west-1.amazonaws.com"
+
+
+ROTATION_SECRET_ACTIONS = {"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue",
+                           "secretsmanager:UpdateSecretVersionStage", "secretsmanager:TagResource",
+                           "secretsmanager:UntagResource"}
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_the_rotation_follows_the_store(template, store):
+    stack = Stack(template, CredentialStore=store)
+    sm = store == "secrets-manager"
+    assert stack.included("RotationSchedule") is not sm
+    assert stack.included("SecretRotationSchedule") is sm and stack.included("RotatePasswordSecretsManagerPermission") is sm
+    env = resolved(stack, "RotatePasswordFunction")["Environment"]["Variables"]
+    assert env["CREDENTIAL_STORE"] == store
+    assert ("SECRET_ID" in env) is sm and ("PARAMETER_PREFIX" in env) is not sm
+    statements = role_statements(stack, "RotatePasswordRole")
+    secret_actions = {a for s in statements for a in as_list(s["Action"]) if a.startswith("secretsmanager:")
+                      and as_list(s["Resource"]) == ["<ServiceAccountSecret>"]}
+    ssm_actions = {a for s in statements for a in as_list(s["Action"]) if a.startswith("ssm:")}
+    kms = [s for s in statements if any(a.startswith("kms:") for a in as_list(s["Action"])) and s["Resource"] == "<SecretsKey.Arn>"]
+    (key,) = kms
+    invoke = [s for s in role_statements(stack, "SchedulerRole") if "lambda:InvokeFunction" in as_list(s["Action"])]
+    if sm:
+        assert env["SECRET_ID"] == "<ServiceAccountSecret>"
+        assert secret_actions == ROTATION_SECRET_ACTIONS and not ssm_actions
+        assert set(as_list(key["Action"])) == {"kms:Decrypt", "kms:GenerateDataKey"}
+        assert key["Condition"]["StringEquals"]["kms:ViaService"] == "secretsmanager.eu-west-1.amazonaws.com"
+        schedule = resolved(stack, "SecretRotationSchedule")
+        assert schedule["SecretId"] == "<ServiceAccountSecret>"
+        assert schedule["RotationLambdaARN"] == "<RotatePasswordFunction.Arn>"
+        assert schedule["RotationRules"] == {"AutomaticallyAfterDays": "30"}
+        assert schedule["RotateImmediatelyOnUpdate"] is False
+        # Not before the accounts exist, nor before Secrets Manager may invoke the function.
+        assert set(template["Resources"]["SecretRotationSchedule"]["DependsOn"]) >= {"ServiceAccount", "RotatePasswordSecretsManagerPermission"}
+        permission = resolved(stack, "RotatePasswordSecretsManagerPermission")
+        assert permission == {"FunctionName": "<RotatePasswordFunction.Arn>", "Action": "lambda:InvokeFunction",
+                              "Principal": "secretsmanager.amazonaws.com", "SourceAccount": "123456789012",
+                              "SourceArn": "<ServiceAccountSecret>"}
+        # Scheduler no longer invokes the rotation.
+        assert all("<RotatePasswordFunction.Arn>" not in as_list(s["Resource"]) for s in invoke)
+    else:
+        assert not secret_actions and "ssm:PutParameter" in ssm_actions
+        assert key["Condition"]["StringEquals"]["kms:ViaService"] == "ssm.eu-west-1.amazonaws.com"
+        assert any("<RotatePasswordFunction.Arn>" in as_list(s["Resource"]) for s in invoke)
+    assert resolved(Stack(template, CredentialStore=store, RotationIntervalDays="1"),
+                    "SecretRotationSchedule" if sm else "RotationSchedule")["RotationRules" if sm else "ScheduleExpression"] == \
+        ({"AutomaticallyAfterDays": "1"} if sm else "rate(1 day)")
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("delivery", ["ecs-secrets", "task-role"])
+def test_the_container_gets_the_credential_from_the_store(template, store, delivery):
+    stack = Stack(template, CredentialStore=store, CredentialDelivery=delivery)
+    container = web_container(stack)
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    secrets = {s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])}
+    names = {"SMB_USERNAME_PARAMETER", "SMB_PASSWORD_PARAMETER", "SMB_CREDENTIAL_SECRET"}
+    execution = role_statements(stack, "TaskExecutionRole")
+    task = role_statements(stack, "TaskRole")
+    credential_reads = {"ssm:GetParameters", "ssm:GetParameter", "secretsmanager:GetSecretValue"}
+
+    def reads(statements):
+        return [s for s in statements if set(as_list(s["Action"])) & credential_reads]
+
+    def decrypt_via(statements):
+        return [s["Condition"]["StringEquals"]["kms:ViaService"] for s in statements if "kms:Decrypt" in as_list(s["Action"])]
+
+    via = "secretsmanager.eu-west-1.amazonaws.com" if store == "secrets-manager" else "ssm.eu-west-1.amazonaws.com"
+    if delivery == "ecs-secrets":
+        assert not names & set(env)
+        if store == "secrets-manager":  # ECS's JSON-key syntax: <secret ARN>:<key>:<stage>:<version id>
+            assert secrets == {"SMB_USERNAME": "<ServiceAccountSecret>:username::", "SMB_PASSWORD": "<ServiceAccountSecret>:password::"}
+            (s,) = reads(execution)
+            assert s["Action"] == "secretsmanager:GetSecretValue" and s["Resource"] == "<ServiceAccountSecret>"
+        else:
+            assert secrets == {"SMB_USERNAME": "<ServiceAccountParameters.UsernameParameterArn>",
+                               "SMB_PASSWORD": "<ServiceAccountParameters.PasswordParameterArn>"}
+            (s,) = reads(execution)
+            assert s["Action"] == "ssm:GetParameters"
+        assert decrypt_via(execution) == [via] and not reads(task) and not decrypt_via(task)
+    else:
+        assert not secrets
+        if store == "secrets-manager":  # the ARN, never the value
+            assert {n for n in names if n in env} == {"SMB_CREDENTIAL_SECRET"} and env["SMB_CREDENTIAL_SECRET"] == "<ServiceAccountSecret>"
+            (s,) = reads(task)
+            assert s["Action"] == "secretsmanager:GetSecretValue" and s["Resource"] == "<ServiceAccountSecret>"
+        else:
+            assert {n for n in names if n in env} == {"SMB_USERNAME_PARAMETER", "SMB_PASSWORD_PARAMETER"}
+            (s,) = reads(task)
+            assert s["Action"] == "ssm:GetParameter"
+        assert decrypt_via(task) == [via] and not reads(execution) and not decrypt_via(execution)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_the_outputs_name_the_store(template, store):
+    stack = Stack(template, CredentialStore=store)
+    present = {name for name, o in template["Outputs"].items() if "Condition" not in o or stack.condition(o["Condition"])}
+    ssm_outputs = {"UsernameParameterName", "PasswordParameterName", "SharePathParameterName"}
+    if store == "secrets-manager":
+        assert "CredentialSecretArn" in present and not ssm_outputs & present
+        assert stack.resolve(template["Outputs"]["CredentialSecretArn"]["Value"]) == "<ServiceAccountSecret>"
+    else:
+        assert ssm_outputs <= present and "CredentialSecretArn" not in present
+
+
+def test_the_store_parameter_is_documented_next_to_the_delivery(template):
+    spec = template["Parameters"]["CredentialStore"]
+    assert spec["Default"] == "ssm-parameters" and spec["AllowedValues"] == STORES
+    for word in ("ssm-parameters", "secrets-manager", "rotate-secret"):
+        assert word in spec["Description"], word
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    (group,) = [g["Parameters"] for g in groups if "CredentialDelivery" in g["Parameters"]]
+    assert "CredentialStore" in group
