@@ -30,11 +30,20 @@ pub enum AdminSource {
     Secret(String),
 }
 
+/// Where the credential lives, and so how a rotation is driven (`CREDENTIAL_STORE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialStore {
+    /// `<prefix>/username`, `<prefix>/password`, `<prefix>/share` (as Custom::SsmParameters
+    /// makes them) and `<prefix>/rotation` (this function's record), rotated on a schedule.
+    SsmParameters { prefix: String },
+    /// One Secrets Manager secret (`SECRET_ID`: its ARN, or its name), rotated by Secrets
+    /// Manager's four steps.
+    SecretsManager { secret_id: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// `<prefix>/username`, `<prefix>/password`, `<prefix>/share` (as Custom::SsmParameters
-    /// makes them) and `<prefix>/rotation` (this function's record).
-    pub prefix: String,
+    pub store: CredentialStore,
     /// Two names: the alternating pair. One: single-account mode.
     pub accounts: Vec<String>,
     pub backend: Backend,
@@ -52,25 +61,33 @@ pub struct Config {
 }
 
 impl Config {
+    /// The SSM prefix; empty in Secrets Manager mode, where no code that names a parameter runs
+    /// (the handler dispatches on the store before any of it).
+    pub fn prefix(&self) -> &str {
+        match &self.store {
+            CredentialStore::SsmParameters { prefix } => prefix,
+            CredentialStore::SecretsManager { .. } => "",
+        }
+    }
     pub fn username_parameter(&self) -> String {
-        format!("{}/username", self.prefix)
+        format!("{}/username", self.prefix())
     }
     pub fn password_parameter(&self) -> String {
-        format!("{}/password", self.prefix)
+        format!("{}/password", self.prefix())
     }
     pub fn share_parameter(&self) -> String {
-        format!("{}/share", self.prefix)
+        format!("{}/share", self.prefix())
     }
     pub fn record_parameter(&self) -> String {
-        format!("{}/rotation", self.prefix)
+        format!("{}/rotation", self.prefix())
     }
     /// Held by the run in progress.
     pub fn lock_parameter(&self) -> String {
-        format!("{}/rotation-lock", self.prefix)
+        format!("{}/rotation-lock", self.prefix())
     }
     /// The new password while a rotation runs (SecureString, the password's key).
     pub fn pending_parameter(&self) -> String {
-        format!("{}/rotation-pending", self.prefix)
+        format!("{}/rotation-pending", self.prefix())
     }
     pub fn alternating(&self) -> bool {
         self.accounts.len() == 2
@@ -116,20 +133,52 @@ impl Config {
                         )
                     }),
             };
-        let prefix = text("PARAMETER_PREFIX").ok_or_else(|| {
-            err(
-                "PARAMETER_PREFIX",
-                "is not set",
-                "set it to the ParameterPrefix of the Custom::SsmParameters resource, e.g. /fargate-smb/web",
-            )
-        })?;
-        if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
-            return Err(err(
-                "PARAMETER_PREFIX",
-                format!("{prefix:?} is not an SSM path prefix"),
-                "write it as /path/to/prefix (leading slash, no trailing slash)",
-            ));
-        }
+        let store = match text("CREDENTIAL_STORE")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("ssm-parameters") => {
+                let prefix = text("PARAMETER_PREFIX").ok_or_else(|| {
+                    err(
+                        "PARAMETER_PREFIX",
+                        "is not set",
+                        "set it to the ParameterPrefix of the Custom::SsmParameters resource, e.g. /fargate-smb/web",
+                    )
+                })?;
+                if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+                    return Err(err(
+                        "PARAMETER_PREFIX",
+                        format!("{prefix:?} is not an SSM path prefix"),
+                        "write it as /path/to/prefix (leading slash, no trailing slash)",
+                    ));
+                }
+                CredentialStore::SsmParameters { prefix }
+            }
+            Some("secrets-manager") => {
+                let secret_id = text("SECRET_ID").ok_or_else(|| {
+                    err(
+                        "SECRET_ID",
+                        "is required with CREDENTIAL_STORE=secrets-manager",
+                        "set it to the ARN of the secret this function rotates (the template's ServiceAccountSecret)",
+                    )
+                })?;
+                if let Some(problem) = secret_id_problem(&secret_id) {
+                    return Err(err(
+                        "SECRET_ID",
+                        format!("{secret_id:?} {problem}"),
+                        "give the secret's ARN, arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>",
+                    ));
+                }
+                CredentialStore::SecretsManager { secret_id }
+            }
+            Some(other) => {
+                return Err(err(
+                    "CREDENTIAL_STORE",
+                    format!("{other:?} is not a credential store"),
+                    "use ssm-parameters or secrets-manager",
+                ));
+            }
+        };
         let accounts: Vec<String> = text("ACCOUNTS")
             .unwrap_or_default()
             .split(',')
@@ -248,8 +297,17 @@ impl Config {
                 "set it to the cluster's name or ARN",
             ));
         }
+        let dry_run = flag("DRY_RUN", false)?;
+        if dry_run && matches!(store, CredentialStore::SecretsManager { .. }) {
+            return Err(err(
+                "DRY_RUN",
+                "is true with CREDENTIAL_STORE=secrets-manager",
+                "unset it: Secrets Manager drives the rotation step by step and has no dry run \
+                 (see what a rotation would do with the ssm-parameters store's dry run, or in the README)",
+            ));
+        }
         Ok(Self {
-            prefix,
+            store,
             accounts,
             backend,
             ecs_cluster,
@@ -260,9 +318,33 @@ impl Config {
             proof_attempts: number("PROOF_ATTEMPTS", 5, 1..=30)? as u32,
             proof_delay: Duration::from_millis(number("PROOF_DELAY_MS", 2000, 0..=60_000)?),
             timeout: Duration::from_secs(number("TIMEOUT_SECONDS", 15, 1..=120)?),
-            dry_run: flag("DRY_RUN", false)?,
+            dry_run,
         })
     }
+}
+
+/// Why `id` cannot name a secret: an ARN must be a Secrets Manager secret's; a name must be one
+/// Secrets Manager accepts (1–512 of ASCII letters, digits and `/_+=.@-`).
+fn secret_id_problem(id: &str) -> Option<&'static str> {
+    if let Some(rest) = id.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        return match parts.as_slice() {
+            [partition, "secretsmanager", region, account, resource]
+                if !partition.is_empty() && !region.is_empty() && !account.is_empty() =>
+            {
+                match resource.strip_prefix("secret:") {
+                    Some(name) if !name.is_empty() => None,
+                    _ => Some("is not the ARN of a secret (…:secret:<name>)"),
+                }
+            }
+            _ => Some("is not a Secrets Manager ARN"),
+        };
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c);
+    if id.len() > 512 || !id.chars().all(allowed) {
+        return Some("is neither an ARN nor a secret name");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -327,5 +409,64 @@ mod tests {
             .copied()
             .collect();
         assert_eq!(env(&no_cluster).unwrap_err().variable, "ECS_CLUSTER");
+    }
+
+    const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:fargate-smb-web-AbCdEf";
+
+    fn secrets_manager(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        let mut pairs: Vec<(&str, &str)> = GOOD
+            .iter()
+            .filter(|(k, _)| *k != "PARAMETER_PREFIX")
+            .copied()
+            .collect();
+        pairs.push(("CREDENTIAL_STORE", "secrets-manager"));
+        pairs.extend_from_slice(extra);
+        env(&pairs)
+    }
+
+    #[test]
+    fn the_secrets_manager_store_needs_the_secret_not_the_prefix() {
+        let c = secrets_manager(&[("SECRET_ID", ARN)]).unwrap();
+        assert_eq!(
+            c.store,
+            CredentialStore::SecretsManager {
+                secret_id: ARN.into()
+            }
+        );
+        assert_eq!(c.prefix(), "");
+        // A name is taken too (compared with the secret's name).
+        assert!(secrets_manager(&[("SECRET_ID", "fargate-smb/web")]).is_ok());
+        assert_eq!(
+            env(GOOD).unwrap().store,
+            CredentialStore::SsmParameters {
+                prefix: "/fargate-smb/web".into()
+            },
+            "the default is today's store"
+        );
+        for (key, value, variable) in [
+            ("SECRET_ID", "", "SECRET_ID"),
+            (
+                "SECRET_ID",
+                "arn:aws:ssm:us-east-1:123456789012:parameter/x",
+                "SECRET_ID",
+            ),
+            (
+                "SECRET_ID",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:",
+                "SECRET_ID",
+            ),
+            ("SECRET_ID", "{\"password\": \"x\"}", "SECRET_ID"),
+            ("DRY_RUN", "true", "DRY_RUN"),
+        ] {
+            let mut extra = vec![(key, value)];
+            if key != "SECRET_ID" {
+                extra.push(("SECRET_ID", ARN));
+            }
+            let e = secrets_manager(&extra).unwrap_err();
+            assert_eq!(e.variable, variable, "{key}={value}: {e}");
+        }
+        let mut pairs = GOOD.to_vec();
+        pairs.push(("CREDENTIAL_STORE", "vault"));
+        assert_eq!(env(&pairs).unwrap_err().variable, "CREDENTIAL_STORE");
     }
 }

@@ -11,11 +11,15 @@
 //! recorded in `<prefix>/rotation` before it is taken, with a fingerprint of that password: a run
 //! that died mid-way is finished by the next one, which compares fingerprints instead of logging
 //! on to find out what SSM holds. SSM writes are believed only from a read-back.
+//!
+//! With `CREDENTIAL_STORE=secrets-manager` the credential is one Secrets Manager secret instead,
+//! and Secrets Manager drives the rotation through its four steps ([`secret_rotation`]).
 
 mod config;
 mod record;
 mod rotation;
+pub mod secret_rotation;
 
-pub use config::{Backend, Config, ConfigError};
+pub use config::{Backend, Config, ConfigError, CredentialStore};
 pub use record::{Fingerprint, Record, State, format_utc, now_utc};
 pub use rotation::{RotationError, Rotator};

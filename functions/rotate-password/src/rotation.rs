@@ -1,6 +1,6 @@
 //! The rotation itself.
 
-use crate::config::{AdminSource, Backend, Config, ConfigError};
+use crate::config::{AdminSource, Backend, Config, ConfigError, CredentialStore};
 use crate::record::{Fingerprint, Record, State, now_utc};
 use admin_credential::{AdminCredentials, CredentialError, Source};
 use aws_config::SdkConfig;
@@ -88,23 +88,30 @@ pub enum RotationError {
     Deploy { active: String, detail: String },
     #[error("the rotation record {parameter} is unreadable ({detail}): fix or delete it")]
     BadRecord { parameter: String, detail: String },
+    /// Secrets Manager mode: a step that failed, or an event that is not a step.
+    #[error(transparent)]
+    Step(#[from] crate::secret_rotation::StepError),
 }
 
 /// The directory backend, for what a rotation needs.
-enum Dir {
+pub(crate) enum Dir {
     Ldaps(Box<LdapsDirectory>),
     Managed(ManagedAdDirectory),
 }
 
 impl Dir {
-    async fn set_password(&self, user: &User, password: &Secret) -> Result<(), DirectoryError> {
+    pub(crate) async fn set_password(
+        &self,
+        user: &User,
+        password: &Secret,
+    ) -> Result<(), DirectoryError> {
         match self {
             Dir::Ldaps(d) => d.set_password(user, password).await,
             Dir::Managed(d) => d.set_password(user, password).await,
         }
     }
 
-    async fn usable(&self, name: &str) -> Result<User, RotationError> {
+    pub(crate) async fn usable(&self, name: &str) -> Result<User, RotationError> {
         match self {
             Dir::Ldaps(d) => usable_target(d.as_ref(), name).await,
             Dir::Managed(d) => usable_target(d, name).await,
@@ -115,18 +122,20 @@ impl Dir {
 /// The function, its AWS clients built once per container.
 #[derive(Debug)]
 pub struct Rotator {
-    config: Config,
+    pub(crate) config: Config,
     store: ParameterStore,
     admin: AdminCredentials,
     ecs: aws_sdk_ecs::Client,
     ds_data: aws_sdk_directoryservicedata::Client,
     ds: aws_sdk_directory::Client,
+    /// Secrets Manager mode's store.
+    pub(crate) secrets: aws_sdk_secretsmanager::Client,
     /// The bound on one SDK call, for the time a switch may take.
-    operation_timeout: std::time::Duration,
+    pub(crate) operation_timeout: std::time::Duration,
 }
 
 /// `DOMAIN\name` / `name@domain` / `name`: the account part.
-fn account_of(username: &str) -> &str {
+pub(crate) fn account_of(username: &str) -> &str {
     if let Some((_, name)) = username.split_once('\\') {
         name
     } else if let Some((name, _)) = username.split_once('@') {
@@ -137,7 +146,7 @@ fn account_of(username: &str) -> &str {
 }
 
 /// `name` written the way `like` is (same domain part and form).
-fn qualify_like(like: &str, name: &str) -> String {
+pub(crate) fn qualify_like(like: &str, name: &str) -> String {
     if let Some((domain, _)) = like.split_once('\\') {
         format!("{domain}\\{name}")
     } else if let Some((_, domain)) = like.split_once('@') {
@@ -166,14 +175,25 @@ impl Rotator {
             ecs: aws_sdk_ecs::Client::new(sdk),
             ds_data: aws_sdk_directoryservicedata::Client::new(sdk),
             ds: aws_sdk_directory::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
             operation_timeout,
         }
     }
 
-    /// One invocation. The event may carry `{"dryRun": true}` (EventBridge Scheduler input, or
-    /// by hand); anything else in it is ignored.
+    /// One invocation. In Secrets Manager mode the event is one of Secrets Manager's rotation
+    /// steps (see [`crate::secret_rotation`]). In SSM mode it may carry `{"dryRun": true}`
+    /// (EventBridge Scheduler input, or by hand); anything else in it is ignored, except a
+    /// Secrets Manager `Step`, which is refused.
     /// `deadline_ms` is the invocation's deadline (ms since the epoch), 0 if unknown.
     pub async fn handle(&self, event: Json, deadline_ms: u64) -> Result<Json, RotationError> {
+        match &self.config.store {
+            CredentialStore::SecretsManager { secret_id } => {
+                return self.rotation_step(secret_id, &event, deadline_ms).await;
+            }
+            CredentialStore::SsmParameters { .. } => {
+                crate::secret_rotation::refuse_step_in_ssm_mode(&event)?;
+            }
+        }
         let dry_run =
             self.config.dry_run || event.get("dryRun").and_then(Json::as_bool) == Some(true);
         // EventBridge Scheduler's `<aws.scheduler.scheduled-time>` (the template puts it in the
@@ -457,7 +477,7 @@ impl Rotator {
             .unwrap_or_default())
     }
 
-    async fn directory(&self) -> Result<Dir, RotationError> {
+    pub(crate) async fn directory(&self) -> Result<Dir, RotationError> {
         match &self.config.backend {
             Backend::Ldaps {
                 url,
@@ -496,7 +516,7 @@ impl Rotator {
     /// An SMB logon to the share as `username`, retried (the file server may authenticate
     /// against a DC the new password has not replicated to yet) while an attempt and the pause
     /// before it still leave `reserve_ms` of the invocation for what follows.
-    async fn prove(
+    pub(crate) async fn prove(
         &self,
         share: &str,
         username: &str,
@@ -551,6 +571,17 @@ impl Rotator {
 
     /// A deployment of any configured service that is still rolling out.
     async fn deployment_in_progress(&self) -> Result<Option<String>, RotationError> {
+        self.rollout()
+            .await
+            .map_err(|detail| RotationError::Deploy {
+                active: "(unchanged)".into(),
+                detail,
+            })
+    }
+
+    /// [`Self::deployment_in_progress`], its error the failed call as text (for either mode's
+    /// own error).
+    pub(crate) async fn rollout(&self) -> Result<Option<String>, String> {
         let Some(cluster) = &self.config.ecs_cluster else {
             return Ok(None);
         };
@@ -564,13 +595,12 @@ impl Rotator {
             .set_services(Some(self.config.ecs_services.clone()))
             .send()
             .await
-            .map_err(|e| RotationError::Deploy {
-                active: "(unchanged)".into(),
-                detail: format!(
+            .map_err(|e| {
+                format!(
                     "ecs:DescribeServices failed: {}: {}",
                     e.code().unwrap_or("error"),
                     e.message().unwrap_or_default()
-                ),
+                )
             })?;
         for service in out.services.unwrap_or_default() {
             let name = service.service_name.unwrap_or_default();
@@ -594,7 +624,7 @@ impl Rotator {
     }
 
     /// Force a new deployment of every configured service.
-    async fn deploy(&self) -> Result<Vec<String>, String> {
+    pub(crate) async fn deploy(&self) -> Result<Vec<String>, String> {
         let Some(cluster) = &self.config.ecs_cluster else {
             return Ok(Vec::new());
         };
@@ -661,7 +691,7 @@ impl Rotator {
     }
 
     /// Milliseconds left before the invocation's deadline (`None` if unknown).
-    fn left_ms(deadline_ms: u64) -> Option<u64> {
+    pub(crate) fn left_ms(deadline_ms: u64) -> Option<u64> {
         (deadline_ms != 0).then(|| deadline_ms.saturating_sub(now_ms()))
     }
 
@@ -685,7 +715,12 @@ impl Rotator {
 
     /// Refuse to start a step that must not be cut short without the time to finish it. Only
     /// ever asked before AD is reset, or while SSM still holds the previous, consistent pair.
-    fn time_for(&self, step: &str, needed_ms: u64, deadline_ms: u64) -> Result<(), RotationError> {
+    pub(crate) fn time_for(
+        &self,
+        step: &str,
+        needed_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), RotationError> {
         match Self::left_ms(deadline_ms) {
             Some(left) if left < needed_ms => Err(RotationError::NoTime {
                 step: step.to_owned(),
@@ -696,7 +731,7 @@ impl Rotator {
         }
     }
 
-    fn in_accounts(&self, username: &str) -> bool {
+    pub(crate) fn in_accounts(&self, username: &str) -> bool {
         let name = account_of(username);
         self.config
             .accounts
