@@ -4,7 +4,8 @@ use tracing::Level;
 use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
 
 /// The level from `AWS_LAMBDA_LOG_LEVEL` (Lambda's advanced logging controls) or `LOG_LEVEL`,
-/// default INFO. The AWS SDK's own chatter is held at WARN so request details never reach logs.
+/// default INFO. The AWS SDK's own chatter, and the transport and authentication libraries', is held
+/// at WARN so request details never reach logs.
 pub fn init() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("LOG_LEVEL"))
@@ -20,6 +21,8 @@ pub fn init() {
         .with_target("hyper", Level::WARN)
         .with_target("hyper_util", Level::WARN)
         .with_target("rustls", Level::WARN)
+        // NTLM's library logs each security-context step at INFO on every SMB logon.
+        .with_target("sspi", Level::WARN)
         .with_target("lambda_runtime", Level::WARN)
         .with_target("lambda_runtime_api_client", Level::WARN);
     let json = tracing_subscriber::fmt::layer()
