@@ -1011,3 +1011,17 @@ def test_the_store_parameter_is_documented_next_to_the_delivery(template):
     groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
     (group,) = [g["Parameters"] for g in groups if "CredentialDelivery" in g["Parameters"]]
     assert "CredentialStore" in group
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_new_password_version_rolls_the_tasks(template, store):
+    """A new PasswordVersion makes a new credential and resets AD to it in the same update; the
+    tasks read the credential only when they start, so the task definition must change with it
+    (else they keep the old password, and the next rotation may reset the account they hold)."""
+    def env(version: str) -> dict:
+        stack = Stack(template, CredentialStore=store, PasswordVersion=version)
+        (container,) = resolved(stack, "TaskDefinition")["ContainerDefinitions"]
+        return {e["Name"]: e["Value"] for e in container["Environment"]}
+
+    assert env("1") != env("2")
+    assert env("2")["SMB_CREDENTIAL_GENERATION"] == "2"
