@@ -287,19 +287,8 @@ fn read_failure(e: &SdkError<GetSecretValueError>) -> String {
         Some("DecryptionFailure") => "Secrets Manager could not decrypt it: grant the function's role \
              kms:Decrypt on the secret's KMS key (via secretsmanager.<region>.amazonaws.com)"
             .into(),
-        Some(code) => format!("{code}: {}", e.message().unwrap_or_default()),
-        None if matches!(e, SdkError::ResponseError(_)) => {
-            "Secrets Manager's answer could not be read".into()
-        }
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            text
-        }
+        // Any other answer, an unreadable one (never its body), a timeout, no connection.
+        _ => aws_env::sdk_error_text(e),
     }
 }
 
