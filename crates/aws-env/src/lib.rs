@@ -85,8 +85,8 @@ fn loader(timeouts: Timeouts) -> ConfigLoader {
 /// An SDK error as text for a message, without what the SDK's own `DisplayErrorContext` adds:
 /// the error's `Debug`, which for an answer that could not be parsed holds the raw HTTP response,
 /// body and all (a `GetSecretValue` or a decrypted `GetParameter` would print the secret). A
-/// service error gives its code and message; an unreadable answer says only that; anything else
-/// (a timeout, no connection) its chain of causes.
+/// service error gives its code and message; an answer that could not be read says only that, or
+/// the parser's own words; anything else (a timeout, no connection) its chain of causes.
 pub fn sdk_error_text<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> String
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
@@ -99,19 +99,24 @@ where
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code.to_owned(),
             (None, Some(message)) => message.to_owned(),
-            (None, None) => "the service answered with an error that has no code".into(),
+            // What the SDK makes of an answer it could not parse: the parser's words (a position,
+            // what it expected), never the body.
+            (None, None) => causes(err),
         },
         SdkError::ResponseError(_) => "the service's answer could not be read".into(),
-        _ => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            text
-        }
+        _ => causes(err),
     }
+}
+
+/// An error and its sources, by their `Display` alone.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]
