@@ -113,6 +113,18 @@ class Rotation:
         assert out.returncode == 0, out.stderr
         return next(line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("pwdLastSet: "))
 
+    def reset_in_ad(self, account: str, password: str) -> None:
+        """Set the account's password over LDAPS (from stdin), as Custom::AdServiceAccount does
+        when CloudFormation writes a new value."""
+        import base64
+        env = samba_env()
+        pwd = base64.b64encode(f'"{password}"'.encode("utf-16-le")).decode()
+        ldif = f"dn: CN={account},OU=fargate-smb,DC=example,DC=test\nchangetype: modify\nreplace: unicodePwd\nunicodePwd:: {pwd}\n-\n"
+        out = subprocess.run(["ldapmodify", "-H", "ldaps://127.0.0.1", "-D", "Administrator@example.test", "-y", env["FARGATE_SMB_ADMIN_PASSWORD_FILE"]],
+                             input=ldif, capture_output=True, text=True, timeout=60, env={**os.environ, "LDAPTLS_CACERT": env["FARGATE_SMB_CA"]})
+        assert out.returncode == 0, out.stderr
+        self.passwords.add(password)
+
     def deployment_id(self) -> str:
         return self.ecs.describe_services(cluster=self.cluster, services=["site"])["services"][0]["deployments"][0]["id"]
 
@@ -157,6 +169,7 @@ def failing(fn, rot, name: str, token: str, event: dict | None = None, **env) ->
     """One step that must fail; its error message."""
     kind, body = fn.run(rot.env(**env), event or rot.event(name, token))
     assert kind == "error", body
+    assert body.get("errorType") == "RotationStepFailed", body
     return body["errorMessage"]
 
 
@@ -349,18 +362,70 @@ def test_a_deployment_left_due_is_forced_by_the_next_rotation_s_create_secret(fn
     no_leak(fn, rot)
 
 
-def test_a_rollout_in_progress_stops_create_secret(fn, rot, proxy):
-    def rolling(answer):
-        for s in answer.get("services", []):
-            for d in s.get("deployments", []):
-                d["rolloutState"] = "IN_PROGRESS"
-        return answer
+def rolling(answer):
+    """moto's DescribeServices answer, with every deployment still rolling out."""
+    for s in answer.get("services", []):
+        for d in s.get("deployments", []):
+            d["rolloutState"] = "IN_PROGRESS"
+    return answer
 
+
+def test_a_rollout_in_progress_stops_set_secret(fn, rot, proxy):
+    """createSecret only writes the pending version, so it goes on while a deployment rolls out;
+    setSecret, which resets the account old tasks may still use, stops before the directory is
+    touched."""
     token = str(uuid.uuid4())
     proxy.rules.append(("DescribeServices", "", rolling))
-    message = failing(fn, rot, "createSecret", token, AWS_ENDPOINT_URL=proxy.url)
+    env = {"AWS_ENDPOINT_URL": proxy.url}
+    assert step(fn, rot, "createSecret", token, **env)["outcome"] == "created"
+    reset_at = rot.pwd_last_set(rot.b)
+    message = failing(fn, rot, "setSecret", token, **env)
     assert "still rolling out" in message and f"EXAMPLE\\{rot.b}" in message and "rotate-secret" in message, message
-    assert token not in rot.stages()
+    assert rot.pwd_last_set(rot.b) == reset_at and "fargate-smb:password-set" not in rot.tags()
+    assert not rot.logs_on(rot.value("AWSPENDING", token)) and rot.current_logs_on()
+    proxy.rules.clear()
+    for name in ("setSecret", "testSecret", "finishSecret"):
+        step(fn, rot, name, token)
+    assert rot.value()["username"] == f"EXAMPLE\\{rot.b}" and rot.current_logs_on()
+    no_leak(fn, rot)
+
+
+def test_a_due_deployment_is_forced_once_and_does_not_stop_its_own_create_secret(fn, rot, proxy):
+    """The deployment createSecret forces for an earlier rotation rolls out at once: createSecret
+    still succeeds, a repeat forces nothing more (the tag is gone), and setSecret waits for the
+    rollout."""
+    token = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret"):
+        step(fn, rot, name, token)
+    proxy.rules.append(("UpdateService", "", "fail"))
+    failing(fn, rot, "finishSecret", token, AWS_ENDPOINT_URL=proxy.url)
+    proxy.rules.clear()
+    # From the first forced deployment on, the services report it as rolling out.
+    proxy.rules.append(("DescribeServices", "", lambda answer: rolling(answer) if any(t.endswith("UpdateService") for t in proxy.seen) else answer))
+    proxy.seen.clear()
+    env = {"AWS_ENDPOINT_URL": proxy.url}
+    nxt = str(uuid.uuid4())
+    created = step(fn, rot, "createSecret", nxt, **env)
+    assert created["outcome"] == "created" and created["dueDeployment"] == {"token": token, "deployed": ["site"]}, created
+    assert "fargate-smb:redeploy" not in rot.tags()
+    again = step(fn, rot, "createSecret", nxt, **env)
+    assert again["outcome"] == "already-created" and "dueDeployment" not in again, again
+    assert [t for t in proxy.seen if t.endswith("UpdateService")] == ["AmazonEC2ContainerServiceV20141113.UpdateService"], proxy.seen
+    assert "still rolling out" in failing(fn, rot, "setSecret", nxt, **env)
+    no_leak(fn, rot)
+
+
+def test_a_due_deployment_whose_tag_cannot_be_removed_is_said_in_the_log(fn, rot, proxy):
+    token = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret"):
+        step(fn, rot, name, token)
+    proxy.rules.append(("UpdateService", "", "fail"))
+    failing(fn, rot, "finishSecret", token, AWS_ENDPOINT_URL=proxy.url)
+    proxy.rules[:] = [("UntagResource", "", "fail")]
+    created = step(fn, rot, "createSecret", str(uuid.uuid4()), AWS_ENDPOINT_URL=proxy.url)
+    assert created["dueDeployment"]["token"] == token, created
+    assert rot.tags().get("fargate-smb:redeploy") == token
+    assert "the next createSecret or finishSecret forces one more deployment" in fn.output(), fn.output()[-3000:]
 
 
 def test_another_secret_is_refused(fn, rot):
@@ -377,18 +442,156 @@ def test_another_secret_is_refused(fn, rot):
     assert step(fn, rot, "createSecret", token, SECRET_ID=rot.name)["outcome"] == "created"
 
 
-def test_tokens_that_are_not_pending_are_refused(fn, rot):
+def test_tokens_that_are_not_pending_are_refused(fn, rot, proxy):
     unknown = str(uuid.uuid4())
     for name in ("setSecret", "testSecret", "finishSecret"):
         message = failing(fn, rot, name, unknown)
         assert "the token is not a version of the secret" in message and "rotate-secret" in message, message
-    current = rot.current_version()
-    for name in ("createSecret", "setSecret", "testSecret"):
-        assert "already AWSCURRENT" in failing(fn, rot, name, current)
+    # AWSCURRENT already: the rotation has finished, and every step says so and changes nothing
+    # (Secrets Manager retries a whole rotation from createSecret with the same token).
+    current, stages = rot.current_version(), rot.stages()
+    reset_at = (rot.pwd_last_set(rot.a), rot.pwd_last_set(rot.b))
+    proxy.seen.clear()
+    for name in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        assert step(fn, rot, name, current, AWS_ENDPOINT_URL=proxy.url)["outcome"] == "already-finished"
+    assert not any(t.endswith(("PutSecretValue", "UpdateSecretVersionStage", "UpdateService", "TagResource")) for t in proxy.seen), proxy.seen
+    assert rot.stages() == stages and (rot.pwd_last_set(rot.a), rot.pwd_last_set(rot.b)) == reset_at
     previous = next(v for v, s in rot.stages().items() if s == ["AWSPREVIOUS"])
     for name in ("setSecret", "testSecret", "finishSecret"):
         message = failing(fn, rot, name, previous)
         assert "[AWSPREVIOUS], not AWSPENDING" in message, message
+
+
+def test_finish_secret_refuses_a_pending_password_the_directory_no_longer_has(fn, rot):
+    """Rotation 2 ran create/set/test (AWSPENDING = the first account, new password); then
+    CloudFormation wrote a new value (AWSCURRENT = the first account, another password) and
+    Custom::AdServiceAccount reset the account to it. finishSecret must not move AWSCURRENT to
+    the pending password, which no longer logs on."""
+    first = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        step(fn, rot, name, first)
+    second = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret"):
+        step(fn, rot, name, second)
+    assert rot.value("AWSPENDING", second)["username"] == f"EXAMPLE\\{rot.a}"
+    written = {"username": f"EXAMPLE\\{rot.a}", "password": f"Cf-{uuid.uuid4().hex}-X", "share": SHARE, "generation": "2"}
+    # What CloudFormation's write leaves: a new version with AWSCURRENT, the old one AWSPREVIOUS.
+    # Made by a put and a move: moto's PutSecretValue(VersionStages=[AWSCURRENT]) after an
+    # earlier move leaves AWSCURRENT on two versions (it moves the label from the version that
+    # was AWSCURRENT before that move), which AWS never does.
+    version, previous = str(uuid.uuid4()), rot.current_version()
+    rot.sm.put_secret_value(SecretId=rot.arn, ClientRequestToken=version, SecretString=json.dumps(written), VersionStages=["CLOUDFORMATION"])
+    rot.sm.update_secret_version_stage(SecretId=rot.arn, VersionStage="AWSCURRENT", MoveToVersionId=version, RemoveFromVersionId=previous)
+    rot.sm.update_secret_version_stage(SecretId=rot.arn, VersionStage="CLOUDFORMATION", RemoveFromVersionId=version)
+    assert rot.current_version() == version and rot.stages()[second] == ["AWSPENDING"], rot.stages()
+    rot.reset_in_ad(rot.a, written["password"])
+    stages, deployment = rot.stages(), rot.deployment_id()
+    assert rot.current_logs_on() and not rot.logs_on(rot.value("AWSPENDING", second))
+    message = failing(fn, rot, "finishSecret", second)
+    assert f"finishSecret of {rot.arn} (ClientRequestToken {second}) failed" in message, message
+    assert f"EXAMPLE\\{rot.a}" in message and "rotate-secret" in message, message
+    assert "AWSCURRENT has changed since this rotation's createSecret" in message, message
+    assert rot.stages() == stages and rot.deployment_id() == deployment and "fargate-smb:redeploy" not in rot.tags()
+    assert rot.value() == written and rot.current_logs_on()
+    no_leak(fn, rot)
+
+
+def test_finish_secret_straight_after_create_secret_is_refused(fn, rot):
+    """No setSecret, no testSecret: the pending password is not in the directory, and
+    finishSecret refuses to make it AWSCURRENT. The retry of the whole rotation finishes it."""
+    token = str(uuid.uuid4())
+    step(fn, rot, "createSecret", token)
+    before, stages, deployment = rot.value(), rot.stages(), rot.deployment_id()
+    message = failing(fn, rot, "finishSecret", token)
+    assert f"finishSecret of {rot.arn} (ClientRequestToken {token}) failed" in message, message
+    assert "does not log on" in message and "rotate-secret" in message, message
+    assert rot.stages() == stages and rot.value() == before and rot.current_logs_on()
+    assert rot.deployment_id() == deployment and "fargate-smb:redeploy" not in rot.tags()
+    for name in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        step(fn, rot, name, token)
+    assert rot.value()["username"] == f"EXAMPLE\\{rot.b}" and rot.current_logs_on()
+    no_leak(fn, rot)
+
+
+def test_single_account_mode_finish_secret_straight_after_create_secret_is_refused(fn, single):
+    rot = single
+    token = str(uuid.uuid4())
+    step(fn, rot, "createSecret", token)
+    stages = rot.stages()
+    assert "does not log on" in failing(fn, rot, "finishSecret", token)
+    assert rot.stages() == stages and rot.current_logs_on()
+    no_leak(fn, rot)
+
+
+def test_a_retry_after_the_move_replays_every_step_with_the_same_token(fn, rot, proxy):
+    """finishSecret moved AWSCURRENT and its UpdateService failed. Secrets Manager retries the
+    whole rotation with the same token: createSecret forces the due deployment, setSecret and
+    testSecret change nothing, finishSecret finds it done. The deployment is forced once, the
+    directory is not touched, and AWSCURRENT logs on throughout."""
+    token = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret"):
+        step(fn, rot, name, token)
+    proxy.rules.append(("UpdateService", "", "fail"))
+    failing(fn, rot, "finishSecret", token, AWS_ENDPOINT_URL=proxy.url)
+    assert "AWSCURRENT" in rot.stages()[token] and rot.tags().get("fargate-smb:redeploy") == token
+    proxy.rules.clear()
+    proxy.seen.clear()
+    deployment, reset_at = rot.deployment_id(), rot.pwd_last_set(rot.b)
+    reports = {}
+    for name in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        reports[name] = step(fn, rot, name, token, AWS_ENDPOINT_URL=proxy.url)
+        assert reports[name]["outcome"] == "already-finished", reports[name]
+        assert rot.current_logs_on(), f"AWSCURRENT logs on after {name}"
+    assert reports["createSecret"]["dueDeployment"] == {"token": token, "deployed": ["site"]}, reports
+    assert [t for t in proxy.seen if t.endswith("UpdateService")] == ["AmazonEC2ContainerServiceV20141113.UpdateService"], proxy.seen
+    assert not any(t.endswith("PutSecretValue") for t in proxy.seen), proxy.seen
+    assert rot.deployment_id() != deployment and rot.pwd_last_set(rot.b) == reset_at
+    assert rot.stages()[token] == ["AWSCURRENT"] and "fargate-smb:redeploy" not in rot.tags()
+    assert rot.value()["username"] == f"EXAMPLE\\{rot.b}"
+    no_leak(fn, rot, *reports.values())
+
+
+def test_finish_secret_s_move_applied_but_answered_with_an_error_is_read_back(fn, rot, proxy):
+    """moto applies the move of AWSCURRENT and the function sees a 500: the stages are read
+    back, the move counts as done, and the step finishes (deployment, tags, AWSPENDING off)."""
+    token = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret"):
+        step(fn, rot, name, token)
+    old_version, deployment = rot.current_version(), rot.deployment_id()
+    proxy.rules.append(("UpdateSecretVersionStage", "MoveToVersionId", "apply-then-fail"))
+    finished = step(fn, rot, "finishSecret", token, AWS_ENDPOINT_URL=proxy.url)
+    assert finished["outcome"] == "finished" and finished["deployed"] == ["site"], finished
+    assert "injected by the test proxy after the write" in fn.output(), "the move really was answered with an error"
+    stages = rot.stages()
+    assert stages[token] == ["AWSCURRENT"] and stages[old_version] == ["AWSPREVIOUS"], stages
+    assert rot.deployment_id() != deployment and "fargate-smb:redeploy" not in rot.tags()
+    assert rot.current_logs_on()
+    no_leak(fn, rot, finished)
+
+
+def test_finish_secret_with_tag_resource_refused_moves_nothing_then_retried(fn, rot, proxy):
+    token = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret"):
+        step(fn, rot, name, token)
+    stages, deployment = rot.stages(), rot.deployment_id()
+    proxy.rules.append(("TagResource", "fargate-smb:redeploy", "fail"))
+    message = failing(fn, rot, "finishSecret", token, AWS_ENDPOINT_URL=proxy.url)
+    assert f"finishSecret of {rot.arn} (ClientRequestToken {token}) failed" in message, message
+    assert "secretsmanager:TagResource" in message, message
+    assert rot.stages() == stages and rot.deployment_id() == deployment and "fargate-smb:redeploy" not in rot.tags()
+    assert rot.current_logs_on()
+    proxy.rules.clear()
+    assert step(fn, rot, "finishSecret", token)["outcome"] == "finished"
+    assert rot.stages()[token] == ["AWSCURRENT"] and rot.deployment_id() != deployment and rot.current_logs_on()
+    no_leak(fn, rot)
+
+
+def test_a_configuration_error_has_its_own_error_type(fn, rot):
+    env = rot.env()
+    del env["SECRET_ID"]
+    kind, body = fn.run(env, rot.event("createSecret", str(uuid.uuid4())))
+    assert kind == "error" and body.get("errorType") == "ConfigurationError", body
+    assert "SECRET_ID" in body["errorMessage"], body
 
 
 def test_set_secret_never_resets_the_active_account(fn, rot):
@@ -412,13 +615,14 @@ def test_a_scheduled_event_is_refused_in_secrets_manager_mode(fn, rot, aws):
     scheduled = json.loads((ROOT / "events" / "rotate-password" / "scheduled.json").read_text())
     for event in ({}, scheduled, {"dryRun": True}):
         kind, body = fn.run(rot.env(), event)
-        assert kind == "error", body
+        assert kind == "error" and body.get("errorType") == "InvalidEvent", body
         assert f"aws secretsmanager rotate-secret --secret-id {rot.arn}" in body["errorMessage"], body
     assert list(rot.stages().values()).count(["AWSCURRENT"]) == 1 and rot.current_logs_on()
     # And the other way round: a step sent to the function in SSM mode.
     kind, body = fn.run({**ENVIRONMENT, "PARAMETER_PREFIX": "/fargate-smb-test/none", "ACCOUNTS": rot.accounts,
                          "ADMIN_PASSWORD_PARAMETER": rot.admin_parameter}, rot.event("createSecret", str(uuid.uuid4())))
-    assert kind == "error" and "CREDENTIAL_STORE=ssm-parameters" in body["errorMessage"], body
+    assert kind == "error" and body.get("errorType") == "InvalidEvent", body
+    assert "CREDENTIAL_STORE=ssm-parameters" in body["errorMessage"], body
     assert f"cancel-rotate-secret --secret-id {rot.arn}" in body["errorMessage"], body
     assert "Custom::SsmParameters" not in body["errorMessage"], "refused before any parameter is read"
 

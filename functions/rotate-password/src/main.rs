@@ -1,4 +1,4 @@
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -8,17 +8,25 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let rotator = &rotator;
         async move {
+            // A Diagnostic of our own: its errorType is a stable name (see `error_type`), not
+            // the type path the runtime derives from a boxed error.
             match rotator {
                 Ok(r) => r
                     .handle(event.payload, event.context.deadline)
                     .await
                     .map_err(|e| {
-                        tracing::error!(error = %e, "rotation failed");
-                        lambda_runtime::Error::from(e.to_string())
+                        tracing::error!(error = %e, error_type = e.error_type(), "rotation failed");
+                        Diagnostic {
+                            error_type: e.error_type().into(),
+                            error_message: e.to_string(),
+                        }
                     }),
                 Err(e) => {
                     tracing::error!(error = %e, "configuration error");
-                    Err(lambda_runtime::Error::from(e.to_string()))
+                    Err(Diagnostic {
+                        error_type: "ConfigurationError".into(),
+                        error_message: e.to_string(),
+                    })
                 }
             }
         }

@@ -4,7 +4,6 @@ use crate::config::{AdminSource, Backend, Config, ConfigError, CredentialStore};
 use crate::record::{Fingerprint, Record, State, now_utc};
 use admin_credential::{AdminCredentials, CredentialError, Source};
 use aws_config::SdkConfig;
-use aws_sdk_ecs::error::ProvideErrorMetadata;
 use directory::{
     Directory, DirectoryError, User,
     ldaps::{LdapsConfig, LdapsDirectory},
@@ -91,6 +90,20 @@ pub enum RotationError {
     /// Secrets Manager mode: a step that failed, or an event that is not a step.
     #[error(transparent)]
     Step(#[from] crate::secret_rotation::StepError),
+}
+
+impl RotationError {
+    /// The Lambda `errorType` of the invocation this error fails: stable names to alarm and
+    /// filter on (the runtime's default is a Rust type path).
+    pub fn error_type(&self) -> &'static str {
+        use crate::secret_rotation::StepError;
+        match self {
+            RotationError::Config(_) | RotationError::Aws(_) => "ConfigurationError",
+            RotationError::Step(StepError::Failed { .. }) => "RotationStepFailed",
+            RotationError::Step(_) => "InvalidEvent",
+            _ => "RotationFailed",
+        }
+    }
 }
 
 /// The directory backend, for what a rotation needs.
@@ -597,9 +610,8 @@ impl Rotator {
             .await
             .map_err(|e| {
                 format!(
-                    "ecs:DescribeServices failed: {}: {}",
-                    e.code().unwrap_or("error"),
-                    e.message().unwrap_or_default()
+                    "ecs:DescribeServices failed: {}",
+                    aws_env::sdk_error_text(&e)
                 )
             })?;
         for service in out.services.unwrap_or_default() {
@@ -639,9 +651,8 @@ impl Rotator {
                 .await
                 .map_err(|e| {
                     format!(
-                        "ecs:UpdateService {service}: {}: {}",
-                        e.code().unwrap_or("error"),
-                        e.message().unwrap_or_default()
+                        "ecs:UpdateService {service}: {}",
+                        aws_env::sdk_error_text(&e)
                     )
                 })?;
             tracing::info!(cluster, service, "new deployment forced");

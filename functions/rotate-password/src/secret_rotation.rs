@@ -8,25 +8,35 @@
 //! and their staging labels are the state, and every step first reads them (DescribeSecret).
 //!
 //! - `createSecret`: puts `AWSPENDING` = the other account of `ACCOUNTS` with a new password
-//!   (nothing else changes). Done once per token: a repeat finds the version and keeps it.
-//! - `setSecret`: resets that account's password in the directory. The account `AWSCURRENT`
-//!   names, which running tasks use, is never reset (alternating mode). Done once per token: the
-//!   tag `fargate-smb:password-set` = token records that the directory holds the pending
-//!   password, and a repeat changes nothing.
+//!   (nothing else changes, nothing in the directory: a deployment rolling out does not stop
+//!   it). Done once per token: a repeat finds the version and keeps it.
+//! - `setSecret`: resets that account's password in the directory, never while a deployment
+//!   rolls out (its old tasks may still use that account). The account `AWSCURRENT` names,
+//!   which running tasks use, is never reset (alternating mode). Done once per token: the tag
+//!   `fargate-smb:password-set` = token records that the directory holds the pending password,
+//!   and a repeat changes nothing.
 //! - `testSecret`: proves the pending credential by an SMB logon to the secret's `share`. A
 //!   failure forgets the tag above, so that the retry resets the password again (someone may have
 //!   reset the account in between).
-//! - `finishSecret`: moves `AWSCURRENT` to the token's version and forces a new ECS deployment.
+//! - `finishSecret`: proves the pending credential once more (nothing else says the directory
+//!   still holds it: setSecret may never have run, or the account was reset since), refuses a
+//!   pending account that `AWSCURRENT` names now (CloudFormation wrote a new value during the
+//!   rotation), then moves `AWSCURRENT` to the token's version and forces a new ECS deployment.
 //!   The tag `fargate-smb:redeploy` = token is put on the secret before the move and removed once
 //!   the deployment is forced, so a deployment that failed after the move is done by a repeat of
-//!   finishSecret or by the next rotation's createSecret.
+//!   finishSecret or by the next createSecret.
+//!
+//! Secrets Manager retries a failed rotation from createSecret, with the same token. Once the
+//! token is `AWSCURRENT` every step answers `already-finished` and changes nothing (createSecret
+//! still forces a due deployment first), so that the retry reaches finishSecret.
 //!
 //! Every read names its version (`VersionStage`, and `VersionId` for the pending one): moto
 //! answers a read without them with the version AWSCURRENT had before a move (a gap of the
 //! emulator that AWS does not have), and being explicit costs nothing on AWS.
 
 use crate::rotation::{RotationError, Rotator, account_of, qualify_like};
-use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use aws_env::sdk_error_text;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::Tag;
 use secrets::{PasswordRules, Secret};
 use serde_json::{Value as Json, json};
@@ -169,11 +179,6 @@ pub enum Problem {
     )]
     UnknownToken { secret: String },
     #[error(
-        "the token's version is already AWSCURRENT, so this rotation has finished: for a new password, {}",
-        new_rotation(secret)
-    )]
-    Finished { secret: String },
-    #[error(
         "the token's version has the stages [{stages}], not AWSPENDING: only the version a rotation is making is \
          set, tested or finished; {}",
         new_rotation(secret)
@@ -235,9 +240,10 @@ pub enum Problem {
         secret: String,
     },
     #[error(
-        "an earlier rotation moved AWSCURRENT to version {due} and its ECS deployment is still due (tag {REDEPLOY_TAG}), \
-         but forcing it failed: {detail}. Running tasks keep the previous account, which this rotation would reset, \
-         so it stops with nothing changed: fix the cause (ECS_CLUSTER, ECS_SERVICES, ecs:UpdateService), then {}",
+        "a rotation moved AWSCURRENT to version {due} and its ECS deployment is still due (tag {REDEPLOY_TAG}), \
+         but forcing it failed: {detail}. Running tasks keep the previous account, which the next reset would \
+         change, so this step stops with nothing changed: fix the cause (ECS_CLUSTER, ECS_SERVICES, \
+         ecs:UpdateService), then retry, or {}",
         rotate_again(secret)
     )]
     DueDeployment {
@@ -267,6 +273,33 @@ pub enum Problem {
         current: &'static str,
         secret: String,
     },
+    #[error(
+        "the AWSPENDING value names {username}, the account AWSCURRENT holds now: AWSCURRENT has changed since \
+         this rotation's createSecret (CloudFormation wrote a new value, or someone put one), so the directory \
+         holds AWSCURRENT's password for that account, not the pending one. AWSCURRENT was not moved. Drop the \
+         pending version's label (`aws secretsmanager update-secret-version-stage --secret-id {secret} \
+         --version-stage AWSPENDING --remove-from-version-id {token}`), then {}: createSecret picks the other account",
+        new_rotation(secret)
+    )]
+    StalePending {
+        username: String,
+        secret: String,
+        token: String,
+    },
+    #[error(
+        "the pending password of {account} does not log on to {share} ({attempts} attempt(s): {detail}), so \
+         AWSCURRENT was not moved to it: setSecret and testSecret have not both succeeded for this token, or the \
+         account was reset since. A retry of the rotation (Secrets Manager retries it from createSecret with this \
+         token) resets the password again before it tests; or {}",
+        rotate_again(secret)
+    )]
+    NotProven {
+        account: String,
+        share: String,
+        attempts: u32,
+        detail: String,
+        secret: String,
+    },
     #[error("the secret has no AWSCURRENT version: put the credential as AWSCURRENT first")]
     NoCurrent,
     /// The directory, the administrator's credential, the time left: their messages say what
@@ -291,28 +324,12 @@ fn rotate_again(secret: &str) -> String {
     )
 }
 
-/// An SDK error as text: the service's code and message, or (no answer: a timeout, a connection
-/// failure) the error and its causes.
-fn describe_error<E>(e: &E) -> String
+/// A failed Secrets Manager call as a [`Problem`]: what the service said (never the body of an
+/// answer that could not be read: a GetSecretValue answer holds the password), and the fix.
+fn call_problem<E, R>(operation: &'static str, e: &SdkError<E, R>, secret: &str) -> Problem
 where
-    E: ProvideErrorMetadata + std::error::Error,
-{
-    if let Some(code) = e.code() {
-        return format!("{code}: {}", e.message().unwrap_or_default());
-    }
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-fn call_problem<E>(operation: &'static str, e: &E, secret: &str) -> Problem
-where
-    E: ProvideErrorMetadata + std::error::Error,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
 {
     let fix = match e.code() {
         Some("AccessDeniedException") => format!(
@@ -326,7 +343,7 @@ where
     };
     Problem::Call {
         operation,
-        detail: describe_error(e),
+        detail: sdk_error_text(e),
         fix,
     }
 }
@@ -368,27 +385,39 @@ fn is_configured(configured: &str, arn: &str, name: &str) -> bool {
     }
 }
 
-/// Which stages the token may have for `step`. `Ok(true)`: it is AWSCURRENT (finishSecret
-/// only); `Ok(false)`: AWSPENDING, or (createSecret only) not a version yet — moto cannot make
-/// the value-less version Secrets Manager makes before createSecret, and on AWS PutSecretValue
-/// fills that version in.
-fn check_stages(step: Step, stages: Option<&[String]>, secret: &str) -> Result<bool, Problem> {
+/// Where the token stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenStage {
+    /// Not a version yet (createSecret only): moto cannot make the value-less version Secrets
+    /// Manager makes before createSecret, and on AWS PutSecretValue fills that version in.
+    New,
+    /// AWSPENDING: the version this rotation is making.
+    Pending,
+    /// AWSCURRENT: this rotation has moved the label, so it has finished (or its deployment is
+    /// still due). Every step accepts it: Secrets Manager retries a failed rotation from
+    /// createSecret with the same token, and a finishSecret that failed after the move must be
+    /// reached again.
+    Current,
+}
+
+/// Which stages the token may have for `step`.
+fn check_stages(
+    step: Step,
+    stages: Option<&[String]>,
+    secret: &str,
+) -> Result<TokenStage, Problem> {
     let has = |label: &str| stages.is_some_and(|s| s.iter().any(|x| x == label));
     let secret = secret.to_owned();
     match (step, stages) {
-        (Step::Create, None) => return Ok(false),
+        (Step::Create, None) => return Ok(TokenStage::New),
         (_, None) => return Err(Problem::UnknownToken { secret }),
         _ => {}
     }
     if has(CURRENT) {
-        return if step == Step::Finish {
-            Ok(true)
-        } else {
-            Err(Problem::Finished { secret })
-        };
+        return Ok(TokenStage::Current);
     }
     if has(PENDING) {
-        return Ok(false);
+        return Ok(TokenStage::Pending);
     }
     Err(Problem::NotPending {
         stages: stages.unwrap_or_default().join(", "),
@@ -490,9 +519,12 @@ impl Rotator {
         if d.rotation_enabled == Some(false) {
             return Err(Problem::RotationDisabled { secret: d.arn });
         }
-        let is_current = check_stages(ev.step, d.stages(&ev.token), &d.arn)?;
+        let stage = check_stages(ev.step, d.stages(&ev.token), &d.arn)?;
+        let is_current = stage == TokenStage::Current;
         match ev.step {
-            Step::Create => self.create(ev, &d).await,
+            Step::Create => self.create(ev, &d, is_current).await,
+            // Finished: nothing to reset or prove (the directory is not touched).
+            Step::Set | Step::Test if is_current => self.already_finished(ev, &d, None).await,
             Step::Set => self.set(ev, &d, deadline_ms).await,
             Step::Test => self.test(ev, &d, deadline_ms).await,
             Step::Finish => self.finish_step(ev, &d, is_current, deadline_ms).await,
@@ -637,15 +669,47 @@ impl Rotator {
         match result {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(step = ev.step.name(), token = %ev.token, tags = ?keys, error = %describe_error(&e), "could not remove the tags");
+                tracing::warn!(step = ev.step.name(), token = %ev.token, tags = ?keys, error = %sdk_error_text(&e), "could not remove the tags");
                 false
             }
         }
     }
 
+    /// The report of a step whose token is AWSCURRENT already: the rotation has finished, and
+    /// the step changes nothing.
+    async fn already_finished(
+        &self,
+        ev: &StepEvent,
+        d: &Described,
+        due_done: Option<Json>,
+    ) -> Result<Json, Problem> {
+        let account = self.current(d).await?.username;
+        tracing::info!(step = ev.step.name(), token = %ev.token, account = %account, "the token's version is AWSCURRENT already: this rotation has finished, nothing to do");
+        let mut r = report(ev, &d.arn, "already-finished", &account);
+        if let Some(due) = due_done {
+            r["dueDeployment"] = due;
+        }
+        Ok(r)
+    }
+
+    /// A due deployment has been forced: the tags go, so that no later step forces it again.
+    /// The other tag names a token that is AWSCURRENT now (or that a due deployment has
+    /// overtaken), which no setSecret accepts.
+    async fn deployment_done(&self, ev: &StepEvent, arn: &str) {
+        if !self.untag(ev, arn, &[REDEPLOY_TAG, PASSWORD_SET_TAG]).await {
+            tracing::warn!(step = ev.step.name(), token = %ev.token, tag = REDEPLOY_TAG, "the deployment is forced, but the tag that marks it as due stays on the secret: the next createSecret or finishSecret forces one more deployment (harmless: the tasks get AWSCURRENT either way)");
+        }
+    }
+
     /// createSecret: AWSPENDING = the other account (single-account mode: the same one) with a
-    /// new password. First forces a deployment an earlier rotation left due.
-    async fn create(&self, ev: &StepEvent, d: &Described) -> Result<Json, Problem> {
+    /// new password. First forces a deployment an earlier rotation left due. It touches nothing
+    /// in the directory, so a deployment rolling out does not stop it (setSecret waits for it).
+    async fn create(
+        &self,
+        ev: &StepEvent,
+        d: &Described,
+        is_current: bool,
+    ) -> Result<Json, Problem> {
         let mut due_done = None;
         if let Some(due) = d.tag(REDEPLOY_TAG) {
             tracing::info!(step = ev.step.name(), token = %ev.token, due, "a deployment is due from an earlier rotation: forcing it first");
@@ -657,10 +721,12 @@ impl Rotator {
                     detail,
                     secret: d.arn.clone(),
                 })?;
-            // A tag left behind forces one more deployment next time: harmless.
-            self.untag(ev, &d.arn, &[REDEPLOY_TAG, PASSWORD_SET_TAG])
-                .await;
+            self.deployment_done(ev, &d.arn).await;
             due_done = Some(json!({"token": due, "deployed": services}));
+        }
+        if is_current {
+            // Secrets Manager's retry of a rotation whose finishSecret failed after the move.
+            return self.already_finished(ev, d, due_done).await;
         }
         if d.stages(&ev.token).is_some()
             && let Some(pending) = self.pending(d, &ev.token).await?
@@ -689,26 +755,6 @@ impl Rotator {
             active.to_owned()
         };
         let target = qualify_like(&current.username, &target_name);
-        if c.alternating()
-            && let Some(why) = self.rollout().await.map_err(|detail| Problem::Call {
-                operation: "(ecs) DescribeServices",
-                detail,
-                fix: format!(
-                    "grant ecs:DescribeServices on the services, or fix ECS_CLUSTER/ECS_SERVICES, then {}",
-                    rotate_again(&d.arn)
-                ),
-            })?
-        {
-            let why = match &due_done {
-                Some(_) => format!("{why}; the deployment an earlier rotation left due has just been forced"),
-                None => why,
-            };
-            return Err(Problem::Rolling {
-                why,
-                account: target,
-                secret: d.arn.clone(),
-            });
-        }
         let password = PasswordRules {
             length: c.password_length,
             ..PasswordRules::default()
@@ -734,7 +780,7 @@ impl Rotator {
         if let Err(e) = put {
             // Applied and still answered with an error (a timeout, a 5xx after the write)? The
             // version says: it holds this password or nothing.
-            let detail = describe_error(&e);
+            let detail = sdk_error_text(&e);
             tracing::warn!(step = ev.step.name(), token = %ev.token, error = %detail, "PutSecretValue failed (it may still have been applied): reading the version back");
             let applied = matches!(
                 self.pending(d, &ev.token).await,
@@ -899,10 +945,69 @@ impl Rotator {
                     })?;
             // What the tasks are about to get must be a credential of the pair.
             self.require_in_accounts(PENDING, &pending.username)?;
+            let c = &self.config;
+            // The pending account is the one AWSCURRENT names now: AWSCURRENT was rewritten
+            // (a PasswordVersion update) since createSecret picked the other account, and that
+            // account's password in the directory is AWSCURRENT's, not this version's.
+            if c.alternating() {
+                let current = self.current(d).await?;
+                if account_of(&current.username).eq_ignore_ascii_case(account_of(&pending.username))
+                {
+                    return Err(Problem::StalePending {
+                        username: pending.username,
+                        secret: d.arn.clone(),
+                        token: ev.token.clone(),
+                    });
+                }
+            }
+            let share = pending.share.clone().ok_or_else(|| Problem::NoShare {
+                secret: d.arn.clone(),
+            })?;
+            // Nothing but a logon proves that the directory holds this password now: setSecret
+            // may never have run for the token, or the account may have been reset since
+            // testSecret. The proof's retries leave the time for the tag, the move and the
+            // read-back.
+            let move_ms = self.operation_timeout.as_millis() as u64 * 3;
+            let attempt_ms = (c.timeout + c.proof_delay).as_millis() as u64;
+            self.time_for(
+                "prove the pending password and move AWSCURRENT",
+                attempt_ms + move_ms,
+                deadline_ms,
+            )?;
+            match self
+                .prove(
+                    &share,
+                    &pending.username,
+                    &pending.password,
+                    deadline_ms,
+                    move_ms,
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(RotationError::Proof {
+                    account,
+                    share,
+                    attempts,
+                    detail,
+                }) => {
+                    // As after a failed testSecret: the retry's setSecret resets again.
+                    if d.tag(PASSWORD_SET_TAG) == Some(ev.token.as_str()) {
+                        self.untag(ev, &d.arn, &[PASSWORD_SET_TAG]).await;
+                    }
+                    return Err(Problem::NotProven {
+                        account,
+                        share,
+                        attempts,
+                        detail,
+                        secret: d.arn.clone(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
             account = pending.username;
             let from = d.current().ok_or(Problem::NoCurrent)?.to_owned();
-            let needed = self.operation_timeout.as_millis() as u64 * 3;
-            self.time_for("move AWSCURRENT", needed, deadline_ms)?;
+            self.time_for("move AWSCURRENT", move_ms, deadline_ms)?;
             self.tag(&d.arn, REDEPLOY_TAG, &ev.token).await?;
             let moved = self
                 .secrets
@@ -915,7 +1020,7 @@ impl Rotator {
                 .await;
             if let Err(e) = moved {
                 // Applied, and answered with an error? The stages say.
-                tracing::warn!(step = ev.step.name(), token = %ev.token, error = %describe_error(&e), "UpdateSecretVersionStage failed (it may still have been applied): reading the stages back");
+                tracing::warn!(step = ev.step.name(), token = %ev.token, error = %sdk_error_text(&e), "UpdateSecretVersionStage failed (it may still have been applied): reading the stages back");
                 let now = self.describe(&d.arn).await.ok();
                 let applied = now
                     .as_ref()
@@ -934,10 +1039,7 @@ impl Rotator {
             account: account.clone(),
             detail,
         })?;
-        // Left behind, the redeploy tag costs one more deployment at the next createSecret; the
-        // other names a token that is AWSCURRENT now, which no setSecret accepts.
-        self.untag(ev, &d.arn, &[REDEPLOY_TAG, PASSWORD_SET_TAG])
-            .await;
+        self.deployment_done(ev, &d.arn).await;
         // Last, once nothing else is due: a repeat of this step finds AWSCURRENT on the token
         // and drops the label then.
         self.drop_pending_label(&d.arn, &ev.token).await?;
@@ -1005,24 +1107,29 @@ mod tests {
         let current = s(&["AWSCURRENT", "AWSPENDING"]);
         let previous = s(&["AWSPREVIOUS"]);
         for step in [Step::Create, Step::Set, Step::Test, Step::Finish] {
-            assert!(!check_stages(step, Some(&pending), "s").unwrap());
+            assert_eq!(
+                check_stages(step, Some(&pending), "s").unwrap(),
+                TokenStage::Pending
+            );
+            // Secrets Manager's retry of a rotation that failed after the move starts again at
+            // createSecret: every step must reach finishSecret.
+            assert_eq!(
+                check_stages(step, Some(&current), "s").unwrap(),
+                TokenStage::Current
+            );
             assert!(matches!(
                 check_stages(step, Some(&previous), "s"),
                 Err(Problem::NotPending { .. })
             ));
         }
-        assert!(!check_stages(Step::Create, None, "s").unwrap());
+        assert_eq!(
+            check_stages(Step::Create, None, "s").unwrap(),
+            TokenStage::New
+        );
         for step in [Step::Set, Step::Test, Step::Finish] {
             assert!(matches!(
                 check_stages(step, None, "s"),
                 Err(Problem::UnknownToken { .. })
-            ));
-        }
-        assert!(check_stages(Step::Finish, Some(&current), "s").unwrap());
-        for step in [Step::Create, Step::Set, Step::Test] {
-            assert!(matches!(
-                check_stages(step, Some(&current), "s"),
-                Err(Problem::Finished { .. })
             ));
         }
     }
