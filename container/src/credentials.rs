@@ -215,47 +215,18 @@ mod tests {
 
     #[test]
     fn each_error_names_the_secret_and_the_key_and_shows_no_value() {
+        // One case of each kind: the checks themselves are crates/service-credential's.
         let cases: &[(&str, &str)] = &[
             (
                 r#"{"username":"EXAMPLE\\svc"}"#,
                 r#"the key "password" is missing"#,
             ),
             (
-                r#"{"username":"EXAMPLE\\svc","password":""}"#,
-                r#"the key "password" is empty"#,
-            ),
-            (
-                r#"{"username":"EXAMPLE\\svc","password":7}"#,
-                r#"the key "password" is not a string"#,
-            ),
-            (
-                r#"{"password":"Hidden-1"}"#,
-                r#"the key "username" is missing"#,
-            ),
-            (
-                r#"{"username":["EXAMPLE\\svc"],"password":"Hidden-1"}"#,
-                r#"the key "username" is not a string"#,
-            ),
-            (
-                r#"{"username":" ","password":"Hidden-1"}"#,
-                r#"the key "username" is empty"#,
-            ),
-            (
                 r#"{"username":"svc","password":"Hidden-1"}"#,
                 r#"the key "username" is not a user name"#,
             ),
-            (
-                r#"{"username":"EXAMPLE\\s\"vc","password":"Hidden-1"}"#,
-                r#"the key "username" is not a user name"#,
-            ),
-            (
-                r#"{"username":"EXAMPLE\\svc","password":"Hidden-1","share":{}}"#,
-                r#"the key "share" is not a string"#,
-            ),
             ("Hidden-1", "is not JSON"),
-            // serde's own message would quote the string: the password, stored bare.
             (r#""Hidden-1""#, "is JSON but not an object"),
-            (r#"["Hidden-1"]"#, "is JSON but not an object"),
         ];
         for (text, expected) in cases {
             let e = parse(text).unwrap_err().to_string();
