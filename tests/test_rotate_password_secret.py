@@ -491,8 +491,50 @@ def test_finish_secret_refuses_a_pending_password_the_directory_no_longer_has(fn
     assert f"finishSecret of {rot.arn} (ClientRequestToken {second}) failed" in message, message
     assert f"EXAMPLE\\{rot.a}" in message and "rotate-secret" in message, message
     assert "AWSCURRENT has changed since this rotation's createSecret" in message, message
-    assert rot.stages() == stages and rot.deployment_id() == deployment and "fargate-smb:redeploy" not in rot.tags()
+    assert "AWSPENDING was taken off this version" in message, message
+    # Nothing moved; only the stale version lost AWSPENDING (else every later rotation would
+    # resume this one and fail the same way).
+    stages[second] = [s for s in stages[second] if s != "AWSPENDING"]
+    assert {v: s for v, s in rot.stages().items() if s} == {v: s for v, s in stages.items() if s}, rot.stages()
+    assert rot.deployment_id() == deployment and "fargate-smb:redeploy" not in rot.tags()
     assert rot.value() == written and rot.current_logs_on()
+    # A retry of the dead token changes nothing; the next rotation (a new token) goes to the
+    # other account, and AWSCURRENT's account keeps working throughout.
+    kind, _ = fn.run(rot.env(), rot.event("createSecret", second))
+    assert kind == "error" and rot.value() == written
+    third = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        step(fn, rot, name, third)
+        assert rot.logs_on(written)
+    assert rot.current_version() == third and rot.value()["username"] == f"EXAMPLE\\{rot.b}" and rot.current_logs_on()
+    no_leak(fn, rot)
+
+
+def test_create_secret_of_a_stale_pending_version_drops_its_label(fn, rot):
+    """Rotation 2 stopped after createSecret (AWSPENDING = the first account); then CloudFormation
+    wrote a new AWSCURRENT for the first account. Secrets Manager resumes the unfinished rotation
+    with its token: createSecret must not answer already-created (setSecret would then refuse
+    forever), but take AWSPENDING off so that a new rotation can start."""
+    first = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        step(fn, rot, name, first)
+    second = str(uuid.uuid4())
+    step(fn, rot, "createSecret", second)
+    assert rot.value("AWSPENDING", second)["username"] == f"EXAMPLE\\{rot.a}"
+    written = {"username": f"EXAMPLE\\{rot.a}", "password": f"Cf-{uuid.uuid4().hex}-Y", "share": SHARE, "generation": "2"}
+    version, previous = str(uuid.uuid4()), rot.current_version()
+    rot.sm.put_secret_value(SecretId=rot.arn, ClientRequestToken=version, SecretString=json.dumps(written), VersionStages=["CLOUDFORMATION"])
+    rot.sm.update_secret_version_stage(SecretId=rot.arn, VersionStage="AWSCURRENT", MoveToVersionId=version, RemoveFromVersionId=previous)
+    rot.sm.update_secret_version_stage(SecretId=rot.arn, VersionStage="CLOUDFORMATION", RemoveFromVersionId=version)
+    rot.reset_in_ad(rot.a, written["password"])
+    message = failing(fn, rot, "createSecret", second)
+    assert "AWSPENDING was taken off this version" in message and f"EXAMPLE\\{rot.a}" in message, message
+    assert not any("AWSPENDING" in s for s in rot.stages().values()), rot.stages()
+    assert rot.value() == written and rot.current_logs_on()
+    third = str(uuid.uuid4())
+    for name in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        step(fn, rot, name, third)
+    assert rot.value()["username"] == f"EXAMPLE\\{rot.b}" and rot.current_logs_on() and rot.logs_on(written)
     no_leak(fn, rot)
 
 
@@ -605,9 +647,10 @@ def test_set_secret_never_resets_the_active_account(fn, rot):
     rot.passwords.add(crafted["password"])
     message = failing(fn, rot, "setSecret", token)
     assert f"names EXAMPLE\\{rot.a}, the account AWSCURRENT holds" in message, message
-    assert f"--remove-from-version-id {token}" in message, message
+    assert "AWSPENDING was taken off this version" in message and "rotate-secret" in message, message
     assert rot.pwd_last_set(rot.a) == reset_at and rot.logs_on(before)
-    assert "AWSCURRENT" not in rot.stages()[token]
+    # The label is gone, so Secrets Manager would start the next rotation anew.
+    assert "AWSPENDING" not in rot.stages().get(token, []) and rot.value() == before
     no_leak(fn, rot)
 
 

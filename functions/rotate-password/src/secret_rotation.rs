@@ -218,18 +218,6 @@ pub enum Problem {
         accounts: String,
     },
     #[error(
-        "the AWSPENDING value names {username}, the account AWSCURRENT holds and running tasks use: with \
-         alternating accounts the active one is never reset. Drop that version's label (`aws secretsmanager \
-         update-secret-version-stage --secret-id {secret} --version-stage AWSPENDING --remove-from-version-id \
-         {token}`), then {}: createSecret picks the other account",
-        new_rotation(secret)
-    )]
-    ActiveAccount {
-        username: String,
-        secret: String,
-        token: String,
-    },
-    #[error(
         "a deployment is still rolling out ({why}), and its old tasks may still use {account}, whose password this \
          rotation would reset; nothing was changed. Once it has rolled out, {}",
         rotate_again(secret)
@@ -274,17 +262,19 @@ pub enum Problem {
         secret: String,
     },
     #[error(
-        "the AWSPENDING value names {username}, the account AWSCURRENT holds now: AWSCURRENT has changed since \
-         this rotation's createSecret (CloudFormation wrote a new value, or someone put one), so the directory \
-         holds AWSCURRENT's password for that account, not the pending one. AWSCURRENT was not moved. Drop the \
-         pending version's label (`aws secretsmanager update-secret-version-stage --secret-id {secret} \
-         --version-stage AWSPENDING --remove-from-version-id {token}`), then {}: createSecret picks the other account",
-        new_rotation(secret)
+        "the AWSPENDING value names {username}, the account AWSCURRENT holds now and running tasks use: \
+         AWSCURRENT has changed since this rotation's createSecret (CloudFormation wrote a new value, or someone \
+         put one), or the pending value was put by hand. With alternating accounts the active account is never \
+         reset, so this version can never become AWSCURRENT; AWSCURRENT was not moved and the directory was not \
+         touched. {}",
+        stale_way_out(secret, token, dropped)
     )]
     StalePending {
         username: String,
         secret: String,
         token: String,
+        /// Whether AWSPENDING could be taken off the version (else what the service said).
+        dropped: Result<(), String>,
     },
     #[error(
         "the pending password of {account} does not log on to {share} ({attempts} attempt(s): {detail}), so \
@@ -311,6 +301,23 @@ pub enum Problem {
 /// How to get a new password when no rotation is under way.
 fn new_rotation(secret: &str) -> String {
     format!("start a new rotation: `aws secretsmanager rotate-secret --secret-id {secret}`")
+}
+
+/// After a stale pending version: AWSPENDING was taken off it (so Secrets Manager no longer takes
+/// the rotation as unfinished), or how to take it off by hand.
+fn stale_way_out(secret: &str, token: &str, dropped: &Result<(), String>) -> String {
+    match dropped {
+        Ok(()) => format!(
+            "AWSPENDING was taken off this version, so the next rotation starts anew and its createSecret \
+             picks the other account: {}",
+            new_rotation(secret)
+        ),
+        Err(e) => format!(
+            "Taking AWSPENDING off it failed ({e}): drop it (`aws secretsmanager update-secret-version-stage \
+             --secret-id {secret} --version-stage AWSPENDING --remove-from-version-id {token}`), then {}",
+            new_rotation(secret)
+        ),
+    }
 }
 
 /// The way out of a rotation that failed: its AWSPENDING version (Secrets Manager's, or
@@ -657,6 +664,44 @@ impl Rotator {
             .map_err(|e| call_problem("UpdateSecretVersionStage", &e, arn))
     }
 
+    /// A pending version that names the active account can never be finished: every retry of
+    /// its token would fail the same way, and while it keeps AWSPENDING Secrets Manager starts no
+    /// new rotation (it resumes this one), nor can CloudFormation update the rotation schedule.
+    /// Taking the label off is always safe (AWSCURRENT has not moved) and unwedges it.
+    async fn refuse_stale(
+        &self,
+        ev: &StepEvent,
+        d: &Described,
+        pending: &str,
+    ) -> Result<(), Problem> {
+        if !self.config.alternating() {
+            return Ok(());
+        }
+        let current = self.current(d).await?;
+        if !account_of(&current.username).eq_ignore_ascii_case(account_of(pending)) {
+            return Ok(());
+        }
+        let username = pending.to_owned();
+        let dropped = self
+            .drop_pending_label(&d.arn, &ev.token)
+            .await
+            .map_err(|p| p.to_string());
+        match &dropped {
+            Ok(()) => {
+                tracing::warn!(step = ev.step.name(), token = %ev.token, account = %username, "the pending version names the active account: AWSPENDING taken off it, so the next rotation starts anew")
+            }
+            Err(e) => {
+                tracing::warn!(step = ev.step.name(), token = %ev.token, account = %username, error = %e, "the pending version names the active account, and AWSPENDING could not be taken off it")
+            }
+        }
+        Err(Problem::StalePending {
+            username,
+            secret: d.arn.clone(),
+            token: ev.token.clone(),
+            dropped,
+        })
+    }
+
     /// Remove the tags; a failure is only logged (what it leaves behind is said at each call).
     async fn untag(&self, ev: &StepEvent, arn: &str, keys: &[&str]) -> bool {
         let result = self
@@ -731,6 +776,7 @@ impl Rotator {
         if d.stages(&ev.token).is_some()
             && let Some(pending) = self.pending(d, &ev.token).await?
         {
+            self.refuse_stale(ev, d, &pending.username).await?;
             tracing::info!(step = ev.step.name(), token = %ev.token, account = %pending.username, "the pending version exists already");
             let mut r = report(ev, &d.arn, "already-created", &pending.username);
             if let Some(due) = due_done {
@@ -808,16 +854,7 @@ impl Rotator {
             })?;
         self.require_in_accounts(PENDING, &pending.username)?;
         let c = &self.config;
-        if c.alternating() {
-            let current = self.current(d).await?;
-            if account_of(&current.username).eq_ignore_ascii_case(account_of(&pending.username)) {
-                return Err(Problem::ActiveAccount {
-                    username: pending.username,
-                    secret: d.arn.clone(),
-                    token: ev.token.clone(),
-                });
-            }
-        }
+        self.refuse_stale(ev, d, &pending.username).await?;
         if d.tag(PASSWORD_SET_TAG) == Some(ev.token.as_str()) {
             tracing::info!(step = ev.step.name(), token = %ev.token, account = %pending.username, "the directory already holds the pending password: not reset again");
             return Ok(report(ev, &d.arn, "already-set", &pending.username));
@@ -949,17 +986,7 @@ impl Rotator {
             // The pending account is the one AWSCURRENT names now: AWSCURRENT was rewritten
             // (a PasswordVersion update) since createSecret picked the other account, and that
             // account's password in the directory is AWSCURRENT's, not this version's.
-            if c.alternating() {
-                let current = self.current(d).await?;
-                if account_of(&current.username).eq_ignore_ascii_case(account_of(&pending.username))
-                {
-                    return Err(Problem::StalePending {
-                        username: pending.username,
-                        secret: d.arn.clone(),
-                        token: ev.token.clone(),
-                    });
-                }
-            }
+            self.refuse_stale(ev, d, &pending.username).await?;
             let share = pending.share.clone().ok_or_else(|| Problem::NoShare {
                 secret: d.arn.clone(),
             })?;
