@@ -11,6 +11,7 @@ cfn-lint is in .venv (moto[server] requires it) and in .venv-template/sam.
 """
 
 import ipaddress
+import copy
 import json
 import re
 from pathlib import Path
@@ -172,6 +173,9 @@ class Stack:
             return str(r(arg[1])).split(r(arg[0]))
         if name == "Join":
             return r(arg[0]).join(str(i) for i in r(arg[1]))
+        if name == "FindInMap":
+            m, top, second = (r(a) for a in arg)
+            return self.template["Mappings"][m][top][second]
         if name == "GetAtt":
             target = arg if isinstance(arg, str) else ".".join(arg)
             return f"<{target}>"
@@ -862,17 +866,41 @@ def test_the_secret_is_generated_as_json_with_the_alphabet_of_password_rs(templa
     assert secret["KmsKeyId"] == "<SecretsKey.Arn>"
 
 
-def test_the_accounts_version_is_the_secrets_template_string(template):
-    """PasswordSecretVersion changes exactly when CloudFormation writes a new value: it is the same
-    text as GenerateSecretString's template (raw and resolved)."""
-    resources = template["Resources"]
-    raw_template = resources["ServiceAccountSecret"]["Properties"]["GenerateSecretString"]["SecretStringTemplate"]
-    raw_version = resources["ServiceAccount"]["Properties"]["PasswordSecretVersion"]
-    assert raw_version == {"Fn::If": ["UseSecretsManager", raw_template, {"Ref": "AWS::NoValue"}]}
+def generation_text(generate: dict) -> str:
+    """What PasswordSecretVersion must be for a resolved GenerateSecretString: all of it, since
+    CloudFormation writes a new value when any of it changes (not only the template string)."""
+    assert set(generate) == {"SecretStringTemplate", "GenerateStringKey", "PasswordLength", "ExcludeCharacters",
+                             "IncludeSpace", "RequireEachIncludedType"}, \
+        f"GenerateSecretString has {sorted(generate)}: a new setting must go into PasswordSecretVersion too"
+    assert generate["GenerateStringKey"] == "password"
+    flags = f"space={str(generate['IncludeSpace']).lower()} each={str(generate['RequireEachIncludedType']).lower()}"
+    return f"{generate['SecretStringTemplate']} length={generate['PasswordLength']} exclude={generate['ExcludeCharacters']} {flags}"
+
+
+def test_the_accounts_version_is_everything_the_secret_is_generated_from(template):
+    """PasswordSecretVersion changes exactly when CloudFormation writes a new value: whenever any
+    of GenerateSecretString changes (its template string, the length, the excluded characters,
+    the flags). The task definition's SMB_CREDENTIAL_GENERATION is the same text, so the tasks
+    roll with it."""
+    def texts(t, version: str) -> tuple[str, str, str]:
+        stack = Stack(t, CredentialStore="secrets-manager", PasswordVersion=version)
+        (container,) = resolved(stack, "TaskDefinition")["ContainerDefinitions"]
+        env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        return (resolved(stack, "ServiceAccount")["PasswordSecretVersion"],
+                generation_text(resolved(stack, "ServiceAccountSecret")["GenerateSecretString"]),
+                env["SMB_CREDENTIAL_GENERATION"])
+    seen = set()
     for version in ("1", "7"):
-        stack = Stack(template, CredentialStore="secrets-manager", PasswordVersion=version)
-        assert resolved(stack, "ServiceAccount")["PasswordSecretVersion"] == \
-            resolved(stack, "ServiceAccountSecret")["GenerateSecretString"]["SecretStringTemplate"]
+        got, expected, env = texts(template, version)
+        assert got == expected == env
+        seen.add(got)
+    # A change of a generation setting alone (as a later release might make) changes it too.
+    for key, value in (("Length", 40), ("ExcludeCharacters", "!")):
+        changed = copy.deepcopy(template)
+        changed["Mappings"]["ServiceAccountPassword"]["Generate"][key] = value
+        got, expected, env = texts(changed, "1")
+        assert got == expected == env and got not in seen, key
+        seen.add(got)
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -1024,4 +1052,7 @@ def test_a_new_password_version_rolls_the_tasks(template, store):
         return {e["Name"]: e["Value"] for e in container["Environment"]}
 
     assert env("1") != env("2")
-    assert env("2")["SMB_CREDENTIAL_GENERATION"] == "2"
+    if store == "ssm-parameters":
+        assert env("2")["SMB_CREDENTIAL_GENERATION"] == "2"
+    else:
+        assert '"generation": "2"' in env("2")["SMB_CREDENTIAL_GENERATION"]
