@@ -41,6 +41,7 @@ pub fn code(error: &ShareError) -> &'static str {
         ShareError::BadUnc(_) => "bad_unc",
         ShareError::NameResolution { .. } => "name_not_resolved",
         ShareError::Unreachable { .. } => "port_unreachable",
+        ShareError::ConnectionLost { .. } => "connection_lost",
         ShareError::LogonFailure { .. } => "logon_failure",
         ShareError::AccountDisabled { .. } => "account_disabled",
         ShareError::LockedOut { .. } => "account_locked_out",

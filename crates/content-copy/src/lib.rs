@@ -222,6 +222,9 @@ pub struct Failed {
     /// The object key (copy) or the manifest's key (removal).
     pub key: String,
     pub error: String,
+    /// It failed because the SMB connection was lost ([`ShareError::is_link_lost`]): a copy
+    /// over a new connection may well succeed.
+    pub link_lost: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -538,7 +541,7 @@ async fn create_folders(
     target: Target<'_>,
     plan: &Plan,
     parallelism: usize,
-) -> HashMap<String, String> {
+) -> HashMap<String, FolderError> {
     let mut errors = HashMap::new();
     let folders = plan::folders_needed(&plan.copy);
     // Folders of one depth do not depend on each other: make them in parallel, depth by depth.
@@ -562,14 +565,30 @@ async fn create_folders(
         for (folder, r) in results {
             if let Err(e) = r {
                 tracing::warn!(folder = %folder, error = %e, "could not create a folder");
-                errors.insert(content_paths::fold(&folder), e.to_string());
+                errors.insert(
+                    content_paths::fold(&folder),
+                    FolderError {
+                        text: e.to_string(),
+                        link_lost: e.is_link_lost(),
+                    },
+                );
             }
         }
     }
     errors
 }
 
-fn folder_error<'a>(errors: &'a HashMap<String, String>, path: &str) -> Option<&'a String> {
+/// Why a folder the copy needs could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FolderError {
+    text: String,
+    link_lost: bool,
+}
+
+fn folder_error<'a>(
+    errors: &'a HashMap<String, FolderError>,
+    path: &str,
+) -> Option<&'a FolderError> {
     let mut parent = content_paths::parent(path);
     while !parent.is_empty() {
         if let Some(e) = errors.get(&content_paths::fold(parent)) {
@@ -583,7 +602,7 @@ fn folder_error<'a>(errors: &'a HashMap<String, String>, path: &str) -> Option<&
 enum Outcome {
     Copied { bytes: u64, modified: u64 },
     Vanished,
-    Failed(String),
+    Failed { error: String, link_lost: bool },
 }
 
 /// What [`copy_all`] copies, where, and how.
@@ -593,7 +612,7 @@ struct Copying<'a> {
     sessions: &'a [&'a Share],
     options: &'a Options,
     work: &'a [Work],
-    folder_errors: &'a HashMap<String, String>,
+    folder_errors: &'a HashMap<String, FolderError>,
     /// The content version checkpoints claim (the old one, until every object is copied).
     checkpoint_version: &'a Option<String>,
 }
@@ -629,14 +648,23 @@ async fn copy_all(
             if let Some(e) = folder_error(folder_errors, &w.path) {
                 return (
                     w,
-                    Outcome::Failed(format!("its folder could not be created: {e}")),
+                    Outcome::Failed {
+                        error: format!("its folder could not be created: {}", e.text),
+                        link_lost: e.link_lost,
+                    },
                 );
             }
             let want = file_memory(w.size)
                 .div_ceil(1024)
                 .clamp(1, u64::from(budget_kib)) as u32;
             let Ok(_permit) = memory.acquire_many(want).await else {
-                return (w, Outcome::Failed("the copy was shut down".into()));
+                return (
+                    w,
+                    Outcome::Failed {
+                        error: "the copy was shut down".into(),
+                        link_lost: false,
+                    },
+                );
             };
             let on = Target {
                 share: sessions[i % sessions.len()],
@@ -656,9 +684,15 @@ async fn copy_all(
                     bytes: w.size,
                     modified: meta.modified,
                 },
-                Ok(None) => Outcome::Failed("the copy was refused".into()),
+                Ok(None) => Outcome::Failed {
+                    error: "the copy was refused".into(),
+                    link_lost: false,
+                },
                 Err(FileError::Vanished { .. }) => Outcome::Vanished,
-                Err(e) => Outcome::Failed(e.to_string()),
+                Err(e) => Outcome::Failed {
+                    error: e.to_string(),
+                    link_lost: e.is_link_lost(),
+                },
             };
             (w, outcome)
         }
@@ -703,7 +737,7 @@ async fn copy_all(
                 tracing::info!(key = %w.key, "deleted from the source during the copy; skipped");
                 summary.vanished.push(w.key.clone());
             }
-            Outcome::Failed(error) => {
+            Outcome::Failed { error, link_lost } => {
                 tracing::warn!(key = %w.key, path = %w.path, error = %error, "copy failed");
                 // The file may now be neither old nor new: make the next run copy it again.
                 if let Some(record) = manifest.files.get_mut(&w.relative) {
@@ -712,6 +746,7 @@ async fn copy_all(
                 summary.failed.push(Failed {
                     key: w.key.clone(),
                     error,
+                    link_lost,
                 });
             }
         }
@@ -798,6 +833,7 @@ async fn prune(
                 summary.failed.push(Failed {
                     key: key.clone(),
                     error: format!("could not remove its file: {e}"),
+                    link_lost: e.is_link_lost(),
                 });
             }
         }
@@ -832,6 +868,40 @@ pub enum FileError {
          delete files in that folder (its NTFS ACL)"
     )]
     HeldOpen { path: String, attempts: u32 },
+}
+
+impl FileError {
+    /// The file failed because the SMB connection was lost (see [`Failed::link_lost`]).
+    pub fn is_link_lost(&self) -> bool {
+        match self {
+            FileError::Write { source, .. } | FileError::Rename { source, .. } => {
+                source.is_link_lost()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl CopyError {
+    /// The copy stopped because the SMB connection was lost: a new connection may finish it.
+    pub fn is_link_lost(&self) -> bool {
+        match self {
+            CopyError::Folder { source, .. }
+            | CopyError::Private { source, .. }
+            | CopyError::List { source, .. }
+            | CopyError::ReadManifest { source, .. }
+            | CopyError::WriteManifest { source, .. }
+            | CopyError::RemoveLegacyManifest { source, .. } => source.is_link_lost(),
+            _ => false,
+        }
+    }
+}
+
+impl Summary {
+    /// Some file failed because the SMB connection was lost.
+    pub fn link_lost(&self) -> bool {
+        self.failed.iter().any(|f| f.link_lost)
+    }
 }
 
 /// Copy one object to `target` at `work.path`: stream it into a temporary name in the same
@@ -1017,7 +1087,46 @@ fn filetime_to_system(filetime: u64) -> Option<std::time::SystemTime> {
 pub(crate) async fn discard(share: &Share, temp: &str) {
     if let Err(e) = share.remove(temp).await {
         tracing::warn!(path = %temp, error = %e, "could not remove a temporary file");
+        if e.is_link_lost() {
+            left_behind().push((share.unc().to_lowercase(), temp.to_owned()));
+        }
     }
+}
+
+/// Temporary files whose removal failed because the connection was lost, by share: the next
+/// connection of this process to that share removes them ([`remove_left_behind`]), rather
+/// than leaving them in the served folder until the age-based sweep (20 minutes) takes them.
+fn left_behind() -> std::sync::MutexGuard<'static, Vec<(String, String)>> {
+    static LEFT: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    LEFT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Remove the temporary files this process left on `share` when a connection dropped (see
+/// [`discard`]); those that still fail to go are kept for the next time. The count removed.
+pub async fn remove_left_behind(share: &Share) -> usize {
+    let unc = share.unc().to_lowercase();
+    let mine: Vec<String> = {
+        let mut all = left_behind();
+        let (mine, rest) = all.drain(..).partition(|(u, _)| *u == unc);
+        *all = rest;
+        mine.into_iter().map(|(_, path)| path).collect()
+    };
+    let mut removed = 0;
+    for temp in mine {
+        match share.remove(&temp).await {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(path = %temp, "removed a temporary file a dropped connection left");
+            }
+            Err(e) => {
+                tracing::warn!(path = %temp, error = %e, "could not remove a temporary file a dropped connection left");
+                if e.is_link_lost() {
+                    left_behind().push((unc.clone(), temp));
+                }
+            }
+        }
+    }
+    removed
 }
 
 /// `dir\.name.fargate-smb-tmp-0123abcd`, kept within Windows' 255-unit name limit.
@@ -1336,6 +1445,7 @@ pub async fn remove_copied(target: Target<'_>, parallelism: usize) -> Result<Rem
             }
             Err(e) => out.failed.push(Failed {
                 key,
+                link_lost: e.is_link_lost(),
                 error: e.to_string(),
             }),
         }
@@ -1509,11 +1619,12 @@ mod tests {
     #[test]
     fn folder_errors_cover_the_files_below() {
         let mut errors = HashMap::new();
-        errors.insert(content_paths::fold(r"a\b"), "denied".to_string());
-        assert_eq!(
-            folder_error(&errors, r"A\B\c\x.txt").map(String::as_str),
-            Some("denied")
-        );
+        let denied = FolderError {
+            text: "denied".into(),
+            link_lost: false,
+        };
+        errors.insert(content_paths::fold(r"a\b"), denied.clone());
+        assert_eq!(folder_error(&errors, r"A\B\c\x.txt"), Some(&denied));
         assert_eq!(folder_error(&errors, r"a\x.txt"), None);
         assert_eq!(folder_error(&errors, "x.txt"), None);
     }

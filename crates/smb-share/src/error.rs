@@ -68,6 +68,20 @@ pub enum ShareError {
         "the server could not agree to an encrypted SMB 3 session ({detail}): the share must support SMB 3.1.1 with encryption"
     )]
     Negotiation { detail: String },
+    /// The connection dropped after it was made (a reset, the server closing it, a network
+    /// fault). Nothing half-written is left under a final name by the callers that write to a
+    /// temporary name first; a new connection may well work.
+    #[error(
+        "the connection to {server}:{port} was lost {detail}: the network or the file server dropped it (a \
+         failover, a reset, an idle or NAT timeout); run again, and if it recurs check the path to the file \
+         server (security groups, network ACLs, the file server's health)"
+    )]
+    ConnectionLost {
+        server: String,
+        port: u16,
+        /// "during <operation> <path> (<cause>)".
+        detail: String,
+    },
     #[error("the server did not answer {operation} within {timeout:?}")]
     Timeout {
         operation: String,
@@ -75,6 +89,18 @@ pub enum ShareError {
     },
     #[error("{operation} failed: {detail}")]
     Other { operation: String, detail: String },
+}
+
+impl ShareError {
+    /// The session is gone or stuck (the connection dropped, or a request went unanswered):
+    /// what failed may work over a new connection, so callers reconnect and try again (a
+    /// bounded number of times) instead of reporting the file as failed.
+    pub fn is_link_lost(&self) -> bool {
+        matches!(
+            self,
+            ShareError::ConnectionLost { .. } | ShareError::Timeout { .. }
+        )
+    }
 }
 
 /// How a file held open by another program refused an operation.
@@ -112,6 +138,34 @@ impl std::fmt::Display for Held {
             }
         })
     }
+}
+
+/// "write web\\index.html": the operation and, when there is one, its path.
+fn what(operation: &str, path: &str) -> String {
+    if path.is_empty() {
+        operation.to_owned()
+    } else {
+        format!("{operation} {path}")
+    }
+}
+
+/// How the `smb` crate words a request made on a connection whose worker has stopped.
+const WORKER_GONE: [&str; 2] = [
+    "Failed to send message to worker",
+    "Failed to receive message",
+];
+
+/// An I/O error that means the connection is gone (not a refusal, not bad data).
+fn is_link_io(io: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        io.kind(),
+        K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotConnected
+    )
 }
 
 /// Who and what, to put names into errors.
@@ -160,7 +214,7 @@ impl Context<'_> {
                     held: Held::ShareMode,
                 },
                 other => ShareError::Other {
-                    operation: operation.to_owned(),
+                    operation: what(operation, path),
                     detail: format!(
                         "NT status {other:#010x} ({})",
                         Status::try_display_as_status(other)
@@ -173,13 +227,36 @@ impl Context<'_> {
                     timeout: self.timeout,
                 }
             }
-            E::TransportError(TransportError::IoError(io)) => self.unreachable(io.to_string()),
+            // The file calls (read, write, flush) wrap the client's error in an io::Error
+            // (keeping it, with our patch to the vendored crate): classify what is inside.
+            E::IoError(io) if io.get_ref().is_some_and(|inner| inner.is::<smb::Error>()) => {
+                match io.into_inner().map(|inner| inner.downcast::<smb::Error>()) {
+                    Some(Ok(inner)) => self.classify(operation, path, *inner),
+                    _ => ShareError::Other {
+                        operation: what(operation, path),
+                        detail: "an SMB error that could not be read".into(),
+                    },
+                }
+            }
+            E::TransportError(TransportError::IoError(io)) => {
+                self.lost(operation, path, io.to_string())
+            }
+            E::IoError(io) if is_link_io(&io) => self.lost(operation, path, io.to_string()),
+            // The connection's worker task has ended (its transport failed): the crate says so
+            // only in these words, when a request cannot reach the worker or its answer never
+            // comes back (smb 0.12.1, connection/worker/parallel).
+            E::MessageProcessingError(m) if WORKER_GONE.iter().any(|w| m.starts_with(w)) => self
+                .lost(
+                    operation,
+                    path,
+                    format!("the SMB client's connection ended: {m}"),
+                ),
             E::TransportError(TransportError::NotConnected) | E::ConnectionStopped => {
-                self.unreachable("the connection was closed".into())
+                self.lost(operation, path, "the connection was closed".into())
             }
             E::NegotiationError(detail) => ShareError::Negotiation { detail },
             other => ShareError::Other {
-                operation: operation.to_owned(),
+                operation: what(operation, path),
                 detail: other.to_string(),
             },
         }
@@ -199,6 +276,14 @@ impl Context<'_> {
                 }
             }
             other => self.classify("replace", path, other),
+        }
+    }
+
+    fn lost(&self, operation: &str, path: &str, detail: String) -> ShareError {
+        ShareError::ConnectionLost {
+            server: self.server.to_owned(),
+            port: self.port,
+            detail: format!("during {} ({detail})", what(operation, path)),
         }
     }
 
@@ -222,6 +307,39 @@ mod tests {
             share: "share",
             user: "svc",
             timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_connection_that_ended_is_lost_and_a_refusal_is_not() {
+        let lost = [
+            smb::Error::MessageProcessingError("Failed to send message to worker!".into()),
+            smb::Error::MessageProcessingError("Failed to receive message.".into()),
+            smb::Error::ConnectionStopped,
+            smb::Error::IoError(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            // A file call's error wraps the client's (our patch to the vendored crate).
+            smb::Error::IoError(std::io::Error::other(smb::Error::ConnectionStopped)),
+        ];
+        for e in lost {
+            let said = e.to_string();
+            let classified = ctx().classify("write", "web\\a.html", e);
+            assert!(classified.is_link_lost(), "{said}: {classified:?}");
+            let text = classified.to_string();
+            assert!(
+                text.contains("fsx.example.test:445 was lost during write web\\a.html"),
+                "{text}"
+            );
+        }
+        let not_lost = [
+            smb::Error::MessageProcessingError(
+                "Empty message cannot be sent to the server.".into(),
+            ),
+            smb::Error::IoError(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+            smb::Error::UnexpectedMessageStatus(Status::U32_ACCESS_DENIED),
+        ];
+        for e in not_lost {
+            let classified = ctx().classify("write", "a.html", e);
+            assert!(!classified.is_link_lost(), "{classified:?}");
         }
     }
 

@@ -342,6 +342,11 @@ impl Share {
         })
     }
 
+    /// `\\server\share` as connected (no folder).
+    pub fn unc(&self) -> String {
+        format!("\\\\{}\\{}", self.unc.server, self.unc.share)
+    }
+
     /// The negotiated maximum write size (writes are chunked to it).
     pub fn max_write(&self) -> usize {
         self.max_write
@@ -441,7 +446,7 @@ impl Share {
             while let Some(r) = in_flight.next().await {
                 r?;
             }
-            Ok::<(), String>(())
+            Ok::<(), ChunkError>(())
         };
         let (read, written) = futures_util::future::join(produce, consume).await;
         let _ = file.close().await;
@@ -449,7 +454,10 @@ impl Share {
             operation: format!("write {path}"),
             detail,
         };
-        written.map_err(failed)?;
+        written.map_err(|e| match e {
+            ChunkError::Smb(e) => self.fail("write", &path, e),
+            ChunkError::ZeroWrite => failed("the server accepted 0 bytes".into()),
+        })?;
         read.map_err(|e| failed(format!("reading the source failed: {e}")))
     }
 
@@ -495,10 +503,7 @@ impl Share {
                 let got = file
                     .read_block(&mut out[offset..offset + n], offset as u64, None, false)
                     .await
-                    .map_err(|e| ShareError::Other {
-                        operation: format!("read {path}"),
-                        detail: e.to_string(),
-                    })?;
+                    .map_err(|e| self.fail("read", &path, smb::Error::IoError(e)))?;
                 if got == 0 {
                     out.truncate(offset);
                     break;
@@ -1012,16 +1017,23 @@ async fn fill<R: tokio::io::AsyncRead + Unpin>(
 }
 
 /// Write one chunk at `offset`; a server may accept less than asked, so send the rest.
-async fn write_chunk(file: &smb::File, offset: u64, buf: Arc<[u8]>) -> Result<(), String> {
+/// A chunk's write failed: what the SMB client said (classified by the caller, so that a lost
+/// connection is told apart), or the server's short write.
+enum ChunkError {
+    Smb(smb::Error),
+    ZeroWrite,
+}
+
+async fn write_chunk(file: &smb::File, offset: u64, buf: Arc<[u8]>) -> Result<(), ChunkError> {
     let mut done = 0usize;
     let mut rest = buf;
     while !rest.is_empty() {
         let n = file
             .write_block_zc(rest.clone(), offset + done as u64, None)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ChunkError::Smb(smb::Error::IoError(e)))?;
         if n == 0 {
-            return Err("the server accepted 0 bytes".to_string());
+            return Err(ChunkError::ZeroWrite);
         }
         done += n;
         rest = Arc::from(&rest[n.min(rest.len())..]);

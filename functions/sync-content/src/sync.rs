@@ -230,8 +230,15 @@ impl Syncer {
         }
     }
 
-    /// The cached session if it still answers, else a new one.
+    /// The cached session if it still answers, else a new one; first removing the temporary
+    /// files an earlier invocation's dropped connection left in the folder.
     async fn session(&self) -> Result<Share, SyncError> {
+        let share = self.live_session().await?;
+        content_copy::remove_left_behind(&share).await;
+        Ok(share)
+    }
+
+    async fn live_session(&self) -> Result<Share, SyncError> {
         let cached = self.session.lock().await.take();
         if let Some(share) = cached {
             match share.stat(&self.config.target.folder).await {

@@ -11,6 +11,10 @@ use share_target::TargetError;
 use smb_share::{Share, ShareError};
 use std::time::Duration;
 
+/// Copies in all when the SMB connection drops during one: the first and two over a new
+/// connection. A link that keeps dropping fails the request (CloudFormation then rolls back).
+const LINK_ATTEMPTS: u32 = 3;
+
 /// Bound on connecting and on each SMB request.
 const SMB_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -172,15 +176,15 @@ impl WebContent {
     async fn copy(&self, request: &Request<Properties>) -> Result<Outcome, Error> {
         let p = &request.properties;
         let c = p.validate()?;
-        let share = self.connect(&c).await?;
-        let target = Target {
-            share: &share,
-            folder: &c.target.folder,
-        };
+        let mut share = self.connect(&c).await?;
         let id = self.physical_id(request);
         // Whose content the folder held before: a failed Create may clean up only content that
         // was its own (a replacement's Create must never empty what the old id still serves).
-        let before = content_copy::read_manifest(target).await;
+        let before = content_copy::read_manifest(Target {
+            share: &share,
+            folder: &c.target.folder,
+        })
+        .await;
         let owner = request.owner();
         let own_before = match &before {
             Ok(None) => true,
@@ -207,12 +211,44 @@ impl WebContent {
         options.max_memory_bytes = self.max_memory_bytes;
         options.temp_max_age = self.tuning.temp_max_age;
         options.rename_retry = self.tuning.rename_retry.clone();
-        let extra = self.more_sessions(&c, p.sessions().saturating_sub(1)).await;
-        let more: Vec<&Share> = extra.iter().collect();
-        let result = content_copy::copy_prefix_on(&self.s3, target, &more, &options).await;
-        for s in extra {
-            s.close().await;
-        }
+        // A connection that drops halfway (a file server failover, a reset) fails what was in
+        // flight; each file went to a temporary name first, so nothing half-written is under a
+        // final name. Over a new connection the copy goes on: unchanged files (the manifest's
+        // checkpoints) are skipped, the rest copied again.
+        let mut attempt = 1;
+        let result = loop {
+            let extra = self.more_sessions(&c, p.sessions().saturating_sub(1)).await;
+            let more: Vec<&Share> = extra.iter().collect();
+            let target = Target {
+                share: &share,
+                folder: &c.target.folder,
+            };
+            let result = content_copy::copy_prefix_on(&self.s3, target, &more, &options).await;
+            drop(more);
+            for s in extra {
+                s.close().await;
+            }
+            let lost = match &result {
+                Ok(summary) => summary.link_lost(),
+                Err(e) => e.is_link_lost(),
+            };
+            if !lost || attempt >= LINK_ATTEMPTS {
+                break result;
+            }
+            tracing::warn!(
+                attempt,
+                attempts = LINK_ATTEMPTS,
+                "the SMB connection was lost during the copy: reconnecting to copy the rest (unchanged files are skipped)"
+            );
+            attempt += 1;
+            let fresh = self.connect(&c).await?;
+            std::mem::replace(&mut share, fresh).close().await;
+            content_copy::remove_left_behind(&share).await;
+        };
+        let target = Target {
+            share: &share,
+            folder: &c.target.folder,
+        };
         let result = match result {
             Ok(summary) => judge(p, &c, summary),
             Err(e) => Err(e.into()),
@@ -588,6 +624,7 @@ mod tests {
             .map(|i| Failed {
                 key: format!("v1/f{i}"),
                 error: "denied".into(),
+                link_lost: false,
             })
             .collect();
         let e = judge(&p, &c, s).unwrap_err().to_string();

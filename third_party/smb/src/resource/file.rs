@@ -104,7 +104,7 @@ impl File {
             .handle
             .sendo_recvo(request, ReceiveOptions::new().with_allow_async(true))
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(std::io::Error::other)?;
         let content = response
             .message
             .content
@@ -191,7 +191,7 @@ impl File {
             .handle
             .sendo_recvo(outgoing, ReceiveOptions::new().with_allow_async(true))
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(std::io::Error::other)?;
 
         let content = response
             .message
@@ -219,7 +219,7 @@ impl File {
                 ReceiveOptions::new().with_allow_async(true),
             )
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(std::io::Error::other)?;
 
         log::debug!("Flushed {}.", self.handle.name());
         Ok(())
@@ -331,7 +331,7 @@ impl Seek for File {
 impl Read for File {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let read_length = File::read_block(self, buf, self.pos, None, false)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .map_err(std::io::Error::other)?;
         self.pos += read_length as u64;
         Ok(read_length)
     }
