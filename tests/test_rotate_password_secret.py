@@ -125,6 +125,21 @@ class Rotation:
         assert out.returncode == 0, out.stderr
         self.passwords.add(password)
 
+    def cloudformation_writes(self, account: str) -> dict:
+        """What a PasswordVersion update does: CloudFormation writes a new AWSCURRENT value for
+        `account` (the old one becomes AWSPREVIOUS) and Custom::AdServiceAccount resets the
+        account to it. Made by a put and a move: moto's PutSecretValue(VersionStages=[AWSCURRENT])
+        after an earlier move leaves AWSCURRENT on two versions (it moves the label from the
+        version that was AWSCURRENT before that move), which AWS never does."""
+        written = {"username": f"EXAMPLE\\{account}", "password": f"Cf-{uuid.uuid4().hex}-X", "share": SHARE, "generation": "2"}
+        version, previous = str(uuid.uuid4()), self.current_version()
+        self.sm.put_secret_value(SecretId=self.arn, ClientRequestToken=version, SecretString=json.dumps(written), VersionStages=["CLOUDFORMATION"])
+        self.sm.update_secret_version_stage(SecretId=self.arn, VersionStage="AWSCURRENT", MoveToVersionId=version, RemoveFromVersionId=previous)
+        self.sm.update_secret_version_stage(SecretId=self.arn, VersionStage="CLOUDFORMATION", RemoveFromVersionId=version)
+        assert self.current_version() == version, self.stages()
+        self.reset_in_ad(account, written["password"])
+        return written
+
     def deployment_id(self) -> str:
         return self.ecs.describe_services(cluster=self.cluster, services=["site"])["services"][0]["deployments"][0]["id"]
 
@@ -474,17 +489,8 @@ def test_finish_secret_refuses_a_pending_password_the_directory_no_longer_has(fn
     for name in ("createSecret", "setSecret", "testSecret"):
         step(fn, rot, name, second)
     assert rot.value("AWSPENDING", second)["username"] == f"EXAMPLE\\{rot.a}"
-    written = {"username": f"EXAMPLE\\{rot.a}", "password": f"Cf-{uuid.uuid4().hex}-X", "share": SHARE, "generation": "2"}
-    # What CloudFormation's write leaves: a new version with AWSCURRENT, the old one AWSPREVIOUS.
-    # Made by a put and a move: moto's PutSecretValue(VersionStages=[AWSCURRENT]) after an
-    # earlier move leaves AWSCURRENT on two versions (it moves the label from the version that
-    # was AWSCURRENT before that move), which AWS never does.
-    version, previous = str(uuid.uuid4()), rot.current_version()
-    rot.sm.put_secret_value(SecretId=rot.arn, ClientRequestToken=version, SecretString=json.dumps(written), VersionStages=["CLOUDFORMATION"])
-    rot.sm.update_secret_version_stage(SecretId=rot.arn, VersionStage="AWSCURRENT", MoveToVersionId=version, RemoveFromVersionId=previous)
-    rot.sm.update_secret_version_stage(SecretId=rot.arn, VersionStage="CLOUDFORMATION", RemoveFromVersionId=version)
-    assert rot.current_version() == version and rot.stages()[second] == ["AWSPENDING"], rot.stages()
-    rot.reset_in_ad(rot.a, written["password"])
+    written = rot.cloudformation_writes(rot.a)
+    assert rot.stages()[second] == ["AWSPENDING"], rot.stages()
     stages, deployment = rot.stages(), rot.deployment_id()
     assert rot.current_logs_on() and not rot.logs_on(rot.value("AWSPENDING", second))
     message = failing(fn, rot, "finishSecret", second)
@@ -521,12 +527,7 @@ def test_create_secret_of_a_stale_pending_version_drops_its_label(fn, rot):
     second = str(uuid.uuid4())
     step(fn, rot, "createSecret", second)
     assert rot.value("AWSPENDING", second)["username"] == f"EXAMPLE\\{rot.a}"
-    written = {"username": f"EXAMPLE\\{rot.a}", "password": f"Cf-{uuid.uuid4().hex}-Y", "share": SHARE, "generation": "2"}
-    version, previous = str(uuid.uuid4()), rot.current_version()
-    rot.sm.put_secret_value(SecretId=rot.arn, ClientRequestToken=version, SecretString=json.dumps(written), VersionStages=["CLOUDFORMATION"])
-    rot.sm.update_secret_version_stage(SecretId=rot.arn, VersionStage="AWSCURRENT", MoveToVersionId=version, RemoveFromVersionId=previous)
-    rot.sm.update_secret_version_stage(SecretId=rot.arn, VersionStage="CLOUDFORMATION", RemoveFromVersionId=version)
-    rot.reset_in_ad(rot.a, written["password"])
+    written = rot.cloudformation_writes(rot.a)
     message = failing(fn, rot, "createSecret", second)
     assert "AWSPENDING was taken off this version" in message and f"EXAMPLE\\{rot.a}" in message, message
     assert not any("AWSPENDING" in s for s in rot.stages().values()), rot.stages()

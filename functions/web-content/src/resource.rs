@@ -177,6 +177,8 @@ impl WebContent {
         let p = &request.properties;
         let c = p.validate()?;
         let mut share = self.connect(&c).await?;
+        // Left by an earlier request's dropped connection, in this container.
+        content_copy::remove_left_behind(&share).await;
         let id = self.physical_id(request);
         // Whose content the folder held before: a failed Create may clean up only content that
         // was its own (a replacement's Create must never empty what the old id still serves).

@@ -493,10 +493,12 @@ impl Proxy {
             let before = flow.forwarded[i];
             let mut send = data.len() as u64;
             let mut fire = None;
+            // The earliest mark a chunk reaches is the one that fires.
             for f in &flow.faults {
                 if let When::Bytes(mark) = f.when
                     && f.direction == dir
                     && before + send >= mark
+                    && fire.is_none_or(|_| mark.saturating_sub(before) < send)
                 {
                     send = mark.saturating_sub(before);
                     fire = Some(*f);
@@ -513,6 +515,11 @@ impl Proxy {
         }
         self.shared.lock().stats.bytes[i] += send as u64;
         if let Some(f) = fire {
+            if f.kind == FaultKind::Reset {
+                // A close with SO_LINGER 0 discards what is still in the send queue: give the
+                // receiver a moment to take the N bytes forwarded before the reset.
+                thread::sleep(RESET_GRACE);
+            }
             self.fire(conn, f, dir);
             if f.kind == FaultKind::Stall {
                 // Hold here until resumed or reset; the rest of this chunk is not sent.
@@ -587,6 +594,9 @@ impl Proxy {
                     ),
                     f => (Fault::parse(f)?, 1),
                 };
+                if count == 0 {
+                    return Err("connections: at least 1".into());
+                }
                 self.arm(fault, count);
                 Ok("ok".into())
             }
@@ -613,6 +623,9 @@ impl Proxy {
         }
     }
 }
+
+/// The pause between the last byte before a reset mark and the reset (see [`Proxy::forward`]).
+const RESET_GRACE: Duration = Duration::from_millis(20);
 
 /// How long before the due time the thread stops sleeping and starts yielding: Linux wakes a
 /// sleeping thread up to ~50 µs late (the default timer slack) and later under load.

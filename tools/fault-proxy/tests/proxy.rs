@@ -129,7 +129,7 @@ fn a_reset_after_n_bytes_forwards_exactly_n_then_resets_both_peers() {
     let sender = thread::spawn(move || {
         let data = pattern(1024 * 1024);
         // Fails once the reset arrives.
-        let _ = writer.write_all(&data);
+        writer.write_all(&data).err().map(|e| e.kind())
     });
     let (got, err) = read_all(&mut s);
     assert_eq!(got.len(), 100_000);
@@ -139,13 +139,15 @@ fn a_reset_after_n_bytes_forwards_exactly_n_then_resets_both_peers() {
         Some(ErrorKind::ConnectionReset),
         "the upstream sees a reset"
     );
-    let (_, err) = read_all(&mut c);
-    assert_eq!(
-        err,
-        Some(ErrorKind::ConnectionReset),
-        "the client sees a reset"
+    // The client's socket reports the reset once: to whichever of its reader and its writer
+    // asks first (the other then sees the end of the stream or a broken pipe).
+    let (_, read_err) = read_all(&mut c);
+    let write_err = sender.join().expect("sender");
+    assert!(
+        read_err == Some(ErrorKind::ConnectionReset)
+            || write_err == Some(ErrorKind::ConnectionReset),
+        "the client sees a reset: read {read_err:?}, write {write_err:?}"
     );
-    sender.join().expect("sender");
     assert_eq!(p.stats().faults_fired, 1);
 
     // The fault was armed for one connection: the next one is clean.
