@@ -702,6 +702,14 @@ impl Rotator {
         })
     }
 
+    /// A failed proof: the password-set mark of this token goes, so that the retry's setSecret
+    /// resets the account again (someone may have reset it since).
+    async fn forget_password_set(&self, ev: &StepEvent, d: &Described) {
+        if d.tag(PASSWORD_SET_TAG) == Some(ev.token.as_str()) {
+            self.untag(ev, &d.arn, &[PASSWORD_SET_TAG]).await;
+        }
+    }
+
     /// Remove the tags; a failure is only logged (what it leaves behind is said at each call).
     async fn untag(&self, ev: &StepEvent, arn: &str, keys: &[&str]) -> bool {
         let result = self
@@ -928,9 +936,7 @@ impl Rotator {
                 detail,
             }) => {
                 // Someone may have reset the account since setSecret: the retry resets it again.
-                if d.tag(PASSWORD_SET_TAG) == Some(ev.token.as_str()) {
-                    self.untag(ev, &d.arn, &[PASSWORD_SET_TAG]).await;
-                }
+                self.forget_password_set(ev, d).await;
                 Err(Problem::Proof {
                     account,
                     share,
@@ -1019,9 +1025,7 @@ impl Rotator {
                     detail,
                 }) => {
                     // As after a failed testSecret: the retry's setSecret resets again.
-                    if d.tag(PASSWORD_SET_TAG) == Some(ev.token.as_str()) {
-                        self.untag(ev, &d.arn, &[PASSWORD_SET_TAG]).await;
-                    }
+                    self.forget_password_set(ev, d).await;
                     return Err(Problem::NotProven {
                         account,
                         share,
