@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from lambda_harness import binary
+from fault_proxy import Proxy
 from test_rotate_password_secret import ENVIRONMENT, Rotation, ecs, failing, no_leak, rot, step  # noqa: F401 (fixtures)
 from test_rotate_password import Fn
 from test_sync_content import (PREFIX, Bucket, admin_parameter, bucket, dynamodb, folder, moto, s3, share_files,  # noqa: F401
@@ -20,33 +20,6 @@ from test_sync_content import (PREFIX, Bucket, admin_parameter, bucket, dynamodb
 from test_web_content import Smb, manifest_of, manifest_path, props, upload
 
 KIB = 1024
-
-
-class Proxy:
-    """tools/fault-proxy in front of the share (127.0.0.1:445), with faults armed from the
-    command line for its first connections."""
-
-    def __init__(self, *faults: str, connections: int = 1):
-        args = [str(binary("fault-proxy")), "--upstream", "127.0.0.1:445"]
-        for f in faults:
-            args += ["--fault", f, "--fault-connections", str(connections)]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("listening="), line
-        fields = dict(kv.split("=", 1) for kv in line.split())
-        self.port = int(fields["listening"].rsplit(":", 1)[1])
-        self.control = fields["control"]
-
-    def stats(self) -> dict:
-        import socket
-        host, port = self.control.rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=5) as s:
-            s.sendall(b"stats\n")
-            return json.loads(s.makefile().readline())
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -121,6 +94,33 @@ def test_a_webcontent_copy_survives_a_connection_reset_halfway(web, shared_s3, s
     assert [r["attempt"] for r in reconnects] == [1], reconnects
     # Finished after reconnecting: the whole site, whole, and the manifest names exactly it; the
     # temporary files the dropped connection left were removed over the new one.
+    assert no_partial_file(smb, folder, want) == want
+    assert sorted(manifest_of(smb, folder)["files"]) == sorted(want)
+    assert not [k for k in smb.tree(folder) if ".fargate-smb-tmp-" in k]
+
+
+def test_a_webcontent_copy_survives_a_stalled_connection(web, shared_s3, smb, folder, shared_admin_parameter, proxies):  # noqa: F811
+    """A stall, as a file server failover can leave a connection: the bytes are taken and nothing
+    comes back, no reset ever arrives. The requests in flight wait out their timeout (20 s); the
+    first that does marks the connection lost, so every later request fails at once instead of
+    each waiting its own 20 s (one file after another, that would be minutes), and the copy goes
+    on over a new connection."""
+    name = f"wc-{uuid.uuid4().hex[:12]}"
+    shared_s3.create_bucket(Bucket=name)
+    objects = site(40, 64 * KIB)
+    upload(shared_s3, name, objects)
+    want = {k.removeprefix("site/"): v for k, v in objects.items()}
+    proxy = proxies("stall up bytes 1048576")
+    created = web.create(props(name, folder, shared_admin_parameter, Port=str(proxy.port), Sessions="1", Parallelism="8"))
+    assert proxy.stats()["faults_fired"] == 1, "the stall never happened: the test proves nothing"
+    assert created["Status"] == "SUCCESS", created["Reason"]
+    lines = web.bootstrap.stdout_lines()
+    reconnects = [json.loads(line) for line in lines if "reconnecting to copy the rest" in line]
+    assert [r["attempt"] for r in reconnects] == [1], reconnects
+    # Only what was in flight waited out the timeout; the rest was refused without being sent.
+    waited = [line for line in lines if "did not answer" in line]
+    refused = [line for line in lines if "an earlier request found the connection lost" in line]
+    assert 1 <= len(waited) <= 8 and refused, (len(waited), len(refused))
     assert no_partial_file(smb, folder, want) == want
     assert sorted(manifest_of(smb, folder)["files"]) == sorted(want)
     assert not [k for k in smb.tree(folder) if ".fargate-smb-tmp-" in k]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fault_proxy import Proxy
 from lambda_harness import binary, domain_user, samba_env
 
 
@@ -25,9 +26,10 @@ class Smb:
         self.auth.write_text(f"username = Administrator\npassword = {open(self.admin_password_file).read()}\ndomain = EXAMPLE\n")
         self.auth.chmod(0o600)
 
-    def ctl(self, *args, share="\\\\127.0.0.1\\share", user="EXAMPLE\\Administrator", password_file=None, port=None):
+    def ctl(self, *args, share="\\\\127.0.0.1\\share", user="EXAMPLE\\Administrator", password_file=None, port=None,
+            extra_env=None):
         env = {"PATH": os.environ["PATH"], "SMB_SHARE": share, "SMB_USERNAME": user,
-               "SMB_PASSWORD_FILE": password_file or self.admin_password_file}
+               "SMB_PASSWORD_FILE": password_file or self.admin_password_file, **(extra_env or {})}
         if port:
             env["SMB_PORT"] = str(port)
         out = subprocess.run([str(binary("smbctl", example=True)), *args], capture_output=True, text=True, timeout=60, env=env)
@@ -156,6 +158,64 @@ def test_parallel_writes_of_many_files(smb, tmp_path):
         smb.smbclient(f"get {base}/{name} {tmp_path / ('w-' + name)}")
         assert (tmp_path / ("w-" + name)).read_bytes() == contents[name]
     for name in contents:
+        smb.ok("rm", f"{base}/{name}")
+    smb.ok("rm", base)
+
+
+@pytest.mark.parametrize("encryption", ["on", "off"])
+def test_a_small_file_is_one_compounded_request(smb, tmp_path, encryption):
+    """A file that fits in one write goes out as CREATE + WRITE + CLOSE in one frame (third_party/smb's
+    compounding), encrypted as a whole or, with encryption off, each request signed. Witnesses: the
+    proxy's count of frames sent up (one per small file, where three requests would be three frames),
+    and the server's disk, byte for byte. Two files at the write size's boundary take the streamed
+    path: exactly one write (create, write, close: 3 frames) and one more (4 frames)."""
+    env = {"SMB_ENCRYPTION": "off"} if encryption == "off" else {}
+    max_write = smb.ok("check")["max_write"]
+    base = f"sst-{uuid.uuid4().hex[:8]}"
+    empty, local = tmp_path / "empty", tmp_path / "tree"
+    empty.mkdir()
+    local.mkdir()
+    contents = {f"f{i:03}.bin": os.urandom(i * 331) for i in range(200)}  # 0 B to 64 KiB
+    contents["at-limit.bin"] = os.urandom(max_write)
+    contents["over-limit.bin"] = os.urandom(max_write + 1)
+    for name, data in contents.items():
+        (local / name).write_bytes(data)
+    proxy = Proxy()
+    try:
+        # The frames a session and the folder cost, with nothing to write.
+        smb.ok("put-tree", str(empty), f"{base}-empty", "16", port=proxy.port, extra_env=env)
+        baseline = proxy.stats()["frames_up"]
+        assert smb.ok("put-tree", str(local), base, "16", port=proxy.port, extra_env=env)["files"] == len(contents)
+        frames = proxy.stats()["frames_up"] - 2 * baseline
+    finally:
+        proxy.stop()
+    assert 200 + 3 + 4 <= frames <= 200 + 3 + 4 + 2, frames
+    stored = Path(smb.conf).parent.parent / "share" / base
+    assert {p.name: p.read_bytes() for p in stored.iterdir()} == contents
+    for name in contents:
+        smb.ok("rm", f"{base}/{name}")
+    smb.ok("rm", base)
+    smb.ok("rm", f"{base}-empty")
+
+
+def test_compounds_the_server_refuses_give_back_their_credits(smb, tmp_path):
+    """3,000 creates the server refuses (a wildcard in the name), each compounded with its write and
+    close: the server fails all three requests, and each answer must return its credits, or the
+    9,000 charged would exceed Samba's 8,192 and the files after them would wait until they time out.
+    The good files come last (smbctl sorts the names) and must be on the server's disk."""
+    base = f"sst-{uuid.uuid4().hex[:8]}"
+    local = tmp_path / "refused"
+    local.mkdir()
+    for i in range(3000):
+        (local / f"bad*{i:04}").write_bytes(b"x" * (i % 50))
+    good = {f"zz-good-{i}.txt": f"good {i}\n".encode() for i in range(3)}
+    for name, data in good.items():
+        (local / name).write_bytes(data)
+    err = smb.error("put-tree", str(local), base, "32")
+    assert "3000 of 3003 files failed" in err and "Object Name Invalid" in err, err
+    stored = Path(smb.conf).parent.parent / "share" / base
+    assert {p.name: p.read_bytes() for p in stored.iterdir()} == good
+    for name in good:
         smb.ok("rm", f"{base}/{name}")
     smb.ok("rm", base)
 

@@ -47,6 +47,11 @@ async fn run(args: &[String]) -> Result<(), String> {
             .parse()
             .map_err(|_| "SMB_PIPELINE is not a number".to_string())?;
     }
+    if std::env::var("SMB_ENCRYPTION").as_deref() == Ok("off") {
+        // The signed path, for the tests (see ShareConfig::offer_encryption).
+        config.require_encryption = false;
+        config.offer_encryption = false;
+    }
     config.timeout = Duration::from_secs(5);
     let share = Share::connect(&config).await.map_err(|e| e.to_string())?;
     let arg = |i: usize| {
@@ -98,6 +103,8 @@ async fn run(args: &[String]) -> Result<(), String> {
                     ));
                 }
             }
+            // In name order, so that a test can put some files after others.
+            files.sort();
             // SMB_CONNECTIONS sessions share the work (default 1).
             let connections: usize = std::env::var("SMB_CONNECTIONS")
                 .ok()

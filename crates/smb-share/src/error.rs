@@ -3,6 +3,7 @@
 
 use smb::Status;
 use smb::transport::TransportError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const STATUS_ACCOUNT_DISABLED: u32 = 0xC000_0072;
@@ -176,10 +177,35 @@ pub(crate) struct Context<'a> {
     pub share: &'a str,
     pub user: &'a str,
     pub timeout: Duration,
+    /// Set once a request on this connection found it lost (see [`Context::classify`]).
+    pub lost: Option<&'a AtomicBool>,
 }
 
 impl Context<'_> {
+    /// The error `err` means for `operation` on `path`. A lost link (a reset, or a request
+    /// that timed out, as a stalled connection makes every request do) also marks the connection
+    /// lost, so that what would be sent next fails at once instead of each waiting out its
+    /// own timeout.
     pub(crate) fn classify(&self, operation: &str, path: &str, err: smb::Error) -> ShareError {
+        let e = self.classify_error(operation, path, err);
+        if e.is_link_lost()
+            && let Some(lost) = self.lost
+        {
+            lost.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// The error a request not sent on a connection already found lost returns.
+    pub(crate) fn already_lost(&self, operation: &str, path: &str) -> ShareError {
+        self.lost(
+            operation,
+            path,
+            "an earlier request found the connection lost; reconnect".into(),
+        )
+    }
+
+    fn classify_error(&self, operation: &str, path: &str, err: smb::Error) -> ShareError {
         use smb::Error as E;
         let user = self.user.to_owned();
         match err {
@@ -307,7 +333,28 @@ mod tests {
             share: "share",
             user: "svc",
             timeout: Duration::from_secs(5),
+            lost: None,
         }
+    }
+
+    #[test]
+    fn a_lost_link_marks_the_connection_and_a_refusal_does_not() {
+        let flag = AtomicBool::new(false);
+        let c = Context {
+            lost: Some(&flag),
+            ..ctx()
+        };
+        let refused = c.classify(
+            "write",
+            "a.txt",
+            smb::Error::UnexpectedMessageStatus(Status::U32_ACCESS_DENIED),
+        );
+        assert!(!refused.is_link_lost() && !flag.load(Ordering::Relaxed));
+        let lost = c.classify("write", "a.txt", smb::Error::ConnectionStopped);
+        assert!(lost.is_link_lost() && flag.load(Ordering::Relaxed));
+        let next = c.already_lost("read", "b.txt");
+        assert!(next.is_link_lost());
+        assert!(next.to_string().contains("read b.txt"), "{next}");
     }
 
     #[test]

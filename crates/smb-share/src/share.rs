@@ -61,6 +61,10 @@ pub struct ShareConfig {
     pub timeout: Duration,
     /// Refuse a session the server will not encrypt (default true).
     pub require_encryption: bool,
+    /// Offer encryption at all (default true). With false (and `require_encryption` false) the
+    /// session is signed instead, as with a Windows server that encrypts only the shares told
+    /// to; the tests use it to run the signed path against a server that would encrypt.
+    pub offer_encryption: bool,
     /// How long a directory listing may stay silent before it fails. A stalled listing is an
     /// error, never a short list: callers decide what to delete from listings.
     pub list_idle: Duration,
@@ -77,6 +81,7 @@ impl ShareConfig {
             port: 445,
             timeout: Duration::from_secs(10),
             require_encryption: true,
+            offer_encryption: true,
             list_idle: Duration::from_secs(10),
             pipeline: 8,
         }
@@ -191,6 +196,8 @@ pub struct Share {
     pipeline: usize,
     max_write: usize,
     max_read: usize,
+    /// Set by the first request that finds the connection lost; see [`Share::is_lost`].
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Share {
@@ -230,7 +237,23 @@ impl Share {
             share: &self.unc.share,
             user: &self.username,
             timeout: self.timeout,
+            lost: Some(&self.lost),
         }
+    }
+
+    /// Fails at once when an earlier request found this connection lost: on a stalled link
+    /// every request would otherwise wait out its own timeout, one file after another.
+    fn alive(&self, operation: &str, path: &str) -> Result<(), ShareError> {
+        if self.lost.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(self.ctx().already_lost(operation, path));
+        }
+        Ok(())
+    }
+
+    /// Whether a request on this connection found it lost (then every later one fails at once,
+    /// and the caller should connect again).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn fail(&self, operation: &str, path: &str, e: smb::Error) -> ShareError {
@@ -247,6 +270,7 @@ impl Share {
             share: &unc.share,
             user: &config.username,
             timeout: config.timeout,
+            lost: None,
         };
         let addresses: Vec<SocketAddr> = tokio::time::timeout(
             config.timeout,
@@ -280,8 +304,10 @@ impl Share {
         let mut settings = ConnectionConfig {
             encryption_mode: if config.require_encryption {
                 EncryptionMode::Required
-            } else {
+            } else if config.offer_encryption {
                 EncryptionMode::Allowed
+            } else {
+                EncryptionMode::Disabled
             },
             // SMB 3.1.1: AES-GCM and pre-authentication integrity (FSx and Windows Server 2016+ speak it).
             min_dialect: Some(Dialect::Smb0311),
@@ -339,6 +365,7 @@ impl Share {
             pipeline: config.pipeline.max(1),
             max_write: max_write.clamp(4096, MAX_REQUEST),
             max_read: max_read.clamp(4096, MAX_REQUEST),
+            lost: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -358,6 +385,7 @@ impl Share {
 
     /// `mkdir -p`: create every missing folder of `path`.
     pub async fn create_dir_all(&self, path: &str) -> Result<(), ShareError> {
+        self.alive("create the folder", path)?;
         let mut current = String::new();
         for part in norm(path).split('\\').filter(|p| !p.is_empty()) {
             if !current.is_empty() {
@@ -407,7 +435,24 @@ impl Share {
     where
         R: tokio::io::AsyncRead + Unpin,
     {
+        self.alive("write", path)?;
         let path = norm(path);
+        let chunk = self.max_write;
+        let failed = |detail: String| ShareError::Other {
+            operation: format!("write {path}"),
+            detail,
+        };
+        // Read the first chunk before opening anything: most web content fits in one write, and
+        // then the create, the write and the close go out as one compounded request, one round
+        // trip per file instead of three.
+        let mut space = vec![0u8; chunk];
+        let filled = fill(&mut reader, &mut space)
+            .await
+            .map_err(|e| failed(format!("reading the source failed: {e}")))?;
+        if filled < chunk {
+            return self.write_small(&path, Arc::from(&space[..filled])).await;
+        }
+        let first: Arc<[u8]> = Arc::from(&space[..]);
         let args = FileCreateArgs::make_overwrite(FileAttributes::new(), CreateOptions::new());
         let file = self
             .tree
@@ -415,13 +460,14 @@ impl Share {
             .await
             .map_err(|e| self.fail("create the file", &path, e))?
             .unwrap_file();
-        let chunk = self.max_write;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Arc<[u8]>)>(2);
         let produce = async move {
-            let mut offset = 0u64;
+            if tx.send((0, first)).await.is_err() {
+                return Ok(chunk as u64); // The writer failed; its error is reported.
+            }
+            let mut offset = chunk as u64;
             // One reused read buffer; each chunk is then copied once into the shared buffer the
             // request owns (a memcpy, far cheaper than fresh zeroed pages per chunk).
-            let mut space = vec![0u8; chunk];
             loop {
                 let filled = fill(&mut reader, &mut space).await?;
                 if filled == 0 {
@@ -450,15 +496,32 @@ impl Share {
         };
         let (read, written) = futures_util::future::join(produce, consume).await;
         let _ = file.close().await;
-        let failed = |detail: String| ShareError::Other {
-            operation: format!("write {path}"),
-            detail,
-        };
         written.map_err(|e| match e {
             ChunkError::Smb(e) => self.fail("write", &path, e),
             ChunkError::ZeroWrite => failed("the server accepted 0 bytes".into()),
         })?;
         read.map_err(|e| failed(format!("reading the source failed: {e}")))
+    }
+
+    /// A whole file that fits in one write: create (or overwrite), write and close as one
+    /// compounded request. A short write is an error, as the streaming path's zero write is: the
+    /// file then holds less than was sent, and the caller (which writes under a temporary name)
+    /// does not publish it.
+    async fn write_small(&self, path: &str, data: Arc<[u8]>) -> Result<u64, ShareError> {
+        let args = FileCreateArgs::make_overwrite(FileAttributes::new(), CreateOptions::new());
+        let wanted = data.len();
+        let written = self
+            .tree
+            .write_whole_file(path, &args, data)
+            .await
+            .map_err(|e| self.fail("write", path, e))?;
+        if written != wanted {
+            return Err(ShareError::Other {
+                operation: format!("write {path}"),
+                detail: format!("the server accepted {written} of {wanted} bytes"),
+            });
+        }
+        Ok(wanted as u64)
     }
 
     /// Write many files, up to `parallel` at a time; the results come back in input order.
@@ -472,6 +535,7 @@ impl Share {
 
     /// The whole content of `path`.
     pub async fn read(&self, path: &str) -> Result<Vec<u8>, ShareError> {
+        self.alive("read", path)?;
         let path = norm(path);
         let args =
             FileCreateArgs::make_open_existing(FileAccessMask::new().with_generic_read(true));
@@ -531,6 +595,7 @@ impl Share {
 
     /// Size, kind and last write time.
     pub async fn stat(&self, path: &str) -> Result<Meta, ShareError> {
+        self.alive("stat", path)?;
         let path = norm(path);
         let r = self
             .open(
@@ -556,6 +621,7 @@ impl Share {
 
     /// Rename (or move within the share); `replace` overwrites an existing target.
     pub async fn rename(&self, from: &str, to: &str, replace: bool) -> Result<(), ShareError> {
+        self.alive("rename", to)?;
         let (from, to) = (norm(from), norm(to));
         let access = FileAccessMask::new()
             .with_delete(true)
@@ -584,6 +650,7 @@ impl Share {
     /// read from the handle that renamed it (no extra open): what a manifest records to notice
     /// later edits by hand.
     pub async fn rename_meta(&self, from: &str, to: &str) -> Result<Meta, ShareError> {
+        self.alive("rename", to)?;
         let (from, to) = (norm(from), norm(to));
         let access = FileAccessMask::new()
             .with_delete(true)
@@ -654,6 +721,7 @@ impl Share {
     /// as this handle is open — the server removes it when the holder closes it or its session
     /// ends (a killed process leaves no stale lock). `None`: another session holds it now.
     pub async fn try_lock(&self, path: &str) -> Result<Option<Lock>, ShareError> {
+        self.alive("create the lock file", path)?;
         let path = norm(path);
         let args = FileCreateArgs {
             disposition: CreateDisposition::Create,
@@ -684,6 +752,7 @@ impl Share {
 
     /// Delete a file or an empty folder. Deleting what does not exist is not an error.
     pub async fn remove(&self, path: &str) -> Result<(), ShareError> {
+        self.alive("delete", path)?;
         let path = norm(path);
         let access = FileAccessMask::new()
             .with_delete(true)
@@ -703,6 +772,7 @@ impl Share {
 
     /// The entries of a folder (without `.` and `..`).
     pub async fn list(&self, path: &str) -> Result<Vec<Entry>, ShareError> {
+        self.alive("list", path)?;
         let path = norm(path);
         let access: FileAccessMask = DirAccessMask::new()
             .with_list_directory(true)
@@ -860,6 +930,7 @@ impl Share {
     /// Owner, group and DACL. Only allow and deny ACEs are modelled; others are reported as an error
     /// rather than silently dropped.
     pub async fn security(&self, path: &str) -> Result<SecurityInfo, ShareError> {
+        self.alive("read the ACL of", path)?;
         let path = norm(path);
         let r = self
             .open(
@@ -952,6 +1023,7 @@ impl Share {
         aces: &[Ace],
         control: SecurityDescriptorControl,
     ) -> Result<(), ShareError> {
+        self.alive("set the ACL of", path)?;
         let path = norm(path);
         let mut wire = Vec::with_capacity(aces.len());
         for a in aces {

@@ -770,6 +770,16 @@ impl MessageHandler for ConnectionMessageHandler {
         let is_cancel = msg.message.content.as_cancel().is_ok();
         if !is_cancel {
             self.process_sequence_outgoing(&mut msg).await?;
+            // fargate-smb patch: each request of a compound takes its own credits and the next
+            // message IDs, in the order they are sent.
+            for related in msg.related.iter_mut() {
+                related.message.header.flags = related
+                    .message
+                    .header
+                    .flags
+                    .with_priority_mask(priority_value);
+                self.process_sequence_outgoing(related).await?;
+            }
         } else if msg.message.header.message_id == 0 {
             return Err(Error::InvalidState(
                 "Cancel message must have a valid message ID".into(),

@@ -27,6 +27,11 @@ pub struct OutgoingMessage {
 
     /// Channel ID to use for this message, if any.
     pub channel_id: Option<u32>,
+
+    /// fargate-smb patch: the requests sent after this one in the same compound (MS-SMB2
+    /// 3.2.4.1.4), in order. Every handler that stamps this message (tree, session, signing,
+    /// encryption, credits) stamps them the same way; the worker sends them all in one frame.
+    pub related: Vec<OutgoingMessage>,
 }
 
 impl OutgoingMessage {
@@ -39,6 +44,7 @@ impl OutgoingMessage {
             has_response: true,
             additional_data: None,
             channel_id: None,
+            related: Vec::new(),
         }
     }
 
@@ -69,11 +75,17 @@ pub struct SendMessageResult {
     pub msg_id: u64,
     // If finalized, this is set.
     pub raw: Option<IoVec>,
+    /// fargate-smb patch: the message IDs of the related requests sent in the same compound.
+    pub related_ids: Vec<u64>,
 }
 
 impl SendMessageResult {
     pub fn new(msg_id: u64, raw: Option<IoVec>) -> SendMessageResult {
-        SendMessageResult { msg_id, raw }
+        SendMessageResult {
+            msg_id,
+            raw,
+            related_ids: Vec::new(),
+        }
     }
 }
 

@@ -145,14 +145,60 @@ pub struct Stats {
     pub live: u64,
     /// Bytes forwarded up and down, over all connections.
     pub bytes: [u64; 2],
+    /// Frames seen up and down, over all connections, where a frame is a 4-byte header whose
+    /// low 3 bytes give the length of what follows, as SMB2 over TCP frames its messages
+    /// (MS-SMB2 2.1): one compounded request is one frame. Counted as read from the source.
+    pub frames: [u64; 2],
     pub faults_fired: u64,
+}
+
+/// Counts length-prefixed frames in a byte stream fed in arbitrary pieces.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FrameCounter {
+    /// Bytes of the current frame's body still to come.
+    body_left: usize,
+    header: [u8; 4],
+    header_got: usize,
+}
+
+impl FrameCounter {
+    /// Feed the next piece of the stream; the number of frames whose header it completed.
+    pub fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut frames = 0;
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let take = self.body_left.min(data.len());
+                self.body_left -= take;
+                data = &data[take..];
+                continue;
+            }
+            let take = (4 - self.header_got).min(data.len());
+            self.header[self.header_got..self.header_got + take].copy_from_slice(&data[..take]);
+            self.header_got += take;
+            data = &data[take..];
+            if self.header_got == 4 {
+                self.header_got = 0;
+                self.body_left =
+                    u32::from_be_bytes([0, self.header[1], self.header[2], self.header[3]])
+                        as usize;
+                frames += 1;
+            }
+        }
+        frames
+    }
 }
 
 impl Stats {
     pub fn to_json(&self) -> String {
         format!(
-            r#"{{"accepted": {}, "live": {}, "bytes_up": {}, "bytes_down": {}, "faults_fired": {}}}"#,
-            self.accepted, self.live, self.bytes[0], self.bytes[1], self.faults_fired
+            r#"{{"accepted": {}, "live": {}, "bytes_up": {}, "bytes_down": {}, "frames_up": {}, "frames_down": {}, "faults_fired": {}}}"#,
+            self.accepted,
+            self.live,
+            self.bytes[0],
+            self.bytes[1],
+            self.frames[0],
+            self.frames[1],
+            self.faults_fired
         )
     }
 }
@@ -430,12 +476,18 @@ impl Proxy {
         let reader = thread::Builder::new().spawn(move || {
             let mut buf = vec![0u8; 256 * 1024];
             let mut last_due = Instant::now();
+            let mut frames = FrameCounter::default();
             loop {
                 let n = match from.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let delay = shared.lock().delay[dir.index()];
+                let seen = frames.feed(&buf[..n]);
+                let delay = {
+                    let mut state = shared.lock();
+                    state.stats.frames[dir.index()] += seen;
+                    state.delay[dir.index()]
+                };
                 // A delay lowered on command never lets a chunk overtake an earlier one.
                 let due = (Instant::now() + delay).max(last_due);
                 last_due = due;
@@ -710,4 +762,34 @@ pub fn probe(delay: Duration, count: usize, size: usize) -> io::Result<Probe> {
         target: delay * 2,
         samples,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrameCounter;
+
+    fn frame(body: usize) -> Vec<u8> {
+        let mut f = vec![0, (body >> 16) as u8, (body >> 8) as u8, body as u8];
+        f.extend(std::iter::repeat_n(0xAB, body));
+        f
+    }
+
+    #[test]
+    fn frames_are_counted_whatever_the_pieces() {
+        let stream: Vec<u8> = [frame(0), frame(70_000), frame(3), frame(1 << 20)].concat();
+        for piece in [1usize, 2, 3, 5, 4096, stream.len()] {
+            let mut counter = FrameCounter::default();
+            let total: u64 = stream.chunks(piece).map(|c| counter.feed(c)).sum();
+            assert_eq!(total, 4, "piece size {piece}");
+        }
+    }
+
+    #[test]
+    fn a_header_split_at_the_end_is_not_counted_until_whole() {
+        let mut counter = FrameCounter::default();
+        assert_eq!(counter.feed(&[0, 0]), 0);
+        assert_eq!(counter.feed(&[0, 2, 9]), 1);
+        assert_eq!(counter.feed(&[9, 0, 0, 0]), 0);
+        assert_eq!(counter.feed(&[0]), 1);
+    }
 }

@@ -4,7 +4,7 @@ use crate::{compression::*, msg_handler::*};
 use binrw::prelude::*;
 use maybe_async::*;
 use smb_msg::*;
-use smb_transport::IoVec;
+use smb_transport::{IoVec, IoVecBuf};
 use std::{collections::HashMap, io::Cursor, sync::Arc};
 
 use super::connection_info::ConnectionInfo;
@@ -155,8 +155,102 @@ impl Transformer {
         f(&session_info)
     }
 
+    /// fargate-smb patch: a request and its related requests as one compounded frame
+    /// (MS-SMB2 3.2.4.1.4). Each request but the last is padded to 8 bytes and its header's
+    /// NextCommand gives the padded length; when signing, each request is signed on its own,
+    /// padding included, after NextCommand is set; when encrypting, one transform header covers
+    /// the whole chain. Compression is not applied to a compound.
+    async fn transform_compound(&self, mut msg: OutgoingMessage) -> crate::Result<IoVec> {
+        let should_encrypt = msg.encrypt;
+        let should_sign = msg.message.header.flags.signed();
+        let session_id = msg.message.header.session_id;
+        let related = std::mem::take(&mut msg.related);
+        let count = related.len() + 1;
+        let signer = if should_sign {
+            Some(
+                self._with_channel(session_id, |session| {
+                    let channel_info = session.channel.as_ref().ok_or(crate::Error::TranformFailed(
+                        TransformError {
+                            outgoing: true,
+                            phase: TransformPhase::SignVerify,
+                            session_id: Some(session_id),
+                            why: "Message is required to be signed, but no channel is set up!",
+                            msg_id: Some(msg.message.header.message_id),
+                        },
+                    ))?;
+                    Ok(channel_info.signer()?.clone())
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+
+        let mut chain: Vec<IoVecBuf> = Vec::with_capacity(count * 3);
+        for (index, mut part) in std::iter::once(msg).chain(related).enumerate() {
+            let last = index + 1 == count;
+            let mut buffer = Vec::with_capacity(Header::STRUCT_SIZE);
+            part.message.write(&mut Cursor::new(&mut buffer))?;
+            let extra = part.additional_data.as_ref().map_or(0, |d| d.len());
+            let length = buffer.len() + extra;
+            let padding = if last { 0 } else { (8 - length % 8) % 8 };
+            part.message.header.next_command = if last {
+                0
+            } else {
+                u32::try_from(length + padding).map_err(|_| {
+                    crate::Error::InvalidArgument("A compounded request is too large.".into())
+                })?
+            };
+            part.message
+                .header
+                .write(&mut Cursor::new(&mut buffer[..Header::STRUCT_SIZE]))?;
+            let mut request = IoVec::default();
+            request.add_owned(buffer);
+            if let Some(data) = part.additional_data.take().filter(|d| !d.is_empty()) {
+                request.add_shared(data);
+            }
+            if padding > 0 {
+                request.add_owned(vec![0u8; padding]);
+            }
+            if let Some(signer) = signer.as_ref() {
+                // A signer signs one message (GMAC keeps its nonce state): a fresh copy each.
+                signer
+                    .clone()
+                    .sign_message(&mut part.message.header, &mut request)?;
+            }
+            // The header buffers are small copies; a write's data stays shared.
+            chain.extend(request.iter().cloned());
+        }
+        let mut chain = IoVec::from(chain);
+
+        if should_encrypt {
+            let mut encryptor = self
+                ._with_session(session_id, |session| {
+                    let encryptor = session.encryptor()?.ok_or(crate::Error::TranformFailed(
+                        TransformError {
+                            outgoing: true,
+                            phase: TransformPhase::EncryptDecrypt,
+                            session_id: Some(session_id),
+                            why: "Message is required to be encrypted, but no encryptor is set up!",
+                            msg_id: None,
+                        },
+                    ))?;
+                    Ok(encryptor.clone())
+                })
+                .await?;
+            let encrypted_header = encryptor.encrypt_message(&mut chain, session_id)?;
+            let write_encryption_header =
+                chain.insert_owned(0, Vec::with_capacity(EncryptedHeader::STRUCTURE_SIZE));
+            encrypted_header.write(&mut Cursor::new(write_encryption_header))?;
+        }
+        Ok(chain)
+    }
+
     /// Transforms an outgoing message to a raw SMB message.
     pub async fn transform_outgoing(&self, mut msg: OutgoingMessage) -> crate::Result<IoVec> {
+        if !msg.related.is_empty() {
+            return self.transform_compound(msg).await;
+        }
         let should_encrypt = msg.encrypt;
         let should_sign = msg.message.header.flags.signed();
         let session_id = msg.message.header.session_id;
@@ -260,8 +354,12 @@ impl Transformer {
         Ok(outgoing_data)
     }
 
-    /// Transforms an incoming message buffer to an [`IncomingMessage`].
-    pub async fn transform_incoming(&self, data: Vec<u8>) -> crate::Result<IncomingMessage> {
+    /// (Internal, fargate-smb patch) Decrypts and decompresses an incoming frame: the first
+    /// plain message, the plain bytes of the whole frame and how it arrived.
+    async fn unwrap_incoming(
+        &self,
+        data: Vec<u8>,
+    ) -> crate::Result<(PlainResponse, Vec<u8>, MessageForm)> {
         let message = Response::try_from(data.as_ref())?;
 
         let mut form = MessageForm::default();
@@ -311,11 +409,86 @@ impl Transformer {
             (message, raw)
         };
 
-        let mut message = match message {
-            Response::Plain(message) => message,
-            _ => panic!("Unexpected message type"),
-        };
+        match message {
+            Response::Plain(message) => Ok((message, raw, form)),
+            _ => Err(crate::Error::InvalidMessage(
+                "Unexpected message type after decryption and decompression".into(),
+            )),
+        }
+    }
 
+    /// Transforms an incoming message buffer to an [`IncomingMessage`].
+    pub async fn transform_incoming(&self, data: Vec<u8>) -> crate::Result<IncomingMessage> {
+        let (message, raw, form) = self.unwrap_incoming(data).await?;
+        self.verified_incoming(message, raw, form).await
+    }
+
+    /// fargate-smb patch: transforms an incoming frame into every message it carries. A server
+    /// answers a compounded request with a compounded response (MS-SMB2 3.3.4.1.3): one frame,
+    /// one transform header when encrypted, each response but the last padded to 8 bytes and
+    /// its NextCommand giving its length. Each is verified and delivered on its own.
+    pub async fn transform_incoming_all(
+        &self,
+        data: Vec<u8>,
+    ) -> crate::Result<Vec<crate::Result<IncomingMessage>>> {
+        let (message, raw, form) = self.unwrap_incoming(data).await?;
+        if message.header.next_command == 0 {
+            return Ok(vec![self.verified_incoming(message, raw, form).await]);
+        }
+        let mut messages = Vec::new();
+        let mut start = 0usize;
+        loop {
+            let rest = &raw[start..];
+            if rest.len() < Header::STRUCT_SIZE {
+                messages.push(Err(crate::Error::InvalidMessage(
+                    "A compounded response ends inside a header".into(),
+                )));
+                break;
+            }
+            let next = u32::from_le_bytes([rest[20], rest[21], rest[22], rest[23]]) as usize;
+            if next != 0 && (next < Header::STRUCT_SIZE || next > rest.len()) {
+                messages.push(Err(crate::Error::InvalidMessage(format!(
+                    "A compounded response's NextCommand ({next}) is outside the frame"
+                ))));
+                break;
+            }
+            let end = if next == 0 { raw.len() } else { start + next };
+            let piece = raw[start..end].to_vec();
+            let part_form = MessageForm {
+                compressed: form.compressed,
+                encrypted: form.encrypted,
+                signed: false,
+            };
+            match Response::try_from(piece.as_ref()) {
+                Ok(Response::Plain(part)) => {
+                    messages.push(self.verified_incoming(part, piece, part_form).await)
+                }
+                Ok(_) => {
+                    messages.push(Err(crate::Error::InvalidMessage(
+                        "A compounded response holds a transformed message".into(),
+                    )));
+                    break;
+                }
+                Err(e) => {
+                    messages.push(Err(e.into()));
+                    break;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            start = end;
+        }
+        Ok(messages)
+    }
+
+    /// (Internal) Verifies one plain incoming message (its signature, when signed).
+    async fn verified_incoming(
+        &self,
+        mut message: PlainResponse,
+        raw: Vec<u8>,
+        mut form: MessageForm,
+    ) -> crate::Result<IncomingMessage> {
         let iovec = IoVec::from(raw);
         // If fails, return TranformFailed, with message id.
         // this allows to notify the error to the task that was waiting for this message.

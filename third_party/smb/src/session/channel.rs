@@ -228,6 +228,13 @@ impl MessageHandler for ChannelMessageHandler {
             }
         }
         msg.message.header.session_id = self.session_id;
+        // fargate-smb patch: a compound is signed or encrypted as a whole, the same way.
+        let signed = msg.message.header.flags.signed();
+        for related in msg.related.iter_mut() {
+            related.encrypt = msg.encrypt;
+            related.message.header.flags.set_signed(signed);
+            related.message.header.session_id = self.session_id;
+        }
         self.upstream.sendo(msg).await
     }
 

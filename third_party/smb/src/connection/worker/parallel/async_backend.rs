@@ -48,6 +48,11 @@ impl AsyncBackend {
         // Cleanup
         log::debug!("Cleaning up worker loop.");
         if let Ok(mut state) = worker.state.lock().await {
+            // fargate-smb patch: nothing will be received any more. Marked under the state lock,
+            // so a receive either is waiting already (and is told below) or sees the mark and
+            // fails at once, instead of waiting out its timeout for a response that cannot come
+            // (the second and third responses of a compound sent before the connection dropped).
+            worker.mark_stopped();
             for (_, tx) in state.awaiting.drain() {
                 let _notify_result = tx.send(Err(Error::ConnectionStopped));
             }

@@ -90,6 +90,11 @@ where
         self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// fargate-smb patch: the receive loop has ended (the connection dropped); see its cleanup.
+    pub(crate) fn mark_stopped(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// This is a function that should be used by multi worker implementations (async/mtd),
     /// after gettting a messages from the server, this function processes it and
     /// notifies the awaiting tasks.
@@ -100,8 +105,25 @@ where
         log::trace!("Received message from server.");
         let message = message?;
 
-        // Tranform the message and verify it.
-        let msg = self.transformer.transform_incoming(message).await;
+        // fargate-smb patch: a frame may carry a compounded response; each message in it goes
+        // to its own waiter, and one that fails to verify does not hold back the others.
+        let mut first_error = None;
+        for msg in self.transformer.transform_incoming_all(message).await? {
+            if let Err(e) = self.dispatch_incoming(msg).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// (Internal) Delivers one incoming message to the task waiting for its message ID.
+    async fn dispatch_incoming(
+        self: &Arc<Self>,
+        msg: crate::Result<IncomingMessage>,
+    ) -> crate::Result<()> {
         let (msg, msg_id) = match msg {
             // Good flow, message is OK.
             Ok(msg) => {
@@ -255,6 +277,11 @@ where
         let return_raw_data = msg.return_raw_data;
 
         let id = msg.message.header.message_id;
+        let related_ids: Vec<u64> = msg
+            .related
+            .iter()
+            .map(|r| r.message.header.message_id)
+            .collect();
         let message = { self.transformer.transform_outgoing(msg).await? };
 
         log::trace!("Message with ID {id} is passed to the worker for sending",);
@@ -271,7 +298,9 @@ where
             Error::MessageProcessingError("Failed to send message to worker!".to_string())
         })?;
 
-        Ok(SendMessageResult::new(id, raw_message_copy))
+        let mut result = SendMessageResult::new(id, raw_message_copy);
+        result.related_ids = related_ids;
+        Ok(result)
     }
 
     async fn receive_next(&self, options: &ReceiveOptions<'_>) -> crate::Result<IncomingMessage> {
