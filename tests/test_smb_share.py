@@ -168,7 +168,8 @@ def test_a_small_file_is_one_compounded_request(smb, tmp_path, encryption):
     compounding), encrypted as a whole or, with encryption off, each request signed. Witnesses: the
     proxy's count of frames sent up (one per small file, where three requests would be three frames),
     and the server's disk, byte for byte. Two files at the write size's boundary take the streamed
-    path: exactly one write (create, write, close: 3 frames) and one more (4 frames)."""
+    path: exactly one write (create, write, close: 3 frames) and one more (4 frames); one byte less
+    is the largest compound."""
     env = {"SMB_ENCRYPTION": "off"} if encryption == "off" else {}
     max_write = smb.ok("check")["max_write"]
     base = f"sst-{uuid.uuid4().hex[:8]}"
@@ -176,6 +177,7 @@ def test_a_small_file_is_one_compounded_request(smb, tmp_path, encryption):
     empty.mkdir()
     local.mkdir()
     contents = {f"f{i:03}.bin": os.urandom(i * 331) for i in range(200)}  # 0 B to 64 KiB
+    contents["under-limit.bin"] = os.urandom(max_write - 1)  # the largest compound
     contents["at-limit.bin"] = os.urandom(max_write)
     contents["over-limit.bin"] = os.urandom(max_write + 1)
     for name, data in contents.items():
@@ -189,7 +191,7 @@ def test_a_small_file_is_one_compounded_request(smb, tmp_path, encryption):
         frames = proxy.stats()["frames_up"] - 2 * baseline
     finally:
         proxy.stop()
-    assert 200 + 3 + 4 <= frames <= 200 + 3 + 4 + 2, frames
+    assert 201 + 3 + 4 <= frames <= 201 + 3 + 4 + 2, frames
     stored = Path(smb.conf).parent.parent / "share" / base
     assert {p.name: p.read_bytes() for p in stored.iterdir()} == contents
     for name in contents:

@@ -656,31 +656,30 @@ impl Share {
             .with_delete(true)
             .with_file_read_attributes(true)
             .with_synchronize(true);
-        let r = self.open(&from, access, "rename").await?;
-        let result = async {
-            handle(&r)
-                .set_info(FileRenameInformation {
+        // Open, rename, stat and close as one compounded request: one round trip per file.
+        let (opened, renamed, info) = self
+            .tree
+            .set_query_close::<_, FileNetworkOpenInformation>(
+                &from,
+                &FileCreateArgs::make_open_existing(access),
+                FileRenameInformation {
                     replace_if_exists: true.into(),
                     root_directory: 0,
                     file_name: to.as_str().into(),
-                })
-                .await
-                // The source is open for DELETE by now: access denied here is the target held
-                // open (or not deletable), see `Held::TargetOpen`.
-                .map_err(|e| self.ctx().classify_replace(&to, e))?;
-            let info = handle(&r)
-                .query_info::<FileNetworkOpenInformation>()
-                .await
-                .map_err(|e| self.fail("stat", &to, e))?;
-            Ok(Meta {
-                size: info.end_of_file,
-                is_dir: info.file_attributes.directory(),
-                modified: *info.last_write_time,
-            })
-        }
-        .await;
-        let _ = handle(&r).close().await;
-        result
+                },
+            )
+            .await
+            .map_err(|e| self.fail("rename", &from, e))?;
+        opened.map_err(|e| self.fail("rename", &from, e))?;
+        // The source is open for DELETE by now: access denied here is the target held open (or
+        // not deletable), see `Held::TargetOpen`.
+        renamed.map_err(|e| self.ctx().classify_replace(&to, e))?;
+        let info = info.map_err(|e| self.fail("stat", &to, e))?;
+        Ok(Meta {
+            size: info.end_of_file,
+            is_dir: info.file_attributes.directory(),
+            modified: *info.last_write_time,
+        })
     }
 
     /// [`Share::rename_meta`], retried while a file is held open by another program

@@ -312,3 +312,47 @@ fn control_commands_are_checked() {
             .contains("\"accepted\": 0")
     );
 }
+
+#[test]
+fn a_reset_reaches_a_writer_blocked_on_a_peer_that_does_not_read() {
+    let (up, rx) = upstream();
+    let p = proxy(up);
+    let c = connect(&p);
+    let mut s = accepted(&rx);
+    wait_accepted(&p, 1);
+    // The client reads nothing: the proxy takes all the server sends, and its writer towards
+    // the client blocks once the socket buffers between them are full.
+    let total = 32 << 20;
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..total >> 20 {
+        s.write_all(&chunk).expect("the proxy takes what the server sends");
+    }
+    let mut forwarded = p.stats().bytes[1];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = p.stats().bytes[1];
+        if now == forwarded {
+            break;
+        }
+        forwarded = now;
+        assert!(Instant::now() < deadline, "the writer never blocked");
+    }
+    assert!(
+        forwarded < total,
+        "everything reached the client: the writer never blocked, the test proves nothing"
+    );
+    assert_eq!(p.command("reset"), Ok("ok".into()));
+    // The blocked writer lets go of its socket (the reset's shutdown wakes it; checked, since a
+    // writer that stayed blocked would hold the connection, and the reset, for good), so the
+    // proxy forgets the connection and the server sees the reset.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.stats().live > 0 {
+        assert!(Instant::now() < deadline, "the connection stayed live after a reset");
+        thread::sleep(Duration::from_millis(10));
+    }
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(read_all(&mut s).1, Some(ErrorKind::ConnectionReset));
+    drop(c);
+}
