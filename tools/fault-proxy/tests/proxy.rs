@@ -325,7 +325,8 @@ fn a_reset_reaches_a_writer_blocked_on_a_peer_that_does_not_read() {
     let total = 32 << 20;
     let chunk = vec![7u8; 1 << 20];
     for _ in 0..total >> 20 {
-        s.write_all(&chunk).expect("the proxy takes what the server sends");
+        s.write_all(&chunk)
+            .expect("the proxy takes what the server sends");
     }
     let mut forwarded = p.stats().bytes[1];
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -348,7 +349,10 @@ fn a_reset_reaches_a_writer_blocked_on_a_peer_that_does_not_read() {
     // proxy forgets the connection and the server sees the reset.
     let deadline = Instant::now() + Duration::from_secs(5);
     while p.stats().live > 0 {
-        assert!(Instant::now() < deadline, "the connection stayed live after a reset");
+        assert!(
+            Instant::now() < deadline,
+            "the connection stayed live after a reset"
+        );
         thread::sleep(Duration::from_millis(10));
     }
     s.set_read_timeout(Some(Duration::from_secs(5)))
