@@ -80,18 +80,26 @@ def site(files: int, size: int) -> dict[str, bytes]:
     return {f"site/d{i % 4}/f{i:03}.bin": os.urandom(size) for i in range(files)}
 
 
-def test_a_webcontent_copy_survives_a_connection_reset_halfway(web, shared_s3, smb, folder, shared_admin_parameter, proxies):  # noqa: F811
+def site_bucket(s3, files: int, size: int) -> tuple[str, dict[str, bytes]]:
+    """A new bucket holding a site under `site/`: its name, and the files the copy must produce."""
     name = f"wc-{uuid.uuid4().hex[:12]}"
-    shared_s3.create_bucket(Bucket=name)
-    objects = site(40, 64 * KIB)
-    upload(shared_s3, name, objects)
-    want = {k.removeprefix("site/"): v for k, v in objects.items()}
+    s3.create_bucket(Bucket=name)
+    objects = site(files, size)
+    upload(s3, name, objects)
+    return name, {k.removeprefix("site/"): v for k, v in objects.items()}
+
+
+def reconnect_attempts(web) -> list[int]:
+    return [json.loads(line)["attempt"] for line in web.bootstrap.stdout_lines() if "reconnecting to copy the rest" in line]
+
+
+def test_a_webcontent_copy_survives_a_connection_reset_halfway(web, shared_s3, smb, folder, shared_admin_parameter, proxies):  # noqa: F811
+    name, want = site_bucket(shared_s3, 40, 64 * KIB)
     proxy = proxies("reset up bytes 1048576")
     created = web.create(props(name, folder, shared_admin_parameter, Port=str(proxy.port), Sessions="1", Parallelism="8"))
     assert proxy.stats()["faults_fired"] == 1, "the reset never happened: the test proves nothing"
     assert created["Status"] == "SUCCESS", created["Reason"]
-    reconnects = [json.loads(line) for line in web.bootstrap.stdout_lines() if "reconnecting to copy the rest" in line]
-    assert [r["attempt"] for r in reconnects] == [1], reconnects
+    assert reconnect_attempts(web) == [1]
     # Finished after reconnecting: the whole site, whole, and the manifest names exactly it; the
     # temporary files the dropped connection left were removed over the new one.
     assert no_partial_file(smb, folder, want) == want
@@ -105,18 +113,13 @@ def test_a_webcontent_copy_survives_a_stalled_connection(web, shared_s3, smb, fo
     first that does marks the connection lost, so every later request fails at once instead of
     each waiting its own 20 s (one file after another, that would be minutes), and the copy goes
     on over a new connection."""
-    name = f"wc-{uuid.uuid4().hex[:12]}"
-    shared_s3.create_bucket(Bucket=name)
-    objects = site(40, 64 * KIB)
-    upload(shared_s3, name, objects)
-    want = {k.removeprefix("site/"): v for k, v in objects.items()}
+    name, want = site_bucket(shared_s3, 40, 64 * KIB)
     proxy = proxies("stall up bytes 1048576")
     created = web.create(props(name, folder, shared_admin_parameter, Port=str(proxy.port), Sessions="1", Parallelism="8"))
     assert proxy.stats()["faults_fired"] == 1, "the stall never happened: the test proves nothing"
     assert created["Status"] == "SUCCESS", created["Reason"]
+    assert reconnect_attempts(web) == [1]
     lines = web.bootstrap.stdout_lines()
-    reconnects = [json.loads(line) for line in lines if "reconnecting to copy the rest" in line]
-    assert [r["attempt"] for r in reconnects] == [1], reconnects
     # Only what was in flight waited out the timeout; the rest was refused without being sent.
     waited = [line for line in lines if "did not answer" in line]
     refused = [line for line in lines if "an earlier request found the connection lost" in line]
@@ -127,19 +130,14 @@ def test_a_webcontent_copy_survives_a_stalled_connection(web, shared_s3, smb, fo
 
 
 def test_a_webcontent_copy_whose_connections_all_drop_fails_cleanly(web, shared_s3, smb, folder, shared_admin_parameter, proxies):  # noqa: F811
-    name = f"wc-{uuid.uuid4().hex[:12]}"
-    shared_s3.create_bucket(Bucket=name)
-    objects = site(24, 64 * KIB)
-    upload(shared_s3, name, objects)
-    want = {k.removeprefix("site/"): v for k, v in objects.items()}
+    name, want = site_bucket(shared_s3, 24, 64 * KIB)
     # Every connection is reset after 400 KiB: each attempt gets part of the way.
     proxy = proxies("reset up bytes 409600", connections=1000)
     created = web.create(props(name, folder, shared_admin_parameter, Port=str(proxy.port), Sessions="1"))
     assert created["Status"] == "FAILED", created
     assert "connection" in created["Reason"] and "127.0.0.1" in created["Reason"], created["Reason"]
     # Three attempts, each cut short by its own reset.
-    reconnects = [json.loads(line) for line in web.bootstrap.stdout_lines() if "reconnecting to copy the rest" in line]
-    assert [r["attempt"] for r in reconnects] == [1, 2], reconnects
+    assert reconnect_attempts(web) == [1, 2]
     assert proxy.stats()["faults_fired"] == 3, proxy.stats()
     finals = no_partial_file(smb, folder, want)
     # No manifest names a file that is not there (there may be none yet).
