@@ -166,10 +166,11 @@ def test_parallel_writes_of_many_files(smb, tmp_path):
 def test_a_small_file_is_one_compounded_request(smb, tmp_path, encryption):
     """A file that fits in one write goes out as CREATE + WRITE + CLOSE in one frame (third_party/smb's
     compounding), encrypted as a whole or, with encryption off, each request signed. Witnesses: the
-    proxy's count of frames sent up (one per small file, where three requests would be three frames),
-    and the server's disk, byte for byte. Two files at the write size's boundary take the streamed
-    path: exactly one write (create, write, close: 3 frames) and one more (4 frames); one byte less
-    is the largest compound."""
+    proxy's count of frames sent up (one per small file, where three requests would be three frames)
+    and of the encrypted ones among them (all, or none), and the server's disk, byte for byte.
+    The largest compound leaves 4 KiB of the write size for the create and the close; a file one
+    byte larger, one of exactly the write size (create, write, close: 3 frames) and one more
+    (4 frames) take the streamed path."""
     env = {"SMB_ENCRYPTION": "off"} if encryption == "off" else {}
     max_write = smb.ok("check")["max_write"]
     base = f"sst-{uuid.uuid4().hex[:8]}"
@@ -177,7 +178,8 @@ def test_a_small_file_is_one_compounded_request(smb, tmp_path, encryption):
     empty.mkdir()
     local.mkdir()
     contents = {f"f{i:03}.bin": os.urandom(i * 331) for i in range(200)}  # 0 B to 64 KiB
-    contents["under-limit.bin"] = os.urandom(max_write - 1)  # the largest compound
+    contents["largest-compound.bin"] = os.urandom(max_write - 4096)
+    contents["streamed-small.bin"] = os.urandom(max_write - 4095)
     contents["at-limit.bin"] = os.urandom(max_write)
     contents["over-limit.bin"] = os.urandom(max_write + 1)
     for name, data in contents.items():
@@ -188,10 +190,17 @@ def test_a_small_file_is_one_compounded_request(smb, tmp_path, encryption):
         smb.ok("put-tree", str(empty), f"{base}-empty", "16", port=proxy.port, extra_env=env)
         baseline = proxy.stats()["frames_up"]
         assert smb.ok("put-tree", str(local), base, "16", port=proxy.port, extra_env=env)["files"] == len(contents)
-        frames = proxy.stats()["frames_up"] - 2 * baseline
+        stats = proxy.stats()
     finally:
         proxy.stop()
-    assert 201 + 3 + 4 <= frames <= 201 + 3 + 4 + 2, frames
+    frames = stats["frames_up"] - 2 * baseline
+    assert 201 + 3 + 3 + 4 <= frames <= 201 + 3 + 3 + 4 + 2, frames
+    # The negotiation and the first logon leg go out in the clear either way.
+    encrypted_share = stats["encrypted_frames_up"] / stats["frames_up"]
+    if encryption == "on":
+        assert encrypted_share > 0.9, stats
+    else:
+        assert stats["encrypted_frames_up"] == 0 and stats["encrypted_frames_down"] == 0, stats
     stored = Path(smb.conf).parent.parent / "share" / base
     assert {p.name: p.read_bytes() for p in stored.iterdir()} == contents
     for name in contents:
@@ -202,9 +211,11 @@ def test_a_small_file_is_one_compounded_request(smb, tmp_path, encryption):
 
 def test_compounds_the_server_refuses_give_back_their_credits(smb, tmp_path):
     """3,000 creates the server refuses (a wildcard in the name), each compounded with its write and
-    close: the server fails all three requests, and each answer must return its credits, or the
-    9,000 charged would exceed Samba's 8,192 and the files after them would wait until they time out.
-    The good files come last (smbctl sorts the names) and must be on the server's disk."""
+    close: the server fails all three requests, and each answer must give back the credits its
+    request took from the client's pool (about 128, refilled only by answers). If the refused
+    answers kept theirs, the pool would be empty after a few dozen files and the rest would wait
+    for credits for good (the run then exceeds its time limit). The good files come last (smbctl
+    sorts the names) and must be on the server's disk."""
     base = f"sst-{uuid.uuid4().hex[:8]}"
     local = tmp_path / "refused"
     local.mkdir()

@@ -1,6 +1,7 @@
 //! One error per thing that can go wrong, each saying what to check. The container's preflight
 //! (`doctor`) and the custom resources show these messages as they are.
 
+use crate::transport::Heard;
 use smb::Status;
 use smb::transport::TransportError;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,19 +180,27 @@ pub(crate) struct Context<'a> {
     pub timeout: Duration,
     /// Set once a request on this connection found it lost (see [`Context::classify`]).
     pub lost: Option<&'a AtomicBool>,
+    /// When the connection last received anything.
+    pub heard: Option<&'a Heard>,
 }
 
 impl Context<'_> {
-    /// The error `err` means for `operation` on `path`. A lost link (a reset, or a request
-    /// that timed out, as a stalled connection makes every request do) also marks the connection
-    /// lost, so that what would be sent next fails at once instead of each waiting out its
-    /// own timeout.
+    /// The error `err` means for `operation` on `path`. A lost link also marks the connection
+    /// lost, so that what would be sent next fails at once instead of each waiting out its own
+    /// timeout: a reset or a closed connection always, a request that timed out when the
+    /// connection has been silent for half the timeout too (a stalled connection answers
+    /// nothing; one slow request among answered ones is only slow).
     pub(crate) fn classify(&self, operation: &str, path: &str, err: smb::Error) -> ShareError {
         let e = self.classify_error(operation, path, err);
-        if e.is_link_lost()
-            && let Some(lost) = self.lost
-        {
-            lost.store(true, Ordering::Relaxed);
+        let lost = match &e {
+            ShareError::ConnectionLost { .. } => true,
+            ShareError::Timeout { .. } => self
+                .heard
+                .is_none_or(|h| h.silent_for() >= self.timeout / 2),
+            _ => false,
+        };
+        if lost && let Some(flag) = self.lost {
+            flag.store(true, Ordering::Relaxed);
         }
         e
     }
@@ -334,6 +343,7 @@ mod tests {
             user: "svc",
             timeout: Duration::from_secs(5),
             lost: None,
+            heard: None,
         }
     }
 
@@ -352,6 +362,26 @@ mod tests {
         assert!(!refused.is_link_lost() && !flag.load(Ordering::Relaxed));
         let lost = c.classify("write", "a.txt", smb::Error::ConnectionStopped);
         assert!(lost.is_link_lost() && flag.load(Ordering::Relaxed));
+        // A timeout marks it only when the connection has been silent for half the timeout:
+        // answers that kept coming mean one slow request, not a lost link.
+        let timed_out = || {
+            smb::Error::OperationTimeout(
+                smb::error::TimedOutTask::ReceiveNextMessage,
+                Duration::from_secs(5),
+            )
+        };
+        for (ago, marks) in [(Duration::ZERO, false), (Duration::from_secs(3), true)] {
+            let flag = AtomicBool::new(false);
+            let heard = Heard::heard_ago(ago);
+            let c = Context {
+                lost: Some(&flag),
+                heard: Some(&heard),
+                ..ctx()
+            };
+            let e = c.classify("write", "a.txt", timed_out());
+            assert!(e.is_link_lost(), "{e}");
+            assert_eq!(flag.load(Ordering::Relaxed), marks, "heard {ago:?} ago");
+        }
         let next = c.already_lost("read", "b.txt");
         assert!(next.is_link_lost());
         assert!(next.to_string().contains("read b.txt"), "{next}");

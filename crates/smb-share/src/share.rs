@@ -198,6 +198,8 @@ pub struct Share {
     max_read: usize,
     /// Set by the first request that finds the connection lost; see [`Share::is_lost`].
     lost: std::sync::atomic::AtomicBool,
+    /// When the connection last received anything (its transport records it).
+    heard: Arc<crate::transport::Heard>,
 }
 
 impl std::fmt::Debug for Share {
@@ -238,6 +240,7 @@ impl Share {
             user: &self.username,
             timeout: self.timeout,
             lost: Some(&self.lost),
+            heard: Some(&self.heard),
         }
     }
 
@@ -248,6 +251,18 @@ impl Share {
             return Err(self.ctx().already_lost(operation, path));
         }
         Ok(())
+    }
+
+    /// Close a handle, unless the connection is known lost: the server drops a session's
+    /// handles with it, and a close on a stalled link would wait out another timeout. A close
+    /// that finds the link lost marks it so.
+    async fn close_handle(&self, h: &ResourceHandle) {
+        if self.is_lost() {
+            return;
+        }
+        if let Err(e) = h.close().await {
+            let _ = self.fail("close", "", e);
+        }
     }
 
     /// Whether a request on this connection found it lost (then every later one fails at once,
@@ -271,6 +286,7 @@ impl Share {
             user: &config.username,
             timeout: config.timeout,
             lost: None,
+            heard: None,
         };
         let addresses: Vec<SocketAddr> = tokio::time::timeout(
             config.timeout,
@@ -301,6 +317,7 @@ impl Share {
         if !connected {
             return Err(ctx.unreachable(last));
         }
+        let heard = transport.heard();
         let mut settings = ConnectionConfig {
             encryption_mode: if config.require_encryption {
                 EncryptionMode::Required
@@ -366,6 +383,7 @@ impl Share {
             max_write: max_write.clamp(4096, MAX_REQUEST),
             max_read: max_read.clamp(4096, MAX_REQUEST),
             lost: std::sync::atomic::AtomicBool::new(false),
+            heard,
         })
     }
 
@@ -406,7 +424,7 @@ impl Share {
                 .await
                 .map_err(|e| self.fail("create the folder", &current, e))?;
             let is_dir = r.is_dir();
-            let _ = handle(&r).close().await;
+            self.close_handle(handle(&r)).await;
             if !is_dir {
                 return Err(ShareError::AlreadyExists {
                     path: format!("{current} (a file, where a folder is needed)"),
@@ -449,10 +467,11 @@ impl Share {
         let filled = fill(&mut reader, &mut space)
             .await
             .map_err(|e| failed(format!("reading the source failed: {e}")))?;
-        if filled < chunk {
+        if filled + COMPOUND_HEADROOM <= chunk {
             return self.write_small(&path, Arc::from(&space[..filled])).await;
         }
-        let first: Arc<[u8]> = Arc::from(&space[..]);
+        let ended = filled < chunk;
+        let first: Arc<[u8]> = Arc::from(&space[..filled]);
         let args = FileCreateArgs::make_overwrite(FileAttributes::new(), CreateOptions::new());
         let file = self
             .tree
@@ -462,10 +481,11 @@ impl Share {
             .unwrap_file();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Arc<[u8]>)>(2);
         let produce = async move {
-            if tx.send((0, first)).await.is_err() {
-                return Ok(chunk as u64); // The writer failed; its error is reported.
+            if tx.send((0, first)).await.is_err() || ended {
+                // The whole source, or the writer failed (its error is reported).
+                return Ok(filled as u64);
             }
-            let mut offset = chunk as u64;
+            let mut offset = filled as u64;
             // One reused read buffer; each chunk is then copied once into the shared buffer the
             // request owns (a memcpy, far cheaper than fresh zeroed pages per chunk).
             loop {
@@ -495,7 +515,7 @@ impl Share {
             Ok::<(), ChunkError>(())
         };
         let (read, written) = futures_util::future::join(produce, consume).await;
-        let _ = file.close().await;
+        self.close_handle(&file).await;
         written.map_err(|e| match e {
             ChunkError::Smb(e) => self.fail("write", &path, e),
             ChunkError::ZeroWrite => failed("the server accepted 0 bytes".into()),
@@ -547,7 +567,7 @@ impl Share {
         {
             Resource::File(f) => f,
             other => {
-                let _ = handle(&other).close().await;
+                self.close_handle(handle(&other)).await;
                 return Err(ShareError::Other {
                     operation: format!("read {path}"),
                     detail: "it is a folder, not a file".into(),
@@ -577,7 +597,7 @@ impl Share {
             Ok(out)
         }
         .await;
-        let _ = file.close().await;
+        self.close_handle(&file).await;
         result
     }
 
@@ -610,7 +630,7 @@ impl Share {
             .query_info::<FileNetworkOpenInformation>()
             .await
             .map_err(|e| self.fail("stat", &path, e));
-        let _ = handle(&r).close().await;
+        self.close_handle(handle(&r)).await;
         let info = info?;
         Ok(Meta {
             size: info.end_of_file,
@@ -642,7 +662,7 @@ impl Share {
                     self.fail("rename", &to, e)
                 }
             });
-        let _ = handle(&r).close().await;
+        self.close_handle(handle(&r)).await;
         result
     }
 
@@ -765,7 +785,7 @@ impl Share {
             .set_info(FileDispositionInformation::default())
             .await
             .map_err(|e| self.fail("delete", &path, e));
-        let _ = handle(&r).close().await;
+        self.close_handle(handle(&r)).await;
         result
     }
 
@@ -780,7 +800,7 @@ impl Share {
             .into();
         let r = self.open(&path, access, "list").await?;
         let Resource::Directory(dir) = r else {
-            let _ = handle(&r).close().await;
+            self.close_handle(handle(&r)).await;
             return Err(ShareError::Other {
                 operation: format!("list {path}"),
                 detail: "not a folder".into(),
@@ -794,6 +814,8 @@ impl Share {
                 .map_err(|e| self.fail("list", &path, e))?;
             loop {
                 let Ok(next) = tokio::time::timeout(self.list_idle, stream.next()).await else {
+                    // A listing that went silent is a lost link like any other request's.
+                    self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Err(ShareError::Timeout {
                         operation: format!("the listing of {path}"),
                         timeout: self.list_idle,
@@ -818,7 +840,7 @@ impl Share {
             Ok(())
         }
         .await;
-        let _ = dir.close().await;
+        self.close_handle(&dir).await;
         result.map(|_| out)
     }
 
@@ -948,7 +970,7 @@ impl Share {
             .query_security_info(info)
             .await
             .map_err(|e| self.fail("read the ACL of", &path, e));
-        let _ = handle(&r).close().await;
+        self.close_handle(handle(&r)).await;
         let sd = sd?;
         let mut aces = Vec::new();
         for ace in sd
@@ -1065,10 +1087,16 @@ impl Share {
             )
             .await
             .map_err(|e| self.fail("set the ACL of", &path, e));
-        let _ = handle(&r).close().await;
+        self.close_handle(handle(&r)).await;
         result
     }
 }
+
+/// What a compounded small file leaves of the write size for the create's and the close's
+/// requests, so that the whole frame stays within what the server takes for one write: the
+/// write size bounds a WRITE's data, and MS-SMB2 bounds a compound only by what "the transport"
+/// takes, which a server may size by it.
+const COMPOUND_HEADROOM: usize = 4096;
 
 /// Read until `space` is full or the reader ends; the count read.
 async fn fill<R: tokio::io::AsyncRead + Unpin>(

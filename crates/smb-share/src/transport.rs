@@ -6,7 +6,17 @@
 //! and disables Nagle.
 
 use smb::transport::{IoVec, SmbTransport, SmbTransportRead, SmbTransportWrite, TransportError};
-use std::{future::Future, io::IoSlice, net::SocketAddr, pin::Pin, time::Duration};
+use std::{
+    future::Future,
+    io::IoSlice,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufReader},
     net::{
@@ -26,6 +36,46 @@ pub(crate) struct FastTcp {
     writer: Option<OwnedWriteHalf>,
     peer: Option<SocketAddr>,
     connect_timeout: Duration,
+    heard: Arc<Heard>,
+}
+
+/// When the server was last heard from: a request that timed out while other answers kept
+/// coming is a slow request, not a lost link.
+#[derive(Debug)]
+pub(crate) struct Heard {
+    since: Instant,
+    /// Milliseconds after `since` of the last bytes received.
+    last_ms: AtomicU64,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A record whose last receipt was `ago` before now (for tests).
+    #[cfg(test)]
+    pub(crate) fn heard_ago(ago: Duration) -> Self {
+        let since = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+        Self {
+            since,
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// How long nothing has been received.
+    pub(crate) fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
 }
 
 impl FastTcp {
@@ -35,7 +85,13 @@ impl FastTcp {
             writer: None,
             peer: None,
             connect_timeout,
+            heard: Arc::new(Heard::new()),
         }
+    }
+
+    /// The record of when this connection last received anything (shared with its halves).
+    pub(crate) fn heard(&self) -> Arc<Heard> {
+        self.heard.clone()
     }
 
     /// Connect now: `Connection::from_transport` expects a connected transport.
@@ -87,12 +143,14 @@ impl SmbTransport for FastTcp {
             writer: None,
             peer: me.peer,
             connect_timeout: me.connect_timeout,
+            heard: me.heard.clone(),
         };
         let write = FastTcp {
             reader: None,
             writer: me.writer,
             peer: me.peer,
             connect_timeout: me.connect_timeout,
+            heard: me.heard,
         };
         Ok((Box::new(read), Box::new(write)))
     }
@@ -142,7 +200,9 @@ impl SmbTransportRead for FastTcp {
     fn receive_exact<'a>(&'a mut self, out: &'a mut [u8]) -> BoxFuture<'a, TransportResult<()>> {
         Box::pin(async move {
             let r = self.reader.as_mut().ok_or(TransportError::NotConnected)?;
-            r.read_exact(out).await.map(|_| ()).map_err(Self::map_io)
+            r.read_exact(out).await.map_err(Self::map_io)?;
+            self.heard.now();
+            Ok(())
         })
     }
 }

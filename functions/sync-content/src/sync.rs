@@ -341,7 +341,12 @@ impl Syncer {
                     for (i, outcome) in results {
                         outcomes[i] = Some(outcome);
                     }
-                    *self.session.lock().await = Some(share);
+                    // A session found lost refuses everything; the next batch connects anew.
+                    if share.is_lost() {
+                        share.close().await;
+                    } else {
+                        *self.session.lock().await = Some(share);
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not open the share");

@@ -268,6 +268,22 @@ impl WebContent {
                 .map(|path| outcome.with("HealthProbePath", path)),
             other => other,
         };
+        // The clean-up below needs a live connection; the lost one refuses every request at once.
+        if result.is_err() && !request.in_place_update() && share.is_lost() {
+            match self.connect(&c).await {
+                Ok(fresh) => {
+                    std::mem::replace(&mut share, fresh).close().await;
+                    content_copy::remove_left_behind(&share).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not reconnect to clean up after the failed copy")
+                }
+            }
+        }
+        let target = Target {
+            share: &share,
+            folder: &c.target.folder,
+        };
         // A Create (or a replacement's) that fails must leave the content to the owner it had:
         // CloudFormation keeps that one and never deletes this one.
         if result.is_err()

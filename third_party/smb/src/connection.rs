@@ -597,21 +597,68 @@ impl ConnectionMessageHandler {
     const CREDIT_CALC_RATIO: u32 = 65536;
     const CREDITS_PER_MSG_NO_LARGE_MTU: u32 = 1;
 
+    /// The credits a request charges (MS-SMB2 3.2.4.1.5).
+    fn credit_cost(msg: &OutgoingMessage) -> u16 {
+        if Self::SET_CREDIT_CHARGE_CMDS.contains(&msg.message.header.command) {
+            let send_payload_size = msg.message.content.req_payload_size();
+            let expected_response_payload_size = msg.message.content.expected_resp_size();
+            (1 + (max(send_payload_size, expected_response_payload_size) - 1)
+                / Self::CREDIT_CALC_RATIO)
+                .try_into()
+                .unwrap()
+        } else {
+            1
+        }
+    }
+
+    /// fargate-smb patch: credits and message IDs for a compound, all at once. Taking them part
+    /// by part could deadlock: tasks each holding the credits of their first parts, all waiting
+    /// for their last parts' credits, with nothing in flight to return any. The IDs are one
+    /// contiguous block, in the order the parts are sent.
+    #[maybe_async]
+    async fn process_compound_outgoing(&self, msg: &mut OutgoingMessage) -> crate::Result<()> {
+        if !self
+            .conn_info
+            .get()
+            .is_some_and(|neg| neg.negotiation.caps.large_mtu())
+        {
+            return Err(Error::InvalidState(
+                "Compounded requests need multi-credit requests (the large MTU capability)".into(),
+            ));
+        }
+        let costs: Vec<u16> = std::iter::once(&*msg)
+            .chain(msg.related.iter())
+            .map(Self::credit_cost)
+            .collect();
+        let total: u32 = costs.iter().map(|&c| c as u32).sum();
+        self.curr_credits.acquire_many(total).await?.forget();
+        let current_pool_size = self.credit_pool.load(Ordering::SeqCst);
+        let extra = self.credits_backlog.saturating_sub(current_pool_size);
+        let mut id = self.curr_msg_id.fetch_add(total as u64, Ordering::SeqCst);
+        let parts = std::iter::once(&mut msg.message.header).chain(
+            msg.related
+                .iter_mut()
+                .map(|related| &mut related.message.header),
+        );
+        for (index, (header, &cost)) in parts.zip(costs.iter()).enumerate() {
+            header.credit_charge = cost;
+            header.credit_request = if index == 0 {
+                cost.saturating_add(extra)
+            } else {
+                cost
+            };
+            header.message_id = id;
+            id += cost as u64;
+        }
+        Ok(())
+    }
+
     #[maybe_async]
     async fn process_sequence_outgoing(&self, msg: &mut OutgoingMessage) -> crate::Result<()> {
         if let Some(neg) = self.conn_info.get() {
             if neg.negotiation.caps.large_mtu() {
                 // Calculate the cost of the message (charge).
-                let cost = if Self::SET_CREDIT_CHARGE_CMDS.contains(&msg.message.header.command) {
-                    let send_payload_size = msg.message.content.req_payload_size();
-                    let expected_response_payload_size = msg.message.content.expected_resp_size();
-                    (1 + (max(send_payload_size, expected_response_payload_size) - 1)
-                        / Self::CREDIT_CALC_RATIO)
-                        .try_into()
-                        .unwrap()
-                } else {
-                    1
-                };
+                let cost = Self::credit_cost(msg);
 
                 // First, acquire credits from the semaphore, and forget them.
                 // They may be returned via the response message, at `process_sequence_incoming` below.
@@ -768,18 +815,18 @@ impl MessageHandler for ConnectionMessageHandler {
         msg.message.header.flags = msg.message.header.flags.with_priority_mask(priority_value);
 
         let is_cancel = msg.message.content.as_cancel().is_ok();
-        if !is_cancel {
-            self.process_sequence_outgoing(&mut msg).await?;
-            // fargate-smb patch: each request of a compound takes its own credits and the next
-            // message IDs, in the order they are sent.
+        if !msg.related.is_empty() {
+            // fargate-smb patch: a compound's requests take their credits and IDs together.
             for related in msg.related.iter_mut() {
                 related.message.header.flags = related
                     .message
                     .header
                     .flags
                     .with_priority_mask(priority_value);
-                self.process_sequence_outgoing(related).await?;
             }
+            self.process_compound_outgoing(&mut msg).await?;
+        } else if !is_cancel {
+            self.process_sequence_outgoing(&mut msg).await?;
         } else if msg.message.header.message_id == 0 {
             return Err(Error::InvalidState(
                 "Cancel message must have a valid message ID".into(),

@@ -182,19 +182,40 @@ impl Resource {
             .collect();
         let sent = upstream.sendo(msg).await?;
         let ids: Vec<u64> = std::iter::once(sent.msg_id).chain(sent.related_ids).collect();
-        let receive = |id: u64| {
-            upstream.recvo(
-                ReceiveOptions::new()
-                    .with_allow_async(true)
-                    .with_msg_id_filter(id),
-            )
-        };
-        // All awaited at once: on a link that went silent they time out together, one timeout
-        // for the compound rather than one per request.
-        #[cfg(feature = "async")]
-        let results = futures_util::future::join_all(ids.into_iter().map(receive)).await;
-        #[cfg(not(feature = "async"))]
-        let results = ids.into_iter().map(receive).collect();
+        // In order, each with its own timeout from when the one before it was answered: a part
+        // the server answers later (a rename waiting for a lease break, answered STATUS_PENDING
+        // first) must not make the parts after it time out. Once a part got no answer at all
+        // (a timeout, or the connection gone), the rest will get none either: they fail at once,
+        // so a silent link costs one timeout per compound, not one per part.
+        let mut results: Vec<crate::Result<IncomingMessage>> = Vec::with_capacity(ids.len());
+        let mut silent: Option<std::time::Duration> = None;
+        let mut gone = false;
+        for id in ids {
+            if let Some(waited) = silent {
+                results.push(Err(Error::OperationTimeout(
+                    crate::error::TimedOutTask::ReceiveNextMessage,
+                    waited,
+                )));
+                continue;
+            }
+            if gone {
+                results.push(Err(Error::ConnectionStopped));
+                continue;
+            }
+            let result = upstream
+                .recvo(
+                    ReceiveOptions::new()
+                        .with_allow_async(true)
+                        .with_msg_id_filter(id),
+                )
+                .await;
+            match &result {
+                Err(Error::OperationTimeout(_, waited)) => silent = Some(*waited),
+                Err(Error::ConnectionStopped) => gone = true,
+                _ => {}
+            }
+            results.push(result);
+        }
         Ok(results)
     }
 

@@ -149,25 +149,51 @@ pub struct Stats {
     /// low 3 bytes give the length of what follows, as SMB2 over TCP frames its messages
     /// (MS-SMB2 2.1): one compounded request is one frame. Counted as read from the source.
     pub frames: [u64; 2],
+    /// Of those, the frames that are SMB2 transformed (encrypted) messages.
+    pub encrypted_frames: [u64; 2],
     pub faults_fired: u64,
 }
 
-/// Counts length-prefixed frames in a byte stream fed in arbitrary pieces.
+/// Counts length-prefixed frames in a byte stream fed in arbitrary pieces, and among them the
+/// SMB2 transformed (encrypted) ones: a body that starts with 0xFD 'S' 'M' 'B' (MS-SMB2 2.2.41).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FrameCounter {
     /// Bytes of the current frame's body still to come.
     body_left: usize,
     header: [u8; 4],
     header_got: usize,
+    /// The first bytes of the current body, up to 4.
+    magic: [u8; 4],
+    magic_got: usize,
 }
 
+/// What one piece of a stream completed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Frames {
+    /// Frames whose header the piece completed.
+    pub frames: u64,
+    /// Frames whose body's first 4 bytes the piece completed, and which are transformed.
+    pub encrypted: u64,
+}
+
+const TRANSFORM_MAGIC: [u8; 4] = [0xFD, b'S', b'M', b'B'];
+
 impl FrameCounter {
-    /// Feed the next piece of the stream; the number of frames whose header it completed.
-    pub fn feed(&mut self, mut data: &[u8]) -> u64 {
-        let mut frames = 0;
+    /// Feed the next piece of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) -> Frames {
+        let mut seen = Frames::default();
         while !data.is_empty() {
             if self.body_left > 0 {
                 let take = self.body_left.min(data.len());
+                let want = (4 - self.magic_got).min(take);
+                if want > 0 {
+                    self.magic[self.magic_got..self.magic_got + want]
+                        .copy_from_slice(&data[..want]);
+                    self.magic_got += want;
+                    if self.magic_got == 4 && self.magic == TRANSFORM_MAGIC {
+                        seen.encrypted += 1;
+                    }
+                }
                 self.body_left -= take;
                 data = &data[take..];
                 continue;
@@ -178,26 +204,29 @@ impl FrameCounter {
             data = &data[take..];
             if self.header_got == 4 {
                 self.header_got = 0;
+                self.magic_got = 0;
                 self.body_left =
                     u32::from_be_bytes([0, self.header[1], self.header[2], self.header[3]])
                         as usize;
-                frames += 1;
+                seen.frames += 1;
             }
         }
-        frames
+        seen
     }
 }
 
 impl Stats {
     pub fn to_json(&self) -> String {
         format!(
-            r#"{{"accepted": {}, "live": {}, "bytes_up": {}, "bytes_down": {}, "frames_up": {}, "frames_down": {}, "faults_fired": {}}}"#,
+            r#"{{"accepted": {}, "live": {}, "bytes_up": {}, "bytes_down": {}, "frames_up": {}, "frames_down": {}, "encrypted_frames_up": {}, "encrypted_frames_down": {}, "faults_fired": {}}}"#,
             self.accepted,
             self.live,
             self.bytes[0],
             self.bytes[1],
             self.frames[0],
             self.frames[1],
+            self.encrypted_frames[0],
+            self.encrypted_frames[1],
             self.faults_fired
         )
     }
@@ -485,7 +514,8 @@ impl Proxy {
                 let seen = frames.feed(&buf[..n]);
                 let delay = {
                     let mut state = shared.lock();
-                    state.stats.frames[dir.index()] += seen;
+                    state.stats.frames[dir.index()] += seen.frames;
+                    state.stats.encrypted_frames[dir.index()] += seen.encrypted;
                     state.delay[dir.index()]
                 };
                 // A delay lowered on command never lets a chunk overtake an earlier one.
@@ -766,30 +796,51 @@ pub fn probe(delay: Duration, count: usize, size: usize) -> io::Result<Probe> {
 
 #[cfg(test)]
 mod tests {
-    use super::FrameCounter;
+    use super::{FrameCounter, Frames};
 
-    fn frame(body: usize) -> Vec<u8> {
-        let mut f = vec![0, (body >> 16) as u8, (body >> 8) as u8, body as u8];
-        f.extend(std::iter::repeat_n(0xAB, body));
+    fn frame(body: &[u8], extra: usize) -> Vec<u8> {
+        let len = body.len() + extra;
+        let mut f = vec![0, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+        f.extend_from_slice(body);
+        f.extend(std::iter::repeat_n(0xAB, extra));
         f
     }
 
     #[test]
     fn frames_are_counted_whatever_the_pieces() {
-        let stream: Vec<u8> = [frame(0), frame(70_000), frame(3), frame(1 << 20)].concat();
+        let stream: Vec<u8> = [
+            frame(&[], 0),
+            frame(&[0xFD, b'S', b'M', b'B'], 70_000),
+            frame(&[0xFE, b'S', b'M'], 0),
+            frame(&[0xFD, b'S', b'M', b'B'], 1 << 20),
+            frame(&[0xFD, b'S'], 0),
+        ]
+        .concat();
         for piece in [1usize, 2, 3, 5, 4096, stream.len()] {
             let mut counter = FrameCounter::default();
-            let total: u64 = stream.chunks(piece).map(|c| counter.feed(c)).sum();
-            assert_eq!(total, 4, "piece size {piece}");
+            let mut total = Frames::default();
+            for c in stream.chunks(piece) {
+                let seen = counter.feed(c);
+                total.frames += seen.frames;
+                total.encrypted += seen.encrypted;
+            }
+            assert_eq!(
+                total,
+                Frames {
+                    frames: 5,
+                    encrypted: 2
+                },
+                "piece size {piece}"
+            );
         }
     }
 
     #[test]
     fn a_header_split_at_the_end_is_not_counted_until_whole() {
         let mut counter = FrameCounter::default();
-        assert_eq!(counter.feed(&[0, 0]), 0);
-        assert_eq!(counter.feed(&[0, 2, 9]), 1);
-        assert_eq!(counter.feed(&[9, 0, 0, 0]), 0);
-        assert_eq!(counter.feed(&[0]), 1);
+        assert_eq!(counter.feed(&[0, 0]).frames, 0);
+        assert_eq!(counter.feed(&[0, 2, 9]).frames, 1);
+        assert_eq!(counter.feed(&[9, 0, 0, 0]).frames, 0);
+        assert_eq!(counter.feed(&[0]).frames, 1);
     }
 }
