@@ -113,8 +113,8 @@ def test_a_webcontent_copy_survives_a_stalled_connection(web, shared_s3, smb, fo
     """A stall, as a file server failover can leave a connection: the bytes are taken and nothing
     comes back, no reset ever arrives. The requests in flight wait out their timeout (20 s); the
     first that does marks the connection lost, so every later request fails at once instead of
-    each waiting its own 20 s (one file after another, that would be minutes), no handle is
-    closed over it, and the copy goes on over a new connection. Small files are one compounded
+    each waiting its own 20 s (one file after another, that would be minutes), and the copy
+    goes on over a new connection. Small files are one compounded
     request each; files over the write size are streamed in several writes."""
     name, want = site_bucket(shared_s3, files, size)
     proxy = proxies("stall up bytes 1048576")

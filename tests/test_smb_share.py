@@ -233,6 +233,31 @@ def test_compounds_the_server_refuses_give_back_their_credits(smb, tmp_path):
     smb.ok("rm", base)
 
 
+def test_writes_waiting_for_credits_on_a_stalled_connection_end_with_it(smb, tmp_path):
+    """Six files of 9 MiB at once over one session: a file's 8 writes of 1 MiB in flight take the
+    whole credit pool (about 128; 16 each), so the other files wait for credits, which only the
+    server's answers return. The proxy then stalls the connection (takes its bytes, answers
+    nothing): the writes in flight time out (smbctl's 5 s), and the writes waiting for credits
+    must end too (after the same timeout) instead of waiting for good. smbctl exits with the
+    error within the test's 60 s limit (unpatched, it never did)."""
+    local = tmp_path / "big"
+    local.mkdir()
+    for i in range(6):
+        (local / f"b{i}.bin").write_bytes(os.urandom(9 * 1024 * 1024))
+    base = f"sst-{uuid.uuid4().hex[:8]}"
+    proxy = Proxy("stall up bytes 4194304")
+    try:
+        err = smb.error("put-tree", str(local), base, "6", port=proxy.port)
+        assert proxy.stats()["faults_fired"] == 1, "the stall never happened: the test proves nothing"
+    finally:
+        proxy.stop()
+    assert "6 of 6 files failed" in err and "did not answer" in err, err
+    stored = Path(smb.conf).parent.parent / "share" / base
+    for p in stored.iterdir():
+        smb.ok("rm", f"{base}/{p.name}")
+    smb.ok("rm", base)
+
+
 def test_a_listing_of_many_batches_is_complete_and_ends(smb, tmp_path):
     """1,200 entries with long names span several 64 KiB QUERY_DIRECTORY responses: the listing
     is whole and ends by itself (a stalled listing is an error, never a short list), and

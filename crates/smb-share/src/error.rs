@@ -180,6 +180,8 @@ pub(crate) struct Context<'a> {
     pub timeout: Duration,
     /// Set once a request on this connection found it lost (see [`Context::classify`]).
     pub lost: Option<&'a AtomicBool>,
+    /// Set when a request timed out while the connection still answered others.
+    pub timed_out: Option<&'a AtomicBool>,
     /// When the connection last received anything.
     pub heard: Option<&'a Heard>,
 }
@@ -200,6 +202,12 @@ impl Context<'_> {
             _ => false,
         };
         if lost && let Some(flag) = self.lost {
+            flag.store(true, Ordering::Relaxed);
+        }
+        if !lost
+            && matches!(e, ShareError::Timeout { .. })
+            && let Some(flag) = self.timed_out
+        {
             flag.store(true, Ordering::Relaxed);
         }
         e
@@ -343,6 +351,7 @@ mod tests {
             user: "svc",
             timeout: Duration::from_secs(5),
             lost: None,
+            timed_out: None,
             heard: None,
         }
     }
@@ -371,16 +380,19 @@ mod tests {
             )
         };
         for (ago, marks) in [(Duration::ZERO, false), (Duration::from_secs(3), true)] {
-            let flag = AtomicBool::new(false);
+            let (flag, slow) = (AtomicBool::new(false), AtomicBool::new(false));
             let heard = Heard::heard_ago(ago);
             let c = Context {
                 lost: Some(&flag),
+                timed_out: Some(&slow),
                 heard: Some(&heard),
                 ..ctx()
             };
             let e = c.classify("write", "a.txt", timed_out());
             assert!(e.is_link_lost(), "{e}");
             assert_eq!(flag.load(Ordering::Relaxed), marks, "heard {ago:?} ago");
+            // Not lost, but its credits are gone: noted, so that it is not kept.
+            assert_eq!(slow.load(Ordering::Relaxed), !marks, "heard {ago:?} ago");
         }
         let next = c.already_lost("read", "b.txt");
         assert!(next.is_link_lost());

@@ -15,7 +15,15 @@ use smb::{
     ResourceHandle, SID, SecurityDescriptor, SecurityDescriptorControl, Session, Status, Tree,
     UncPath, connection::EncryptionMode,
 };
-use std::{net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 /// The largest read or write request sent, whatever the server offers. Samba offers 8 MiB, but
 /// with smb 0.12 a request that large never completes (its credit charge, 128, exceeds what the
@@ -149,6 +157,8 @@ impl Retry {
 /// the session ends.
 pub struct Lock {
     resource: Resource,
+    /// The lost mark of the connection it was taken over.
+    lost: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Lock {
@@ -158,8 +168,12 @@ impl std::fmt::Debug for Lock {
 }
 
 impl Lock {
+    /// Close the lock file's handle (the server then deletes it). Not waited for on a
+    /// connection known lost: the server deletes it when the session ends.
     pub async fn release(self) {
-        let _ = handle(&self.resource).close().await;
+        if !self.lost.load(Ordering::Relaxed) {
+            let _ = handle(&self.resource).close().await;
+        }
     }
 }
 
@@ -196,8 +210,12 @@ pub struct Share {
     pipeline: usize,
     max_write: usize,
     max_read: usize,
-    /// Set by the first request that finds the connection lost; see [`Share::is_lost`].
-    lost: std::sync::atomic::AtomicBool,
+    /// Set by the first request that finds the connection lost; see [`Share::is_lost`]. Shared
+    /// with the locks taken over it.
+    lost: Arc<AtomicBool>,
+    /// Set by a request that timed out while the connection still answered others; see
+    /// [`Share::had_timeout`].
+    timed_out: AtomicBool,
     /// When the connection last received anything (its transport records it).
     heard: Arc<crate::transport::Heard>,
 }
@@ -240,6 +258,7 @@ impl Share {
             user: &self.username,
             timeout: self.timeout,
             lost: Some(&self.lost),
+            timed_out: Some(&self.timed_out),
             heard: Some(&self.heard),
         }
     }
@@ -247,15 +266,16 @@ impl Share {
     /// Fails at once when an earlier request found this connection lost: on a stalled link
     /// every request would otherwise wait out its own timeout, one file after another.
     fn alive(&self, operation: &str, path: &str) -> Result<(), ShareError> {
-        if self.lost.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.lost.load(Ordering::Relaxed) {
             return Err(self.ctx().already_lost(operation, path));
         }
         Ok(())
     }
 
     /// Close a handle, unless the connection is known lost: the server drops a session's
-    /// handles with it, and a close on a stalled link would wait out another timeout. A close
-    /// that finds the link lost marks it so.
+    /// handles with it, and waiting here for a close on a stalled link would cost another
+    /// timeout. (The handle, dropped still open, sends its close from a background task, which
+    /// fails or times out on its own.) A close that finds the link lost marks it so.
     async fn close_handle(&self, h: &ResourceHandle) {
         if self.is_lost() {
             return;
@@ -268,7 +288,14 @@ impl Share {
     /// Whether a request on this connection found it lost (then every later one fails at once,
     /// and the caller should connect again).
     pub fn is_lost(&self) -> bool {
-        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request timed out while the connection still answered others. The connection
+    /// still works, but the credits of the unanswered request are gone for good (only answers
+    /// return them), so a caller that keeps connections should not keep this one.
+    pub fn had_timeout(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
     }
 
     fn fail(&self, operation: &str, path: &str, e: smb::Error) -> ShareError {
@@ -286,6 +313,7 @@ impl Share {
             user: &config.username,
             timeout: config.timeout,
             lost: None,
+            timed_out: None,
             heard: None,
         };
         let addresses: Vec<SocketAddr> = tokio::time::timeout(
@@ -382,7 +410,8 @@ impl Share {
             pipeline: config.pipeline.max(1),
             max_write: max_write.clamp(4096, MAX_REQUEST),
             max_read: max_read.clamp(4096, MAX_REQUEST),
-            lost: std::sync::atomic::AtomicBool::new(false),
+            lost: Arc::new(AtomicBool::new(false)),
+            timed_out: AtomicBool::new(false),
             heard,
         })
     }
@@ -397,8 +426,10 @@ impl Share {
         self.max_write
     }
 
+    /// End the connection. Bounded by the request timeout: on a link that takes nothing any
+    /// more, the goodbye would otherwise wait for TCP to give up (minutes).
     pub async fn close(self) {
-        let _ = self.connection.close().await;
+        let _ = tokio::time::timeout(self.timeout, self.connection.close()).await;
     }
 
     /// `mkdir -p`: create every missing folder of `path`.
@@ -754,7 +785,10 @@ impl Share {
                 .with_synchronize(true),
         };
         match self.tree.create(&path, &args).await {
-            Ok(r) => Ok(Some(Lock { resource: r })),
+            Ok(r) => Ok(Some(Lock {
+                resource: r,
+                lost: self.lost.clone(),
+            })),
             Err(
                 smb::Error::UnexpectedMessageStatus(code)
                 | smb::Error::ReceivedErrorMessage(code, _),
@@ -814,8 +848,13 @@ impl Share {
                 .map_err(|e| self.fail("list", &path, e))?;
             loop {
                 let Ok(next) = tokio::time::timeout(self.list_idle, stream.next()).await else {
-                    // A listing that went silent is a lost link like any other request's.
-                    self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                    // A listing that went silent on a connection that answers nothing else is a
+                    // lost link, as a request's timeout is (see `Context::classify`).
+                    if self.heard.silent_for() >= self.list_idle / 2 {
+                        self.lost.store(true, Ordering::Relaxed);
+                    } else {
+                        self.timed_out.store(true, Ordering::Relaxed);
+                    }
                     return Err(ShareError::Timeout {
                         operation: format!("the listing of {path}"),
                         timeout: self.list_idle,

@@ -341,8 +341,10 @@ impl Syncer {
                     for (i, outcome) in results {
                         outcomes[i] = Some(outcome);
                     }
-                    // A session found lost refuses everything; the next batch connects anew.
-                    if share.is_lost() {
+                    // A session found lost refuses everything, and one with a request left
+                    // unanswered has lost that request's credits for good: the next batch
+                    // connects anew.
+                    if share.is_lost() || share.had_timeout() {
                         share.close().await;
                     } else {
                         *self.session.lock().await = Some(share);

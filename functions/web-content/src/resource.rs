@@ -218,6 +218,7 @@ impl WebContent {
         // final name. Over a new connection the copy goes on: unchanged files (the manifest's
         // checkpoints) are skipped, the rest copied again.
         let mut attempt = 1;
+        let mut reconnect_failed = None;
         let result = loop {
             let extra = self.more_sessions(&c, p.sessions().saturating_sub(1)).await;
             let more: Vec<&Share> = extra.iter().collect();
@@ -243,17 +244,26 @@ impl WebContent {
                 "the SMB connection was lost during the copy: reconnecting to copy the rest (unchanged files are skipped)"
             );
             attempt += 1;
-            let fresh = self.connect(&c).await?;
-            std::mem::replace(&mut share, fresh).close().await;
-            content_copy::remove_left_behind(&share).await;
+            match self.connect(&c).await {
+                Ok(fresh) => {
+                    std::mem::replace(&mut share, fresh).close().await;
+                    content_copy::remove_left_behind(&share).await;
+                }
+                // The clean-up below still runs (and tries to connect once more).
+                Err(e) => {
+                    reconnect_failed = Some(e);
+                    break result;
+                }
+            }
         };
         let target = Target {
             share: &share,
             folder: &c.target.folder,
         };
-        let result = match result {
-            Ok(summary) => judge(p, &c, summary),
-            Err(e) => Err(e.into()),
+        let result = match (reconnect_failed, result) {
+            (Some(e), _) => Err(e),
+            (None, Ok(summary)) => judge(p, &c, summary),
+            (None, Err(e)) => Err(e.into()),
         };
         // The health probe goes last, once the content is in place: the probe says "this folder
         // serves the site", and a task must not pass its health check (and take users) on a
@@ -269,7 +279,13 @@ impl WebContent {
             other => other,
         };
         // The clean-up below needs a live connection; the lost one refuses every request at once.
-        if result.is_err() && !request.in_place_update() && share.is_lost() {
+        let hands_back = matches!(&before, Ok(Some(_)));
+        let removes = p.remove_on_delete() && own_before;
+        if result.is_err()
+            && !request.in_place_update()
+            && (hands_back || removes)
+            && share.is_lost()
+        {
             match self.connect(&c).await {
                 Ok(fresh) => {
                     std::mem::replace(&mut share, fresh).close().await;

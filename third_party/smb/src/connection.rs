@@ -597,6 +597,38 @@ impl ConnectionMessageHandler {
     const CREDIT_CALC_RATIO: u32 = 65536;
     const CREDITS_PER_MSG_NO_LARGE_MTU: u32 = 1;
 
+    /// fargate-smb patch: takes `n` credits for a request. Only answers return credits, so on a
+    /// connection that dropped or went silent the wait could never end: it ends when the
+    /// connection is gone, or after the request timeout, as waiting for an answer does.
+    #[maybe_async]
+    async fn acquire_credits(&self, n: u32) -> crate::Result<()> {
+        #[cfg(all(feature = "async", not(feature = "single_threaded")))]
+        if let Some(worker) = self.worker.get() {
+            let timeout = worker.request_timeout();
+            let gone = worker.gone().clone();
+            let expired = async {
+                if timeout.is_zero() {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(timeout).await
+                }
+            };
+            return tokio::select! {
+                permit = self.curr_credits.acquire_many(n) => {
+                    permit?.forget();
+                    Ok(())
+                }
+                _ = gone.cancelled() => Err(Error::ConnectionStopped),
+                _ = expired => Err(Error::OperationTimeout(
+                    crate::error::TimedOutTask::WaitForCredits,
+                    timeout,
+                )),
+            };
+        }
+        self.curr_credits.acquire_many(n).await?.forget();
+        Ok(())
+    }
+
     /// The credits a request charges (MS-SMB2 3.2.4.1.5).
     fn credit_cost(msg: &OutgoingMessage) -> u16 {
         if Self::SET_CREDIT_CHARGE_CMDS.contains(&msg.message.header.command) {
@@ -631,7 +663,7 @@ impl ConnectionMessageHandler {
             .map(Self::credit_cost)
             .collect();
         let total: u32 = costs.iter().map(|&c| c as u32).sum();
-        self.curr_credits.acquire_many(total).await?.forget();
+        self.acquire_credits(total).await?;
         let current_pool_size = self.credit_pool.load(Ordering::SeqCst);
         let extra = self.credits_backlog.saturating_sub(current_pool_size);
         let mut id = self.curr_msg_id.fetch_add(total as u64, Ordering::SeqCst);
@@ -662,7 +694,7 @@ impl ConnectionMessageHandler {
 
                 // First, acquire credits from the semaphore, and forget them.
                 // They may be returned via the response message, at `process_sequence_incoming` below.
-                self.curr_credits.acquire_many(cost as u32).await?.forget();
+                self.acquire_credits(cost as u32).await?;
 
                 let mut request = cost;
                 // Request additional credits if required: if balance < extra, add to request the diff:
@@ -685,10 +717,8 @@ impl ConnectionMessageHandler {
 
         // Default case: logically waiting for single credit per message,
         // which will make the client wait for next response before allowing next request.
-        self.curr_credits
-            .acquire_many(Self::CREDITS_PER_MSG_NO_LARGE_MTU)
-            .await?
-            .forget();
+        self.acquire_credits(Self::CREDITS_PER_MSG_NO_LARGE_MTU)
+            .await?;
         debug_assert!(
             self.curr_credits.available_permits() == 0,
             "Expected 0 credits available with no large mtu, got {}",

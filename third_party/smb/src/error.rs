@@ -9,6 +9,8 @@ use smb_msg::{Command, ErrorResponse, Status};
 #[derive(Debug)]
 pub enum TimedOutTask {
     ReceiveNextMessage,
+    /// fargate-smb patch: waiting for the server to grant the credits a request needs.
+    WaitForCredits,
 }
 
 #[derive(Error, Debug)]

@@ -49,6 +49,8 @@ where
     stopped: AtomicBool,
     /// The current timeout configured for the worker.
     timeout: AtomicU64,
+    /// fargate-smb patch: cancelled once nothing more will be received (see `mark_stopped`).
+    gone: CancellationToken,
 }
 
 /// Holds state for the worker, regarding messages to be received:
@@ -93,6 +95,18 @@ where
     /// fargate-smb patch: the receive loop has ended (the connection dropped); see its cleanup.
     pub(crate) fn mark_stopped(&self) {
         self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.gone.cancel();
+    }
+
+    /// fargate-smb patch: cancelled once nothing more will be received, which wakes a request
+    /// waiting for credits (only answers return them).
+    pub(crate) fn gone(&self) -> &CancellationToken {
+        &self.gone
+    }
+
+    /// fargate-smb patch: the timeout for each request (zero: none).
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout.load(Ordering::Relaxed))
     }
 
     /// This is a function that should be used by multi worker implementations (async/mtd),
@@ -245,6 +259,7 @@ where
             sender: tx,
             stopped: AtomicBool::new(false),
             timeout: AtomicU64::new(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            gone: CancellationToken::new(),
         });
 
         worker
@@ -259,6 +274,7 @@ where
     async fn stop(&self) -> crate::Result<()> {
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.gone.cancel();
         {
             self.backend_impl
                 .lock()
